@@ -1,0 +1,137 @@
+"""The runnable services: `up` (everything in one process), `process` and `gateway`.
+
+Thin glue: each builds its parts from Settings, owns their tasks, and stops them
+on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+from aiohttp import web
+
+from .broker import open_broker
+from .broker.base import Broker
+from .config import Settings
+from .errors import BrokerUnavailable
+from .gateway.rest import make_app
+from .processing.service import ProcessingService, PublisherStatus
+from .sources.sim.source import SimSource, wall_clock_us
+
+log = logging.getLogger("optionsfeed")
+PING_TIMEOUT_S = 1.0
+
+
+async def readiness(
+    broker: Broker,
+    settings: Settings,
+    *,
+    status: PublisherStatus | None = None,
+    clock: Callable[[], int] = wall_clock_us,
+) -> str | None:
+    """None when this process can serve, else why not (for `/readyz`).
+
+    Ready means: publishing is not in an outage (when this process publishes),
+    the broker answers, and every underlying's data is fresher than
+    `settings.fresh_within_s`.
+    """
+    if status is not None and not status.connected:
+        return f"publishing stopped: {status.reason}"
+    try:
+        await asyncio.wait_for(broker.ping(), PING_TIMEOUT_S)
+        names = await broker.underlyings()
+        if not names:
+            return "no data yet"
+        now = clock()
+        for name in names:
+            meta = await broker.meta(name)
+            if meta is None:
+                return f"no data for {name}"
+            age = (now - meta.updated_us) / 1e6
+            if age > settings.fresh_within_s:
+                return f"{name}: newest data is {age:.1f} s old (limit {settings.fresh_within_s:g} s)"
+    except (BrokerUnavailable, TimeoutError) as exc:
+        return f"broker {broker.url} unreachable: {exc or 'timeout'}"
+    return None
+
+
+async def _serve_http(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner
+
+
+async def _until_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _run(settings: Settings, *, process: bool, http: bool) -> None:
+    async with open_broker(settings.broker_url, history=settings.history) as broker:
+        tasks: list[asyncio.Task[None]] = []
+        status: PublisherStatus | None = None
+        service: ProcessingService | None = None
+        if process:
+            source = SimSource(list(settings.underlyings), rate=settings.rate, seed=settings.seed)
+            service = ProcessingService(
+                source, broker, stale_after_us=int(settings.stale_after_s * 1e6)
+            )
+            status = service.status
+            tasks.append(asyncio.create_task(service.run(), name="processing"))
+        runner: web.AppRunner | None = None
+        if http:
+
+            async def ready() -> str | None:
+                return await readiness(broker, settings, status=status)
+
+            runner = await _serve_http(make_app(broker, ready), settings.host, settings.port)
+            log.info("serving on http://%s:%d/", settings.host, settings.port)
+            print(f"optionsfeed: open http://{settings.host}:{settings.port}/", flush=True)
+        log.info(
+            "broker %s%s", settings.broker_url,
+            f"; simulating {','.join(settings.underlyings)} at {settings.rate:g} updates/s" if process else "",
+        )  # fmt: skip
+        waiter = asyncio.create_task(_until_signal())
+        try:
+            done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not waiter and t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
+        finally:
+            for t in [waiter, *tasks]:
+                t.cancel()
+            for t in [waiter, *tasks]:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            if runner is not None:
+                await runner.cleanup()
+
+
+def run(settings: Settings, command: str) -> None:
+    """Run `command` ("up", "process" or "gateway") until SIGINT/SIGTERM."""
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    coro = _run(
+        settings,
+        process=command in ("up", "process"),
+        http=command in ("up", "gateway") or settings.port != 0,
+    )
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)

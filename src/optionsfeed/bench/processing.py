@@ -1,0 +1,198 @@
+"""`optionsfeed bench`: processing, pricing and encoding figures, as medians of runs.
+
+Every figure runs in this one process on one core (the Redis server, when used,
+runs in its own process). See docs/benchmarks.md for the recorded figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from ..broker import open_broker
+from ..broker.base import Broker
+from ..processing.pricing import iv_and_greeks
+from ..processing.processor import Processor
+from ..sources.base import SourceBatch
+from ..sources.sim.market import SimMarket
+from ..sources.sim.source import SimSource, wall_clock_us
+from ..sources.sim.universe import DEFAULT_UNDERLYINGS, spec_for
+from .redis_server import temporary_redis
+
+REFERENCE_START = int(datetime(2026, 11, 25, 11, 0, tzinfo=ZoneInfo("America/New_York")).timestamp() * 1e6)
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def bench_pricing(runs: int, n: int = 10_000) -> float:
+    """Median ms of iv_and_greeks over `n` contracts (mixed strikes, 1 day to 2 years)."""
+    rng = np.random.default_rng(0)
+    spot = np.full(n, 100.0)
+    strike = rng.uniform(60, 160, n)
+    t = rng.uniform(1 / 365, 2.0, n)
+    vol = rng.uniform(0.1, 1.0, n)
+    is_call = rng.random(n) < 0.5
+    from ..processing.pricing import bsm_price
+
+    price = bsm_price(is_call, spot, strike, t, 0.04, 0.01, vol)
+    times = []
+    for _ in range(runs * 10):
+        t0 = time.perf_counter()
+        iv_and_greeks(price, is_call, spot, strike, t, 0.04, 0.01)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return _median(times)
+
+
+def make_batches(steps: int, per_step: int) -> tuple[SourceBatch, list[tuple[int, SourceBatch]]]:
+    """The listing batch and `steps` simulated batches of `per_step` updates (10 ms apart)."""
+    market = SimMarket([spec_for(u) for u in DEFAULT_UNDERLYINGS], seed=1, start_us=REFERENCE_START)
+    first = SourceBatch(listings=market.listings())
+    out = []
+    for i in range(steps):
+        now = REFERENCE_START + (i + 1) * 10_000
+        out.append((now, market.step(now, per_step)))
+    return first, out
+
+
+def bench_sim(runs: int, steps: int = 100, per_step: int = 1000) -> float:
+    """Median updates/s the simulator generates on one core."""
+    rates = []
+    for _ in range(runs):
+        market = SimMarket([spec_for(u) for u in DEFAULT_UNDERLYINGS], seed=1, start_us=REFERENCE_START)
+        t0 = time.perf_counter()
+        for i in range(steps):
+            market.step(REFERENCE_START + (i + 1) * 10_000, per_step)
+        rates.append(steps * per_step / (time.perf_counter() - t0))
+    return _median(rates)
+
+
+async def _throughput(broker_factory: Callable[[], Broker], runs: int, per_step: int) -> float:
+    first, batches = make_batches(100, per_step)
+    updates = sum(b.event_count() for _, b in batches)
+    rates = []
+    for _ in range(runs):
+        async with broker_factory() as broker:
+            proc = Processor()
+            await broker.publish(proc.apply(first, REFERENCE_START))
+            t0 = time.perf_counter()
+            for now, batch in batches:
+                await broker.publish(proc.apply(batch, now))
+            rates.append(updates / (time.perf_counter() - t0))
+    return _median(rates)
+
+
+async def _latency(url: str, rate: float, seconds: float) -> tuple[float, float, float]:
+    """(p50, p99, max) ms from an event's ts to its publication being in the cache."""
+    lat: list[float] = []
+    async with open_broker(url) as broker:
+        source = SimSource(list(DEFAULT_UNDERLYINGS), rate=rate, seed=1)
+        proc = Processor()
+        end = time.monotonic() + seconds
+        async for batch in source.batches():
+            pubs = proc.apply(batch, wall_clock_us())
+            oldest = min((q.ts.min() for q in batch.quotes), default=None)
+            await broker.publish(pubs)
+            done = wall_clock_us()
+            if oldest is not None and not batch.listings:
+                n = batch.event_count()
+                lat.extend([(done - int(oldest)) / 1e3] * n)
+            if time.monotonic() > end:
+                break
+    q = np.percentile(np.array(lat), [50, 99, 100])
+    return float(q[0]), float(q[1]), float(q[2])
+
+
+def bench_encode(runs: int, n: int = 5000) -> dict[str, float]:
+    """µs per full option record: msgspec Struct, msgspec dict, orjson dict (if installed)."""
+    from ..model.records import OptionRecord
+
+    rng = np.random.default_rng(0)
+    cols = [rng.random(n).round(4).tolist() for _ in range(11)]
+    syms = [f"SPY261218C{i:08d}" for i in range(n)]
+    import msgspec
+
+    enc = msgspec.json.Encoder()
+
+    def row(i: int) -> dict[str, Any]:
+        c = [col[i] for col in cols]
+        return {
+            "symbol": syms[i], "underlying": "SPY", "root": "SPY", "expiry": "2026-12-18",
+            "strike": 650.0, "right": "C", "multiplier": 100, "bid": c[0], "ask": c[1],
+            "bid_size": 10, "ask_size": 12, "mark": c[2], "last": c[3], "last_size": 1,
+            "volume": 100, "open_interest": 5000, "iv": c[4], "delta": c[5], "gamma": c[6],
+            "theta": c[7], "vega": c[8], "rho": c[9], "underlying_price": c[10],
+            "ts": 1764086400000000, "flags": [],
+        }  # fmt: skip
+
+    def struct() -> None:
+        for i in range(n):
+            enc.encode(OptionRecord(**row(i)))
+
+    def dict_msgspec() -> None:
+        for i in range(n):
+            enc.encode(row(i))
+
+    def build_only() -> None:
+        for i in range(n):
+            row(i)
+
+    cands: dict[str, Callable[[], None]] = {"msgspec Struct": struct, "msgspec dict": dict_msgspec}
+    try:
+        import orjson
+
+        def dict_orjson() -> None:
+            for i in range(n):
+                orjson.dumps(row(i))
+
+        cands["orjson dict"] = dict_orjson
+    except ImportError:
+        pass
+    base = _median([_time(build_only) for _ in range(runs)])
+    return {k: (_median([_time(f) for _ in range(runs)]) - base) / n * 1e6 for k, f in cands.items()}
+
+
+def _time(f: Callable[[], None]) -> float:
+    t0 = time.perf_counter()
+    f()
+    return time.perf_counter() - t0
+
+
+def main(what: str, *, redis: str | None, runs: int) -> int:
+    """Run the benchmarks named by `what` ("processing", "encode" or "all") and print figures."""
+    if what in ("encode", "all"):
+        print("encode: µs per full option record, encoding only (median of runs)")
+        for name, us in bench_encode(runs).items():
+            print(f"  {name:16s} {us:6.2f} µs")
+    if what in ("processing", "all"):
+        print(f"pricing: IV + greeks of 10,000 contracts: {bench_pricing(runs):.2f} ms (median)")
+        print(f"simulator: {bench_sim(runs):,.0f} updates/s generated on one core (median)")
+        for per_step in (500, 1000):
+            mem = asyncio.run(_throughput(lambda: open_broker("memory://"), runs, per_step))
+            print(f"processing -> memory broker: {mem:,.0f} updates/s ({per_step} per batch, median)")
+        asyncio.run(_with_redis(redis, runs))
+    return 0
+
+
+async def _with_redis(url: str | None, runs: int) -> None:
+    if url is None:
+        if shutil.which("redis-server") is None:
+            print("processing -> redis: skipped (no --redis and no redis-server on PATH)")
+            return
+        async with temporary_redis() as tmp:
+            await _with_redis(tmp, runs)
+        return
+    for per_step in (500, 1000):
+        rate = await _throughput(lambda: open_broker(url), runs, per_step)
+        print(f"processing -> redis: {rate:,.0f} updates/s ({per_step} per batch, median)")
+    p50, p99, mx = await _latency(url, 5000, 10.0)
+    print(f"event ts -> in the Redis cache at 5,000 updates/s: p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {mx:.2f} ms")

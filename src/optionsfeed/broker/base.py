@@ -1,0 +1,161 @@
+"""The broker interface shared by the memory and Redis implementations.
+
+The processor is the only writer. Per `Publication` a broker atomically: updates
+the latest-value cache (with the seq it is current as of), appends the envelope
+to a bounded history (for resume) and publishes it to live subscribers. So a
+snapshot (records + seq) read after subscribing, minus the buffered envelopes it
+already contains, continues the live stream with no gap and no duplicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol, Self
+
+import msgspec
+
+# Reserved cache fields beside the option symbols.
+UNDERLYING_FIELD = "__underlying__"
+STATS_FIELD = "__stats__"
+
+
+class ChainInfo(msgspec.Struct):
+    """What is listed for an underlying: symbols per expiry (YYYY-MM-DD), in display order."""
+
+    expiries: dict[str, list[str]]
+
+    @property
+    def contracts(self) -> int:
+        return sum(len(s) for s in self.expiries.values())
+
+
+info_decoder = msgspec.json.Decoder(ChainInfo)
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One envelope as the processor hands it to the broker.
+
+    `payload` is the envelope's wire JSON (published and kept in history as is).
+    `records` are (cache field, full record JSON) pairs to store; `info`, when not
+    None, replaces the listing (JSON of ChainInfo). `reset` marks the first
+    envelope of an epoch: the cache and history of the old epoch are dropped first.
+    A non-reset publication whose `prev` is not the cache's current seq of the same
+    epoch is refused with `SequenceConflict` (the cache lost state: start a new epoch).
+    """
+
+    underlying: str
+    epoch: str
+    prev: int
+    seq: int
+    ts: int
+    payload: bytes
+    records: Sequence[tuple[str, bytes]] = ()
+    info: bytes | None = None
+    reset: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ChainMeta:
+    """Where an underlying's cache stands: epoch, seq, last update time and listing."""
+
+    underlying: str
+    epoch: str
+    seq: int
+    updated_us: int
+    info: ChainInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The latest-value cache of one underlying, consistent as of `seq`."""
+
+    underlying: str
+    epoch: str
+    seq: int
+    updated_us: int
+    info: ChainInfo
+    records: dict[str, bytes] = field(default_factory=dict)
+
+    def option_records(self, expiry: str | None = None) -> list[bytes]:
+        """Full option records in listing order, of one expiry (YYYY-MM-DD) or all."""
+        if expiry is None:
+            symbols = [s for syms in self.info.expiries.values() for s in syms]
+        else:
+            symbols = self.info.expiries.get(expiry, [])
+        records = self.records
+        return [r for r in (records.get(s) for s in symbols) if r is not None]
+
+
+class Subscription(Protocol):
+    """Live envelopes of one underlying, in publish order, as raw JSON bytes.
+
+    Delivery is at most once: a consumer that falls too far behind, or a broker
+    connection that drops, loses messages; the envelopes' prev/seq make the loss
+    visible and `Broker.history` heals it.
+    """
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class Broker(Protocol):
+    """Cache + bounded history + pub/sub, one namespace per deployment."""
+
+    url: str
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def publish(self, publications: Sequence[Publication]) -> None:
+        """Apply each publication atomically, in order.
+
+        Raises BrokerUnavailable when the broker cannot be reached (some of the
+        publications may then have been applied) and SequenceConflict when the
+        cache is not at the publication's `prev`.
+        """
+        ...
+
+    async def snapshot(self, underlying: str) -> Snapshot | None:
+        """The cache of `underlying` read atomically, or None when it has none."""
+        ...
+
+    async def meta(self, underlying: str) -> ChainMeta | None:
+        """Epoch, seq, update time and listing of `underlying` (no records), or None."""
+        ...
+
+    async def history(self, underlying: str, epoch: str, after_seq: int) -> list[bytes] | None:
+        """Envelopes of `epoch` with seq > `after_seq`, oldest first.
+
+        None when that point is no longer (or never was) in the bounded history:
+        the consumer must take a snapshot instead. An empty list means it is current.
+        """
+        ...
+
+    def subscribe(self, underlying: str) -> Subscription:
+        """Live envelopes of `underlying` from the moment the subscription is entered."""
+        ...
+
+    async def underlyings(self) -> list[str]:
+        """Underlyings that have a cache, sorted."""
+        ...
+
+    async def ping(self) -> None:
+        """Return when the broker answers; raise BrokerUnavailable otherwise."""
+        ...

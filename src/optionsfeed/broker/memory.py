@@ -1,0 +1,155 @@
+"""The in-process broker: the embedded default for a one-process run (`memory://`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+from ..errors import SequenceConflict
+from .base import ChainInfo, ChainMeta, Publication, Snapshot, info_decoder
+
+DEFAULT_HISTORY = 2000
+DEFAULT_SUBSCRIBER_QUEUE = 10_000
+
+
+@dataclass(slots=True)
+class _Chain:
+    epoch: str
+    seq: int
+    updated_us: int
+    info: ChainInfo
+    records: dict[str, bytes] = field(default_factory=dict)
+    history: deque[tuple[int, bytes]] = field(default_factory=deque)
+
+
+class MemorySubscription:
+    """A bounded queue of envelopes for one consumer.
+
+    At `maxsize` pending envelopes further ones are dropped and counted in
+    `dropped`; the gap shows in the envelopes' prev/seq, as with Redis.
+    """
+
+    def __init__(self, broker: MemoryBroker, underlying: str, maxsize: int) -> None:
+        self._broker = broker
+        self._underlying = underlying
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize)
+        self.dropped = 0
+
+    def _offer(self, payload: bytes) -> None:
+        try:
+            self._queue.put_nowait(payload)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def __aenter__(self) -> Self:
+        self._broker._subscribers.setdefault(self._underlying, set()).add(self)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        subs = self._broker._subscribers.get(self._underlying)
+        if subs is not None:
+            subs.discard(self)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            yield await self._queue.get()
+
+
+class MemoryBroker:
+    """Cache, bounded history (`history` envelopes per underlying) and pub/sub in memory.
+
+    Every operation is synchronous under the hood, so each publication is atomic
+    with respect to readers on the same event loop.
+    """
+
+    def __init__(
+        self,
+        url: str = "memory://",
+        *,
+        history: int = DEFAULT_HISTORY,
+        subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE,
+    ) -> None:
+        self.url = url
+        self._history = history
+        self._subscriber_queue = subscriber_queue
+        self._chains: dict[str, _Chain] = {}
+        self._subscribers: dict[str, set[MemorySubscription]] = {}
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._subscribers.clear()
+
+    async def publish(self, publications: Sequence[Publication]) -> None:
+        for pub in publications:
+            self._apply(pub)
+
+    def _apply(self, pub: Publication) -> None:
+        chain = self._chains.get(pub.underlying)
+        if pub.reset:
+            info = info_decoder.decode(pub.info) if pub.info is not None else ChainInfo({})
+            chain = _Chain(pub.epoch, pub.seq, pub.ts, info, history=deque(maxlen=self._history))
+            self._chains[pub.underlying] = chain
+        elif chain is None or chain.epoch != pub.epoch or chain.seq != pub.prev:
+            have = "nothing" if chain is None else f"{chain.epoch}/{chain.seq}"
+            raise SequenceConflict(
+                pub.underlying, f"cache at {have}, publication continues {pub.epoch}/{pub.prev}"
+            )
+        elif pub.info is not None:
+            chain.info = info_decoder.decode(pub.info)
+        chain.records.update(pub.records)
+        chain.seq = pub.seq
+        chain.updated_us = pub.ts
+        chain.history.append((pub.seq, pub.payload))
+        for sub in self._subscribers.get(pub.underlying, ()):
+            sub._offer(pub.payload)
+
+    async def snapshot(self, underlying: str) -> Snapshot | None:
+        chain = self._chains.get(underlying)
+        if chain is None:
+            return None
+        return Snapshot(
+            underlying, chain.epoch, chain.seq, chain.updated_us, chain.info, dict(chain.records)
+        )
+
+    async def meta(self, underlying: str) -> ChainMeta | None:
+        chain = self._chains.get(underlying)
+        if chain is None:
+            return None
+        return ChainMeta(underlying, chain.epoch, chain.seq, chain.updated_us, chain.info)
+
+    async def history(self, underlying: str, epoch: str, after_seq: int) -> list[bytes] | None:
+        chain = self._chains.get(underlying)
+        if chain is None or chain.epoch != epoch or after_seq > chain.seq:
+            return None
+        if after_seq == chain.seq:
+            return []
+        hist = chain.history
+        # The point is covered when the oldest kept envelope is the one right after it.
+        if not hist or hist[0][0] > after_seq + 1:
+            return None
+        return [payload for seq, payload in hist if seq > after_seq]
+
+    def subscribe(self, underlying: str) -> MemorySubscription:
+        return MemorySubscription(self, underlying, self._subscriber_queue)
+
+    async def underlyings(self) -> list[str]:
+        return sorted(self._chains)
+
+    async def ping(self) -> None:
+        return None

@@ -1,0 +1,80 @@
+"""The `optionsfeed` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from .config import Settings
+from .errors import ConfigError
+
+
+def _common(p: argparse.ArgumentParser, *, source: bool, http: bool, redis_required: bool) -> None:
+    if http:
+        p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+        p.add_argument("--port", help="port to listen on (default 8000; 0 = no HTTP for process)")
+    p.add_argument(
+        "--redis",
+        help="Redis URL, e.g. redis://127.0.0.1:6379/0"
+        + (" (required)" if redis_required else " (default: the embedded memory broker)"),
+    )
+    p.add_argument("--history", help="resume history per underlying, in envelopes (default 2000)")
+    p.add_argument("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
+    if source:
+        p.add_argument("--underlyings", help="comma-separated (default SPY,QQQ,AAPL,TSLA,NVDA)")
+        p.add_argument("--rate", help="simulated updates per second (default 2000)")
+        p.add_argument("--seed", help="simulator seed (default 1)")
+        p.add_argument("--stale-after-s", help="flag a contract stale after this long unquoted (60)")
+    p.add_argument("--fresh-within-s", help="/readyz fails when data is older than this (10)")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser (flags are strings; Settings converts and validates them)."""
+    top = argparse.ArgumentParser(
+        prog="optionsfeed",
+        description="Live options market data: simulator -> processing -> broker -> gateway.",
+        epilog="Every flag can also be set as OPTIONSFEED_<NAME> (e.g. OPTIONSFEED_RATE=5000).",
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run the whole system in one process")
+    _common(up, source=True, http=True, redis_required=False)
+    proc = sub.add_parser("process", help="run source + processing, publishing into Redis")
+    _common(proc, source=True, http=True, redis_required=True)
+    gw = sub.add_parser("gateway", help="serve clients from Redis")
+    _common(gw, source=False, http=True, redis_required=True)
+    bench = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
+    bench.add_argument("what", choices=["processing", "encode", "all"], nargs="?", default="all")
+    bench.add_argument("--redis", help="also measure publishing into this Redis")
+    bench.add_argument("--runs", type=int, default=5, help="runs per figure (median reported)")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `optionsfeed` console script."""
+    args = parser().parse_args(argv)
+    if args.command == "bench":
+        from .bench.processing import main as bench_main
+
+        return bench_main(args.what, redis=args.redis, runs=args.runs)
+    flags = {k: v for k, v in vars(args).items() if k != "command"}
+    env = dict(os.environ)
+    if args.command == "process" and flags.get("port") is None and "OPTIONSFEED_PORT" not in env:
+        flags["port"] = "0"  # a processor serves no HTTP unless asked to
+    try:
+        settings = Settings.load(flags, env)
+    except ConfigError as exc:
+        print(f"optionsfeed: {exc}", file=sys.stderr)
+        return 2
+    if args.command in ("process", "gateway") and settings.redis is None:
+        print(f"optionsfeed {args.command}: --redis (or OPTIONSFEED_REDIS) is required", file=sys.stderr)
+        return 2
+    from .app import run
+
+    run(settings, args.command)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

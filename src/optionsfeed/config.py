@@ -1,0 +1,117 @@
+"""Settings: one typed object, from flags over OPTIONSFEED_* variables over defaults.
+
+An OPTIONSFEED_* variable that names no setting is an error, so a typo does not
+silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+from .sources.sim.universe import DEFAULT_UNDERLYINGS
+
+ENV_PREFIX = "OPTIONSFEED_"
+UNDERLYING_RE = re.compile(r"^[A-Z0-9.^/-]{1,12}$")
+
+
+def _underlyings(value: str) -> tuple[str, ...]:
+    items = tuple(s.strip().upper() for s in value.split(",") if s.strip())
+    if not items:
+        raise ValueError("at least one underlying is needed")
+    for s in items:
+        if not UNDERLYING_RE.match(s):
+            raise ValueError(f"{s!r} is not an underlying symbol ([A-Z0-9.^/-], 1-12 characters)")
+    if len(set(items)) != len(items):
+        raise ValueError("an underlying is listed twice")
+    return items
+
+
+def _positive(kind: type[int] | type[float]) -> Any:
+    def conv(value: str) -> int | float:
+        v = kind(value)
+        if v <= 0:
+            raise ValueError("must be positive")
+        return v
+
+    return conv
+
+
+def _port(value: str) -> int:
+    v = int(value)
+    if not 0 <= v <= 65535:
+        raise ValueError("must be 0-65535")
+    return v
+
+
+def _broker_url(value: str) -> str:
+    if not re.match(r"^(redis|rediss|unix|memory)://", value):
+        raise ValueError("must be a redis://, rediss://, unix:// or memory:// URL")
+    return value
+
+
+def _log_level(value: str) -> str:
+    v = value.upper()
+    if v not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return v
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting of every command (each command reads the ones it needs).
+
+    `redis` None means the embedded memory broker. `history` bounds the resume
+    stream per underlying (envelopes; older ones are trimmed). `stale_after_s`:
+    a contract with no quote for this long gets the `stale` flag. `fresh_within_s`:
+    `/readyz` fails when an underlying's data is older than this.
+    """
+
+    host: str = field(default="127.0.0.1", metadata={"conv": str})
+    port: int = field(default=8000, metadata={"conv": _port})
+    redis: str | None = field(default=None, metadata={"conv": _broker_url})
+    underlyings: tuple[str, ...] = field(default=DEFAULT_UNDERLYINGS, metadata={"conv": _underlyings})
+    rate: float = field(default=2000.0, metadata={"conv": _positive(float)})
+    seed: int = field(default=1, metadata={"conv": int})
+    history: int = field(default=2000, metadata={"conv": _positive(int)})
+    stale_after_s: float = field(default=60.0, metadata={"conv": _positive(float)})
+    fresh_within_s: float = field(default=10.0, metadata={"conv": _positive(float)})
+    log_level: str = field(default="INFO", metadata={"conv": _log_level})
+
+    @property
+    def broker_url(self) -> str:
+        """The broker URL: the Redis one, or the embedded memory broker."""
+        return self.redis or "memory://"
+
+    @classmethod
+    def load(cls, flags: Mapping[str, str | None], env: Mapping[str, str]) -> Settings:
+        """Build settings from string `flags` (None = not given) over `env` over defaults.
+
+        Raises ConfigError naming the setting for an unknown OPTIONSFEED_* variable,
+        an unknown flag or a bad value.
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        raw: dict[str, tuple[str, str]] = {}
+        for key, value in env.items():
+            if not key.startswith(ENV_PREFIX):
+                continue
+            name = key[len(ENV_PREFIX) :].lower()
+            if name not in fields:
+                raise ConfigError(f"unknown setting {key} (known: {', '.join(sorted(fields))})")
+            raw[name] = (key, value)
+        for name, value in flags.items():
+            if name not in fields:
+                raise ConfigError(f"unknown setting --{name.replace('_', '-')}")
+            if value is not None:
+                raw[name] = (f"--{name.replace('_', '-')}", value)
+        values: dict[str, Any] = {}
+        for name, (source, value) in raw.items():
+            try:
+                values[name] = fields[name].metadata["conv"](value)
+            except ValueError as exc:
+                raise ConfigError(f"{source}={value!r}: {exc}") from exc
+        return cls(**values)

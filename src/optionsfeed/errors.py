@@ -1,0 +1,44 @@
+"""The exception hierarchy: one base, grouped by what the caller can do about it."""
+
+from __future__ import annotations
+
+
+class OptionsFeedError(Exception):
+    """Base of every error optionsfeed raises on purpose."""
+
+
+class InvalidInput(OptionsFeedError, ValueError):
+    """Input (a symbol, a channel, a setting) is malformed; fix the input and retry."""
+
+
+class InvalidSymbol(InvalidInput):
+    """An option or underlying symbol does not parse.
+
+    `symbol` holds the offending text and `reason` says what is wrong with it.
+    """
+
+    def __init__(self, symbol: str, reason: str) -> None:
+        super().__init__(f"invalid symbol {symbol!r}: {reason}")
+        self.symbol = symbol
+        self.reason = reason
+
+
+class ConfigError(InvalidInput):
+    """A setting (flag or OPTIONSFEED_* variable) is unknown or has a bad value."""
+
+
+class BrokerUnavailable(OptionsFeedError):
+    """The broker cannot be reached right now; the operation may succeed later."""
+
+
+class SequenceConflict(OptionsFeedError):
+    """The broker's cache is not at the sequence a publication continues from.
+
+    The cache lost state (a restarted Redis) or another writer touched it; the
+    processor answers by starting a new epoch with a full reset.
+    """
+
+    def __init__(self, underlying: str, detail: str) -> None:
+        super().__init__(f"{underlying}: {detail}")
+        self.underlying = underlying
+        self.detail = detail

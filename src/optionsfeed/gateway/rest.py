@@ -1,0 +1,100 @@
+"""The REST beside the stream (PROTOCOL.md "REST beside the stream"), over aiohttp.
+
+Handlers only read the broker's latest-value cache: the full records are stored
+as wire JSON, so a chain response is a join of cached bytes, no re-encoding.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from datetime import date
+
+from aiohttp import web
+
+from ..broker.base import Broker
+from ..errors import BrokerUnavailable
+from ..model.records import encode
+
+UNDERLYING_RE = re.compile(r"^[A-Z0-9.^/-]{1,12}$")
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+# Returns None when ready, else the reason it is not.
+Readiness = Callable[[], Awaitable[str | None]]
+
+BROKER_KEY = web.AppKey("broker", Broker)
+READINESS_KEY = web.AppKey("readiness", Readiness)  # type: ignore[arg-type]
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.Response(
+        status=status,
+        body=encode({"error": {"code": code, "message": message}}),
+        content_type="application/json",
+    )
+
+
+def _json(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=body, content_type="application/json")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json(b'{"status":"ok"}')
+
+
+async def readyz(request: web.Request) -> web.Response:
+    reason = await request.app[READINESS_KEY]()
+    if reason is None:
+        return _json(b'{"status":"ready"}')
+    return _json(encode({"status": "not ready", "reason": reason}), status=503)
+
+
+async def underlyings(request: web.Request) -> web.Response:
+    broker = request.app[BROKER_KEY]
+    try:
+        out = []
+        for name in await broker.underlyings():
+            meta = await broker.meta(name)
+            if meta is not None:
+                exp = list(meta.info.expiries)
+                out.append({"symbol": name, "expiries": exp, "contracts": meta.info.contracts})
+    except BrokerUnavailable as exc:
+        return _error(503, "internal", f"broker unavailable: {exc}")
+    return _json(encode({"underlyings": out}))
+
+
+async def chain(request: web.Request) -> web.Response:
+    name = request.match_info["underlying"]
+    if not UNDERLYING_RE.match(name):
+        return _error(400, "bad_request", f"{name!r} is not an underlying symbol")
+    expiry = request.query.get("expiry")
+    if expiry is not None:
+        try:
+            if not DATE_RE.match(expiry):
+                raise ValueError
+            date.fromisoformat(expiry)
+        except ValueError:
+            return _error(400, "bad_request", f"expiry {expiry!r} is not a YYYY-MM-DD date")
+    try:
+        snap = await request.app[BROKER_KEY].snapshot(name)
+    except BrokerUnavailable as exc:
+        return _error(503, "internal", f"broker unavailable: {exc}")
+    if snap is None:
+        return _error(404, "unknown_symbol", f"no underlying {name}")
+    if expiry is not None and expiry not in snap.info.expiries:
+        return _error(404, "unknown_symbol", f"{name} has no expiry {expiry}")
+    head = encode({"underlying": name, "epoch": snap.epoch, "seq": snap.seq})
+    body = head[:-1] + b',"data":[' + b",".join(snap.option_records(expiry)) + b"]}"
+    return _json(body)
+
+
+def make_app(broker: Broker, readiness: Readiness) -> web.Application:
+    """The HTTP application: health, readiness and the REST API over `broker`."""
+    app = web.Application()
+    app[BROKER_KEY] = broker
+    app[READINESS_KEY] = readiness
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/api/v1/underlyings", underlyings)
+    app.router.add_get("/api/v1/chain/{underlying:.+}", chain)
+    return app

@@ -1,0 +1,121 @@
+"""Chain analytics of one underlying (`stats.{U}`), computed from the chain state.
+
+Conventions (docs/conventions.md says the same for users):
+- `atm_iv`: implied volatility at the forward F = S e^{(r-q)T} of the nearest expiry
+  at least one day out, linearly interpolated in strike between the two listed
+  strikes around F; at each strike the out-of-the-money side's IV is used (the put
+  below F, the call at or above it), the other side when that one has none.
+- `put_call_volume_ratio` / `put_call_oi_ratio`: puts over calls (null when calls are 0).
+- `max_pain` per expiry: the listed strike where the options' total intrinsic payout
+  to holders, weighted by open interest, is least.
+- `net_gamma_exposure`: sum over contracts of gamma x open interest x multiplier x S^2
+  x 0.01, calls counted positive and puts negative (the common convention that
+  dealers are long the calls and short the puts customers trade): US dollars of
+  delta change per 1% move of the underlying.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..model.records import StatsRecord
+from .chain import US_PER_YEAR, ChainState
+
+F64 = NDArray[np.float64]
+ONE_DAY_US = 86_400 * 1_000_000
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def atm_iv(chain: ChainState, now_us: int) -> float | None:
+    """IV at the forward of the nearest expiry at least one day out (None if unknown)."""
+    if not np.isfinite(chain.spot):
+        return None
+    future = np.unique(chain.expiry_us[chain.expiry_us - now_us >= ONE_DAY_US])
+    if len(future) == 0:
+        return None
+    exp_us = int(future[0])
+    t = (exp_us - now_us) / US_PER_YEAR
+    fwd = chain.spot * np.exp((chain.rate - chain.dividend_yield) * t)
+    rows = np.flatnonzero(chain.expiry_us == exp_us)
+    iv = chain.pub["iv"][rows]
+    strikes = chain.strike[rows]
+    calls = chain.is_call[rows]
+    uniq = np.unique(strikes)
+    ivs = np.full(len(uniq), np.nan)
+    pos = np.searchsorted(uniq, strikes)
+    call_iv, put_iv = np.full(len(uniq), np.nan), np.full(len(uniq), np.nan)
+    call_iv[pos[calls]] = iv[calls]
+    put_iv[pos[~calls]] = iv[~calls]
+    otm_first = np.where(uniq >= fwd, call_iv, put_iv)
+    other = np.where(uniq >= fwd, put_iv, call_iv)
+    ivs = np.where(np.isfinite(otm_first), otm_first, other)
+    ok = np.isfinite(ivs)
+    if ok.sum() < 2:
+        return _finite_or_none(float(ivs[ok][0])) if ok.any() else None
+    k, v = uniq[ok], ivs[ok]
+    if fwd <= k[0] or fwd >= k[-1]:
+        return None  # the forward is outside the quoted strikes: no honest interpolation
+    return _finite_or_none(float(np.interp(fwd, k, v)))
+
+
+def compute_max_pain(chain: ChainState) -> dict[str, float]:
+    """Max-pain strike per expiry (YYYY-MM-DD); expiries without open interest are left out."""
+    out: dict[str, float] = {}
+    oi = np.nan_to_num(chain.open_interest, nan=0.0) * chain.multiplier
+    for exp_us in np.unique(chain.expiry_us).tolist():
+        rows = np.flatnonzero(chain.expiry_us == exp_us)
+        w = oi[rows]
+        if not w.any():
+            continue
+        k = chain.strike[rows]
+        calls = chain.is_call[rows]
+        cand = np.unique(k)
+        # payout[c] = sum_calls w max(c - K, 0) + sum_puts w max(K - c, 0)
+        diff = cand[:, None] - k[None, :]
+        payout = np.where(calls[None, :], np.maximum(diff, 0.0), np.maximum(-diff, 0.0)) @ w
+        out[chain.expiry_str[int(rows[0])]] = float(cand[int(np.argmin(payout))])
+    return out
+
+
+def _ratio(puts: float, calls: float) -> float | None:
+    return round(puts / calls, 4) if calls > 0 else None
+
+
+def compute_stats(
+    chain: ChainState, now_us: int, *, max_pain: dict[str, float] | None = None
+) -> StatsRecord:
+    """The full `stats.{U}` record of `chain` at `now_us`.
+
+    `max_pain`, when given, is reused instead of recomputed (it only depends on
+    open interest and strikes, which are fixed per listing).
+    """
+    calls = chain.is_call
+    vol = chain.volume
+    oi = np.nan_to_num(chain.open_interest, nan=0.0)
+    call_vol, put_vol = float(vol[calls].sum()), float(vol[~calls].sum())
+    call_oi, put_oi = float(oi[calls].sum()), float(oi[~calls].sum())
+    gamma = chain.pub["gamma"]
+    ok = np.isfinite(gamma)
+    gex: float | None = None
+    if np.isfinite(chain.spot) and ok.any():
+        sign = np.where(calls, 1.0, -1.0)
+        gex = float(
+            (gamma[ok] * oi[ok] * chain.multiplier[ok] * sign[ok]).sum() * chain.spot**2 * 0.01
+        )
+        gex = round(gex, 2)
+    return StatsRecord(
+        underlying=chain.underlying,
+        ts=now_us,
+        spot=_finite_or_none(chain.spot),
+        atm_iv=None if (a := atm_iv(chain, now_us)) is None else round(a, 5),
+        put_call_volume_ratio=_ratio(put_vol, call_vol),
+        put_call_oi_ratio=_ratio(put_oi, call_oi),
+        total_volume=int(call_vol + put_vol),
+        total_open_interest=int(call_oi + put_oi),
+        max_pain=compute_max_pain(chain) if max_pain is None else max_pain,
+        net_gamma_exposure=gex,
+    )

@@ -1,0 +1,292 @@
+"""The state of one underlying's chain, repriced and diffed in NumPy.
+
+One row per contract. A batch writes quote and trade columns for the rows it
+touches, reprices exactly those rows in one vectorized call, rounds the results
+to their wire precision and compares them with what was last published, so a
+delta carries only the fields whose *visible* value changed. Pure: no I/O, no
+clock (time comes in with the events).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..model.contract import Contract
+from ..model.records import FLAG_ORDER, Flag, OptionRecord, UnderlyingRecord, encode
+from ..sources.base import Listing, Quotes, Trades, UnderlyingTick
+from .pricing import iv_and_greeks
+
+F64 = NDArray[np.float64]
+US_PER_YEAR = 365.0 * 86_400.0 * 1e6
+NEW_YORK = ZoneInfo("America/New_York")
+
+# Wire precision per field: a change smaller than this is not a change.
+DECIMALS: dict[str, int] = {
+    "bid": 4, "ask": 4, "mark": 4, "last": 4, "underlying_price": 4,
+    "iv": 5, "delta": 5, "gamma": 6, "theta": 5, "vega": 5, "rho": 5,
+}  # fmt: skip
+INT_FIELDS = ("bid_size", "ask_size", "last_size", "volume", "open_interest")
+# Fields of a delta, in wire order (after symbol, before ts and flags).
+DELTA_FIELDS = (
+    "bid", "ask", "bid_size", "ask_size", "mark", "last", "last_size", "volume",
+    "open_interest", "iv", "delta", "gamma", "theta", "vega", "rho", "underlying_price",
+)  # fmt: skip
+
+_BITS = {flag: 1 << i for i, flag in enumerate(FLAG_ORDER)}
+# Flag lists by bitmask, shared and never mutated: a record's flags cost no allocation.
+FLAG_LISTS: list[list[str]] = [
+    [str(f) for f in FLAG_ORDER if m & _BITS[f]] for m in range(1 << len(FLAG_ORDER))
+]
+
+
+@dataclass(slots=True)
+class ChainDelta:
+    """What one batch changed in one chain: wire deltas plus full records for the cache."""
+
+    options: list[dict[str, Any]]
+    records: list[tuple[str, bytes]]
+    underlying: dict[str, Any] | None = None
+
+
+def _nan(n: int) -> F64:
+    return np.full(n, np.nan)
+
+
+def _changed(new: F64, old: F64) -> NDArray[np.bool_]:
+    """Elementwise "differs", where NaN equals NaN."""
+    return (new != old) & ~(np.isnan(new) & np.isnan(old))
+
+
+def _ints(values: list[float]) -> list[int | None]:
+    return [None if v != v else int(v) for v in values]
+
+
+class ChainState:
+    """State of one underlying: listing, quotes, computed values, and what was published.
+
+    Bounded by the listing: memory is O(contracts). Unknown symbols in events are
+    counted in `unknown_events` and skipped.
+    """
+
+    def __init__(
+        self, listing: Listing, *, listed_us: int, stale_after_us: int = 60_000_000
+    ) -> None:
+        self.underlying = listing.underlying
+        self.rate = listing.rate
+        self.dividend_yield = listing.dividend_yield
+        self.stale_after_us = stale_after_us
+        self.contracts = listing.contracts
+        n = len(listing.contracts)
+        self.size = n
+        self.index = {c.symbol: i for i, c in enumerate(listing.contracts)}
+        self.symbols = [c.symbol for c in listing.contracts]
+        self.strike = np.array([c.strike for c in listing.contracts], dtype=np.float64)
+        self.expiry_us = np.array([c.expiry_us for c in listing.contracts], dtype=np.int64)
+        self.is_call = np.array([c.right == "C" for c in listing.contracts], dtype=np.bool_)
+        self.multiplier = np.array([c.multiplier for c in listing.contracts], dtype=np.float64)
+        self.expiry_str = [c.expiry.isoformat() for c in listing.contracts]
+        # Inputs from the source.
+        self.bid, self.ask = _nan(n), _nan(n)
+        self.bid_size, self.ask_size = _nan(n), _nan(n)
+        self.last, self.last_size = _nan(n), _nan(n)
+        self.volume = np.zeros(n)
+        self.open_interest = (
+            listing.open_interest.astype(np.float64)
+            if listing.open_interest is not None
+            else _nan(n)
+        )
+        # A contract not quoted yet counts as quoted at listing time (so not stale yet).
+        self.quote_ts = np.full(n, listed_us, dtype=np.int64)
+        self.halted = np.zeros(n, dtype=np.bool_)
+        # Published (wire-rounded) values, one column per delta field.
+        self.pub: dict[str, F64] = {f: _nan(n) for f in DELTA_FIELDS}
+        self.pub["volume"] = np.zeros(n)
+        self.pub["open_interest"] = self.open_interest.copy()
+        self.pub_flags = np.zeros(n, dtype=np.int64)
+        self.pub_ts = np.full(n, listed_us, dtype=np.int64)
+        # Underlying.
+        self.spot = float("nan")
+        self.spot_bid: float | None = None
+        self.spot_ask: float | None = None
+        self.spot_ts = listed_us
+        self.volume_day: str | None = None
+        self.unknown_events = 0
+
+    # -- inputs ---------------------------------------------------------------
+
+    def _rows(self, symbols: list[str]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+        """(rows, positions in the event arrays) of the known symbols."""
+        get = self.index.get
+        found = [get(s, -1) for s in symbols]
+        rows = np.asarray(found, dtype=np.intp)
+        pos = np.flatnonzero(rows >= 0)
+        if len(pos) != len(rows):
+            self.unknown_events += len(rows) - len(pos)
+            rows = rows[pos]
+        return rows, pos
+
+    def apply_tick(self, tick: UnderlyingTick) -> dict[str, Any] | None:
+        """Take an underlying tick; return its wire delta (None if nothing visible changed)."""
+        delta: dict[str, Any] = {"symbol": self.underlying}
+        price = round(tick.price, 4) if np.isfinite(tick.price) else None
+        if price != (None if np.isnan(self.spot) else self.spot):
+            delta["price"] = price
+        if tick.bid != self.spot_bid:
+            delta["bid"] = tick.bid
+        if tick.ask != self.spot_ask:
+            delta["ask"] = tick.ask
+        self.spot = float("nan") if price is None else price
+        self.spot_bid, self.spot_ask, self.spot_ts = tick.bid, tick.ask, tick.ts
+        if len(delta) == 1:
+            return None
+        delta["ts"] = tick.ts
+        return delta
+
+    def apply_quotes(self, q: Quotes) -> NDArray[np.intp]:
+        """Store quotes (last one wins per row); return the touched rows."""
+        rows, pos = self._rows(q.symbols)
+        self.bid[rows] = q.bid[pos]
+        self.ask[rows] = q.ask[pos]
+        self.bid_size[rows] = q.bid_size[pos]
+        self.ask_size[rows] = q.ask_size[pos]
+        np.maximum.at(self.quote_ts, rows, q.ts[pos])
+        return rows
+
+    def apply_trades(self, t: Trades) -> NDArray[np.intp]:
+        """Store prints and add their sizes to the day's volume; return the touched rows."""
+        rows, pos = self._rows(t.symbols)
+        if len(rows) and len(pos):
+            day = datetime.fromtimestamp(int(t.ts[pos[-1]]) / 1e6, NEW_YORK).date().isoformat()
+            if day != self.volume_day:
+                # Volume counts one session; a new New York date starts it again.
+                self.volume_day = day
+                self.volume[:] = 0.0
+        self.last[rows] = t.price[pos]
+        self.last_size[rows] = t.size[pos]
+        np.add.at(self.volume, rows, t.size[pos])
+        return rows
+
+    # -- reprice + diff ---------------------------------------------------------
+
+    def reprice(self, rows: NDArray[np.intp], now_us: int) -> ChainDelta:
+        """Reprice `rows` at `now_us` and diff them against what was published.
+
+        Returns the wire deltas of the rows whose visible values changed and their
+        new full records; marks those values as published.
+        """
+        rows = np.unique(rows)
+        if len(rows) == 0:
+            return ChainDelta([], [])
+        bid, ask = self.bid[rows], self.ask[rows]
+        has_bid = bid > 0
+        both = has_bid & (ask > 0)
+        # Mark: the mid; with no bid, half the ask (flagged no_bid); unknown otherwise.
+        mark = np.where(both, (bid + ask) * 0.5, np.where(~has_bid & (ask > 0), ask * 0.5, np.nan))
+        t_years = (self.expiry_us[rows] - now_us) / US_PER_YEAR
+        spot = np.full(len(rows), self.spot)
+        iv, g = iv_and_greeks(
+            mark, self.is_call[rows], spot, self.strike[rows], t_years, self.rate, self.dividend_yield
+        )
+        flags = np.zeros(len(rows), dtype=np.int64)
+        flags |= np.where(both & (bid > ask), _BITS[Flag.CROSSED], 0)
+        flags |= np.where(~has_bid & ~np.isnan(ask), _BITS[Flag.NO_BID], 0)
+        flags |= np.where(np.isfinite(mark) & np.isnan(iv), _BITS[Flag.IV_FAILED], 0)
+        flags |= np.where(now_us - self.quote_ts[rows] > self.stale_after_us, _BITS[Flag.STALE], 0)
+        flags |= np.where(self.halted[rows], _BITS[Flag.HALTED], 0)
+        new: dict[str, F64] = {
+            "bid": bid, "ask": ask, "bid_size": self.bid_size[rows],
+            "ask_size": self.ask_size[rows], "mark": mark, "last": self.last[rows],
+            "last_size": self.last_size[rows], "volume": self.volume[rows],
+            "open_interest": self.open_interest[rows], "iv": iv, "delta": g.delta,
+            "gamma": g.gamma, "theta": g.theta, "vega": g.vega, "rho": g.rho,
+            "underlying_price": np.where(np.isfinite(iv), spot, np.nan),
+        }  # fmt: skip
+        for name, dec in DECIMALS.items():
+            new[name] = np.round(new[name], dec)
+        masks = {name: _changed(new[name], self.pub[name][rows]) for name in DELTA_FIELDS}
+        flag_mask = flags != self.pub_flags[rows]
+        any_changed = flag_mask.copy()
+        for m in masks.values():
+            any_changed |= m
+        sel = np.flatnonzero(any_changed)
+        if len(sel) == 0:
+            return ChainDelta([], [])
+        out_rows = rows[sel]
+        ts = np.maximum(self.quote_ts[out_rows], self.spot_ts)
+        symbols = self.symbols
+        ts_list = ts.tolist()
+        deltas: list[dict[str, Any]] = [
+            {"symbol": symbols[r], "ts": t} for r, t in zip(out_rows.tolist(), ts_list, strict=True)
+        ]
+        for name in DELTA_FIELDS:
+            m = masks[name][sel]
+            idx = np.flatnonzero(m)
+            if len(idx) == 0:
+                continue
+            vals: list[Any] = new[name][sel[idx]].tolist()
+            if name in INT_FIELDS:
+                vals = _ints(vals)
+            for i, v in zip(idx.tolist(), vals, strict=True):
+                deltas[i][name] = v
+            self.pub[name][out_rows[idx]] = new[name][sel[idx]]
+        fl = flags[sel]
+        for i in np.flatnonzero(flag_mask[sel]).tolist():
+            deltas[i]["flags"] = FLAG_LISTS[fl[i]]
+        self.pub_flags[out_rows] = fl
+        self.pub_ts[out_rows] = ts
+        return ChainDelta(deltas, self.full_records(out_rows))
+
+    def refresh_stale(self, now_us: int) -> ChainDelta:
+        """Reprice rows whose quote went stale (or fresh again) since last published."""
+        stale = (now_us - self.quote_ts) > self.stale_after_us
+        was = (self.pub_flags & _BITS[Flag.STALE]) != 0
+        rows = np.flatnonzero(stale != was)
+        return self.reprice(rows, now_us) if len(rows) else ChainDelta([], [])
+
+    # -- full records -----------------------------------------------------------
+
+    def full_records(self, rows: NDArray[np.intp] | None = None) -> list[tuple[str, bytes]]:
+        """(symbol, full record JSON) of `rows` (all when None), from published values."""
+        if rows is None:
+            rows = np.arange(self.size, dtype=np.intp)
+        rl = rows.tolist()
+        p = self.pub
+        col = {name: p[name][rows].tolist() for name in DELTA_FIELDS}
+        for name in INT_FIELDS:
+            col[name] = _ints(col[name])
+        flags = self.pub_flags[rows].tolist()
+        ts = self.pub_ts[rows].tolist()
+        contracts = self.contracts
+        out: list[tuple[str, bytes]] = []
+        for i, r in enumerate(rl):
+            c: Contract = contracts[r]
+            rec = OptionRecord(
+                c.symbol, c.underlying, c.root, self.expiry_str[r], c.strike, c.right,
+                c.multiplier, col["bid"][i], col["ask"][i], col["bid_size"][i],
+                col["ask_size"][i], col["mark"][i], col["last"][i], col["last_size"][i],
+                col["volume"][i], col["open_interest"][i], col["iv"][i], col["delta"][i],
+                col["gamma"][i], col["theta"][i], col["vega"][i], col["rho"][i],
+                col["underlying_price"][i], ts[i], FLAG_LISTS[flags[i]],
+            )  # fmt: skip
+            if c.currency is not None:
+                rec.currency = c.currency
+            out.append((c.symbol, encode(rec)))
+        return out
+
+    def underlying_record(self) -> UnderlyingRecord:
+        """The full `underlying.{U}` record."""
+        return UnderlyingRecord(
+            self.underlying,
+            None if np.isnan(self.spot) else self.spot,
+            self.spot_bid,
+            self.spot_ask,
+            self.rate,
+            self.dividend_yield,
+            self.spot_ts,
+        )

@@ -1,0 +1,174 @@
+"""Source batches in, broker publications out: chain states, epochs and sequences.
+
+Pure and synchronous: the service loop (service.py) owns the I/O. Per batch, each
+underlying that changed gets exactly one envelope with `seq` = previous + 1.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from ..broker.base import STATS_FIELD, UNDERLYING_FIELD, ChainInfo, Publication
+from ..model.records import encode
+from ..sources.base import SourceBatch
+from .analytics import compute_stats
+from .chain import ChainDelta, ChainState
+
+STATS_INTERVAL_US = 1_000_000
+STALE_CHECK_US = 1_000_000
+
+
+def new_epoch() -> str:
+    """A fresh epoch id: 8 random hex digits (a new sequence space)."""
+    return secrets.token_hex(4)
+
+
+class _Sequence:
+    __slots__ = ("epoch", "seq")
+
+    def __init__(self) -> None:
+        self.epoch = new_epoch()
+        self.seq = 0
+
+
+class Processor:
+    """All chains of a deployment, with their epoch and seq.
+
+    Bounded by the listings: memory is O(contracts). `stale_after_us` sets when a
+    contract with no quote gets the `stale` flag.
+    """
+
+    def __init__(self, *, stale_after_us: int = 60_000_000) -> None:
+        self.stale_after_us = stale_after_us
+        self.chains: dict[str, ChainState] = {}
+        self._seq: dict[str, _Sequence] = {}
+        self._stats: dict[str, dict[str, Any]] = {}
+        self._stats_due: dict[str, int] = {}
+        self._stale_due = 0
+        self._max_pain: dict[str, dict[str, float]] = {}
+        self.updates_in = 0
+
+    def apply(self, batch: SourceBatch, now_us: int) -> list[Publication]:
+        """Apply `batch` at `now_us`; return one publication per underlying that changed."""
+        self.updates_in += batch.event_count()
+        resets: set[str] = set()
+        for listing in batch.listings:
+            self.chains[listing.underlying] = ChainState(
+                listing, listed_us=now_us, stale_after_us=self.stale_after_us
+            )
+            self._max_pain.pop(listing.underlying, None)
+            resets.add(listing.underlying)
+        touched: dict[str, list[Any]] = {}
+        und: dict[str, dict[str, Any]] = {}
+        for tick in batch.ticks:
+            chain = self.chains.get(tick.underlying)
+            if chain is not None and (d := chain.apply_tick(tick)) is not None:
+                und.setdefault(tick.underlying, {}).update(d)
+        for q in batch.quotes:
+            chain = self.chains.get(q.underlying)
+            if chain is not None:
+                touched.setdefault(q.underlying, []).append(chain.apply_quotes(q))
+        for t in batch.trades:
+            chain = self.chains.get(t.underlying)
+            if chain is not None:
+                touched.setdefault(t.underlying, []).append(chain.apply_trades(t))
+        stale_check = now_us >= self._stale_due
+        if stale_check:
+            self._stale_due = now_us + STALE_CHECK_US
+        out: list[Publication] = []
+        for name, chain in self.chains.items():
+            if name in resets:
+                continue
+            deltas: list[ChainDelta] = []
+            if rows := touched.get(name):
+                deltas.append(chain.reprice(np.concatenate(rows), now_us))
+            if stale_check:
+                deltas.append(chain.refresh_stale(now_us))
+            stats = self._stats_delta(chain, now_us)
+            pub = self._publication(chain, deltas, und.get(name), stats, now_us)
+            if pub is not None:
+                out.append(pub)
+        for name in sorted(resets):
+            out.append(self.reset(name, now_us))
+        return out
+
+    # -- publications -------------------------------------------------------------------
+
+    def _stats_delta(self, chain: ChainState, now_us: int) -> dict[str, Any] | None:
+        if now_us < self._stats_due.get(chain.underlying, 0):
+            return None
+        self._stats_due[chain.underlying] = now_us + STATS_INTERVAL_US
+        full = self._compute_stats(chain, now_us)
+        prev = self._stats.get(chain.underlying, {})
+        delta = {k: v for k, v in full.items() if k not in ("underlying", "ts") and prev.get(k) != v}
+        self._stats[chain.underlying] = full
+        if not delta:
+            return None
+        return {"underlying": chain.underlying, "ts": now_us, **delta}
+
+    def _compute_stats(self, chain: ChainState, now_us: int) -> dict[str, Any]:
+        rec = compute_stats(chain, now_us, max_pain=self._max_pain.get(chain.underlying))
+        # Max pain depends on open interest and strikes only: once per listing.
+        self._max_pain[chain.underlying] = rec.max_pain
+        return msgspec.structs.asdict(rec)
+
+    def _publication(
+        self,
+        chain: ChainState,
+        deltas: list[ChainDelta],
+        und: dict[str, Any] | None,
+        stats: dict[str, Any] | None,
+        now_us: int,
+    ) -> Publication | None:
+        options = [d for cd in deltas for d in cd.options]
+        if not options and und is None and stats is None:
+            return None
+        records: list[tuple[str, bytes]] = [r for cd in deltas for r in cd.records]
+        ts = max((d["ts"] for d in options), default=0)
+        if und is not None:
+            records.append((UNDERLYING_FIELD, encode(chain.underlying_record())))
+            ts = max(ts, und["ts"])
+        if stats is not None:
+            records.append((STATS_FIELD, encode(self._stats[chain.underlying])))
+            ts = max(ts, stats["ts"])
+        s = self._seq.setdefault(chain.underlying, _Sequence())
+        prev, s.seq = s.seq, s.seq + 1
+        payload = encode(
+            {
+                "u": chain.underlying, "epoch": s.epoch, "prev": prev, "seq": s.seq, "ts": ts,
+                "options": options, "underlying": und, "stats": stats,
+            }
+        )  # fmt: skip
+        return Publication(chain.underlying, s.epoch, prev, s.seq, ts, payload, records)
+
+    def reset(self, underlying: str, now_us: int) -> Publication:
+        """Start a new epoch for `underlying`: a publication carrying its whole state."""
+        chain = self.chains[underlying]
+        s = _Sequence()
+        s.seq = 1
+        self._seq[underlying] = s
+        stats = self._stats.get(underlying)
+        if stats is None:
+            stats = self._compute_stats(chain, now_us)
+            self._stats[underlying] = stats
+            self._stats_due[underlying] = now_us + STATS_INTERVAL_US
+        records = chain.full_records()
+        records.append((UNDERLYING_FIELD, encode(chain.underlying_record())))
+        records.append((STATS_FIELD, encode(stats)))
+        expiries: dict[str, list[str]] = {}
+        for sym, exp in zip(chain.symbols, chain.expiry_str, strict=True):
+            expiries.setdefault(exp, []).append(sym)
+        payload = encode(
+            {"u": underlying, "epoch": s.epoch, "prev": 0, "seq": 1, "ts": now_us, "reset": True}
+        )
+        info = encode(ChainInfo(expiries))
+        return Publication(underlying, s.epoch, 0, 1, now_us, payload, records, info, reset=True)
+
+    def reset_all(self, now_us: int) -> list[Publication]:
+        """New epochs for every underlying (after publications were lost)."""
+        return [self.reset(name, now_us) for name in sorted(self.chains)]
+

@@ -1,0 +1,235 @@
+"""The Broker contract, run against every implementation (memory and Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import cast
+
+import msgspec
+import pytest
+
+from optionsfeed.broker import open_broker
+from optionsfeed.broker.base import STATS_FIELD, UNDERLYING_FIELD, Broker, ChainInfo, Publication
+from optionsfeed.broker.memory import MemoryBroker
+from optionsfeed.broker.redis import RedisBroker
+from optionsfeed.errors import ConfigError, SequenceConflict
+from optionsfeed.model.envelope import Envelope, decode_envelope
+
+EXPIRY = "2025-01-17"
+
+
+def record(symbol: str, bid: float) -> bytes:
+    return msgspec.json.encode({"s": symbol, "bid": bid, "ask": bid + 0.1})
+
+
+class Feed:
+    """Publications of one underlying as the processor makes them (epoch, prev/seq, envelope)."""
+
+    def __init__(self, underlying: str) -> None:
+        self.underlying = underlying
+        self.epoch = ""
+        self.seq = 0
+
+    def reset(self, epoch: str, records: dict[str, bytes]) -> Publication:
+        self.epoch, self.seq = epoch, 1
+        symbols = sorted(s for s in records if not s.startswith("__"))
+        info = msgspec.json.encode(ChainInfo({EXPIRY: symbols}))
+        env = Envelope(self.underlying, epoch, 0, 1, 1_000_000, reset=True)
+        payload = msgspec.json.encode(env)
+        return Publication(self.underlying, epoch, 0, 1, 1_000_000, payload, list(records.items()), info, reset=True)  # fmt: skip
+
+    def delta(
+        self, records: dict[str, bytes] | None = None, *, info: bytes | None = None
+    ) -> Publication:
+        prev, self.seq = self.seq, self.seq + 1
+        ts = 1_000_000 * self.seq
+        options = [{"s": s} for s in records or {}]
+        payload = msgspec.json.encode(
+            Envelope(self.underlying, self.epoch, prev, self.seq, ts, options)
+        )
+        return Publication(self.underlying, self.epoch, prev, self.seq, ts, payload, list((records or {}).items()), info)  # fmt: skip
+
+    def deltas(self, n: int) -> list[Publication]:
+        return [self.delta({f"S{i % 7}": record(f"S{i % 7}", float(self.seq))}) for i in range(n)]
+
+
+def chain(n: int = 3) -> dict[str, bytes]:
+    records = {f"S{i}": record(f"S{i}", 1.0 + i) for i in range(n)}
+    records[UNDERLYING_FIELD] = b'{"s":"SPY","price":500.0}'
+    records[STATS_FIELD] = b'{"spot":500.0}'
+    return records
+
+
+async def take(it: AsyncIterator[bytes], n: int) -> list[bytes]:
+    """The next `n` live payloads, within 5 s."""
+    async with asyncio.timeout(5):
+        return [await anext(it) for _ in range(n)]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return "memory://"
+    return cast(str, request.getfixturevalue("redis_url"))
+
+
+@pytest.fixture
+async def broker(broker_url: str) -> AsyncIterator[Broker]:
+    async with open_broker(broker_url) as b:
+        yield b
+
+
+def test_open_broker_chooses_by_scheme() -> None:
+    """memory:// is the MemoryBroker, redis:// rediss:// unix:// a RedisBroker, others fail."""
+    assert isinstance(open_broker("memory://"), MemoryBroker)
+    for url in ("redis://127.0.0.1:1/0", "rediss://h:1/0", "unix:///tmp/redis.sock"):
+        assert isinstance(open_broker(url), RedisBroker)
+    for url in ("http://h/", "127.0.0.1:6379", "memcached://h"):
+        with pytest.raises(ConfigError, match="unknown scheme"):
+            open_broker(url)
+
+
+async def test_reset_then_deltas_make_the_snapshot(broker: Broker) -> None:
+    """A reset then deltas: the snapshot holds the merged records, epoch, seq and listing."""
+    spy = Feed("SPY")
+    await broker.publish([spy.reset("e1", chain(3))])
+    await broker.publish(
+        [spy.delta({"S1": record("S1", 9.0)}), spy.delta({"S3": record("S3", 3.0)})]
+    )
+    snap = await broker.snapshot("SPY")
+    assert snap is not None
+    assert (snap.underlying, snap.epoch, snap.seq, snap.updated_us) == ("SPY", "e1", 3, 3_000_000)
+    assert snap.records == {**chain(3), "S1": record("S1", 9.0), "S3": record("S3", 3.0)}
+    assert snap.info == ChainInfo({EXPIRY: ["S0", "S1", "S2"]})
+    assert snap.option_records(EXPIRY) == [record("S0", 1.0), record("S1", 9.0), record("S2", 3.0)]
+    meta = await broker.meta("SPY")
+    assert meta is not None
+    assert (meta.epoch, meta.seq, meta.info) == ("e1", 3, snap.info)
+
+
+async def test_listing_is_replaced_only_when_given(broker: Broker) -> None:
+    """A delta without info keeps the listing; one with info replaces it."""
+    spy = Feed("SPY")
+    await broker.publish([spy.reset("e1", chain(2)), spy.delta()])
+    assert (await broker.meta("SPY")).info.contracts == 2  # type: ignore[union-attr]
+    listing = msgspec.json.encode(ChainInfo({EXPIRY: ["S0"], "2025-02-21": ["T0", "T1"]}))
+    await broker.publish([spy.delta(info=listing)])
+    assert (await broker.meta("SPY")).info.contracts == 3  # type: ignore[union-attr]
+
+
+async def test_cache_history_and_live_agree(broker: Broker) -> None:
+    """Envelopes arrive live in order; their seqs match the snapshot's and the history's."""
+    spy = Feed("SPY")
+    async with broker.subscribe("SPY") as sub:
+        it = aiter(sub)
+        pubs = [spy.reset("e1", chain(5)), *spy.deltas(30)]
+        for i in range(0, len(pubs), 7):
+            await broker.publish(pubs[i : i + 7])
+        live = await take(it, len(pubs))
+    assert live == [p.payload for p in pubs]
+    assert [decode_envelope(p).seq for p in live] == list(range(1, 32))
+    snap = await broker.snapshot("SPY")
+    assert snap is not None
+    assert snap.seq == decode_envelope(live[-1]).seq == 31
+    assert await broker.history("SPY", "e1", 0) == live
+
+
+async def test_history_returns_exactly_the_missed_envelopes(broker: Broker) -> None:
+    """history(after_seq) is every envelope after it; [] when current; None past the end."""
+    spy = Feed("SPY")
+    pubs = [spy.reset("e1", chain()), *spy.deltas(20)]
+    await broker.publish(pubs)
+    assert await broker.history("SPY", "e1", 15) == [p.payload for p in pubs[15:]]
+    assert await broker.history("SPY", "e1", 20) == [pubs[20].payload]
+    assert await broker.history("SPY", "e1", 21) == []
+    assert await broker.history("SPY", "e1", 22) is None
+    assert await broker.history("SPY", "e1", -1) is None
+    assert await broker.history("SPY", "other", 15) is None
+    assert await broker.history("QQQ", "e1", 15) is None
+
+
+async def test_history_is_bounded(broker_url: str) -> None:
+    """With history=10 only the last 10 envelopes resume; older points are None."""
+    spy = Feed("SPY")
+    async with open_broker(broker_url, history=10) as broker:
+        # Enough envelopes that Redis's approximate MAXLEN ~ has trimmed whole nodes.
+        await broker.publish([spy.reset("e1", chain())])
+        for _ in range(20):
+            await broker.publish(spy.deltas(50))
+        assert spy.seq == 1001
+        assert await broker.history("SPY", "e1", 0) is None
+        assert await broker.history("SPY", "e1", 500) is None
+        assert await broker.history("SPY", "e1", 990) is None  # 11 back: past the bound
+        recent = await broker.history("SPY", "e1", 991)
+        assert recent is not None
+        assert [decode_envelope(p).seq for p in recent] == list(range(992, 1002))
+        assert await broker.history("SPY", "e1", 998) == recent[-3:]
+
+
+async def test_a_publication_that_does_not_continue_the_cache_is_refused(broker: Broker) -> None:
+    """Wrong prev, wrong epoch or no cache at all: SequenceConflict and the cache is unchanged."""
+    spy = Feed("SPY")
+    await broker.publish([spy.reset("e1", chain()), spy.delta()])
+    before = await broker.snapshot("SPY")
+    spy.seq += 1  # one envelope lost on the way: the next prev is not the cache's seq
+    with pytest.raises(SequenceConflict) as err:
+        await broker.publish([spy.delta({"S0": record("S0", 7.0)})])
+    assert err.value.underlying == "SPY"
+    spy.epoch, spy.seq = "e0", 2
+    with pytest.raises(SequenceConflict):
+        await broker.publish([spy.delta()])
+    with pytest.raises(SequenceConflict):
+        await broker.publish([Feed("QQQ").delta()])
+    assert await broker.snapshot("SPY") == before
+    assert await broker.history("SPY", "e1", 0) is not None
+    assert await broker.snapshot("QQQ") is None
+
+
+async def test_a_reset_drops_the_old_epoch(broker: Broker) -> None:
+    """A new epoch's reset replaces the records and the history of the old one."""
+    spy = Feed("SPY")
+    await broker.publish([spy.reset("e1", chain(5)), *spy.deltas(3)])
+    reset = spy.reset("e2", {"S9": record("S9", 1.0)})
+    await broker.publish([reset])
+    snap = await broker.snapshot("SPY")
+    assert snap is not None
+    assert (snap.epoch, snap.seq) == ("e2", 1)
+    assert snap.records == {"S9": record("S9", 1.0)}
+    assert await broker.history("SPY", "e1", 1) is None
+    assert await broker.history("SPY", "e2", 0) == [reset.payload]
+    assert await broker.history("SPY", "e2", 1) == []
+
+
+async def test_an_unknown_underlying_has_no_cache(broker: Broker) -> None:
+    """snapshot, meta and history of an underlying never published are None."""
+    assert await broker.snapshot("NOPE") is None
+    assert await broker.meta("NOPE") is None
+    assert await broker.history("NOPE", "e1", 0) is None
+    assert await broker.underlyings() == []
+    await broker.publish([])
+
+
+async def test_underlyings_are_independent(broker: Broker) -> None:
+    """Two underlyings: listed sorted, separate records, seqs and live streams."""
+    spy, qqq = Feed("SPY"), Feed("QQQ")
+    async with broker.subscribe("QQQ") as sub:
+        it = aiter(sub)
+        await broker.publish(
+            [spy.reset("s1", chain(2)), qqq.reset("q1", {"Q0": record("Q0", 2.0)})]
+        )
+        await broker.publish([*spy.deltas(3), qqq.delta({"Q1": record("Q1", 1.0)})])
+        live = await take(it, 2)
+    assert [decode_envelope(p).u for p in live] == ["QQQ", "QQQ"]
+    assert await broker.underlyings() == ["QQQ", "SPY"]
+    s, q = await broker.snapshot("SPY"), await broker.snapshot("QQQ")
+    assert s is not None
+    assert q is not None
+    assert (s.epoch, s.seq, q.epoch, q.seq) == ("s1", 4, "q1", 2)
+    assert q.records == {"Q0": record("Q0", 2.0), "Q1": record("Q1", 1.0)}
+    assert "Q0" not in s.records
+    # A conflict on one underlying leaves the other publishable.
+    with pytest.raises(SequenceConflict):
+        await broker.publish([Feed("SPY").delta()])
+    await broker.publish([qqq.delta()])
+    assert (await broker.meta("QQQ")).seq == 3  # type: ignore[union-attr]

@@ -1,0 +1,135 @@
+"""Fixtures shared by every test: a real `redis-server` of the test session's own."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+START_ATTEMPTS = 5
+START_TIMEOUT_S = 10.0
+
+
+def _free_port() -> int:
+    # redis-server cannot listen on port 0 and report the port, so ask the OS for
+    # one; another process may take it before redis binds it (start() retries then).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _answers_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """A `redis-server` on 127.0.0.1 with no persistence, which tests may stop and restart.
+
+    `url` and `port` stay the same across `stop()` / `start()`, so clients see an
+    outage and a recovery of "their" Redis, with an empty dataset after it.
+    """
+
+    def __init__(self, executable: str, workdir: Path) -> None:
+        self.executable = executable
+        self.workdir = workdir
+        self.port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> None:
+        """Start (or restart on the same port) and return once it answers PING."""
+        if self.running:
+            return
+        for _ in range(START_ATTEMPTS if self.port == 0 else 1):
+            port = self.port or _free_port()
+            if self._spawn(port):
+                self.port = port
+                return
+        pytest.fail(f"redis-server did not start (port {port}); see {self.workdir}/redis.log")
+
+    def _spawn(self, port: int) -> bool:
+        args = [
+            self.executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(self.workdir), "--logfile", "redis.log",
+        ]  # fmt: skip
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        # A bounded poll: an external process coming up has no event to await.
+        while time.monotonic() < deadline and proc.poll() is None:
+            if _answers_ping(port):
+                self._proc = proc
+                return True
+            time.sleep(0.01)
+        proc.kill()
+        proc.wait()
+        return False
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open but nothing answers (a silent network)."""
+        if self._proc is not None:
+            os.kill(self._proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after `pause()`."""
+        if self._proc is not None:
+            os.kill(self._proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        """SIGTERM (SIGKILL after 5 s) and wait: clients see their connections close."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        os.kill(proc.pid, signal.SIGCONT)  # a paused server cannot handle SIGTERM
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the whole session (stopped at its end)."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.fail(
+            "redis-server is not on PATH: the tests need a real Redis "
+            "(Debian/Ubuntu: apt-get install redis-server)"
+        )
+    server = RedisServer(executable, tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, running (an earlier test may have stopped it) and empty."""
+    redis_server.start()
+    with redis.Redis.from_url(redis_server.url) as r:
+        r.flushall()
+    return redis_server.url

@@ -1,0 +1,55 @@
+"""Tests of the chain analytics."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+
+from optionsfeed.model.contract import Contract
+from optionsfeed.processing.analytics import atm_iv, compute_max_pain, compute_stats
+from optionsfeed.processing.chain import ChainState
+from optionsfeed.sources.base import Listing
+from optionsfeed.sources.sim.calendar import expiry_instant_us
+
+NOW = 1_764_000_000_000_000
+EXP = date(2025, 12, 19)
+
+
+def chain(strikes: list[float], oi: list[float]) -> ChainState:
+    cs = []
+    for k in strikes:
+        for right in ("C", "P"):
+            cs.append(Contract(f"T{right}{k}", "T", "T", EXP, expiry_instant_us(EXP), k, right))  # type: ignore[arg-type]
+    st = ChainState(Listing("T", cs, 0.0, 0.0, np.array(oi, dtype=float)), listed_us=NOW)
+    st.spot = 100.0
+    return st
+
+
+def test_max_pain_is_the_least_payout_strike() -> None:
+    """Max pain minimizes the open-interest-weighted intrinsic payout."""
+    # Calls 90/100/110 with OI 10, 0, 0; puts with OI 0, 0, 50: payout at 90 = 1000, at 100 = 600, at 110 = 200.
+    st = chain([90, 100, 110], [10, 0, 0, 0, 0, 50])
+    assert compute_max_pain(st) == {"2025-12-19": 110.0}
+
+
+def test_atm_iv_interpolates_at_the_forward() -> None:
+    """ATM IV interpolates the OTM side's IV linearly in strike at the forward."""
+    st = chain([95, 100, 105], [1] * 6)
+    # rows: C95 P95 C100 P100 C105 P105; with r = q = 0 the forward is the spot (100 + 2.5).
+    st.spot = 102.5
+    st.pub["iv"][:] = [0.5, 0.30, 0.5, 0.25, 0.20, 0.5]
+    # Below F the put's IV counts: P100 = 0.25; above, the call's: C105 = 0.20 -> 0.225 at 102.5.
+    assert abs((atm_iv(st, NOW) or 0) - 0.225) < 1e-12
+
+
+def test_gamma_exposure_sign_and_ratios() -> None:
+    """Calls add gamma exposure and puts subtract it; ratios are puts over calls."""
+    st = chain([100], [10, 30])
+    st.pub["gamma"][:] = [0.02, 0.02]
+    st.volume[:] = [4, 6]
+    s = compute_stats(st, NOW)
+    expected = (0.02 * 10 * 100 - 0.02 * 30 * 100) * 100.0**2 * 0.01
+    assert s.net_gamma_exposure == round(expected, 2) and expected < 0
+    assert s.put_call_volume_ratio == 1.5 and s.put_call_oi_ratio == 3.0
+    assert s.total_volume == 10 and s.total_open_interest == 40
