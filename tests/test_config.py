@@ -11,7 +11,9 @@ from optionsfeed.errors import ConfigError
 def test_defaults() -> None:
     """No flags and no environment give the documented defaults."""
     s = Settings.load({}, {})
-    assert s.port == 8000 and s.rate == 2000.0 and s.broker_url == "memory://"
+    assert s.port == 8000
+    assert s.rate == 2000.0
+    assert s.broker_url == "memory://"
     assert s.underlyings == ("SPY", "QQQ", "AAPL", "TSLA", "NVDA")
 
 
@@ -19,7 +21,8 @@ def test_flags_override_environment() -> None:
     """A flag beats its OPTIONSFEED_* variable, which beats the default."""
     env = {"OPTIONSFEED_RATE": "5000", "OPTIONSFEED_PORT": "9000", "PATH": "/bin"}
     s = Settings.load({"rate": "7000", "port": None}, env)
-    assert s.rate == 7000.0 and s.port == 9000
+    assert s.rate == 7000.0
+    assert s.port == 9000
 
 
 def test_underlyings_are_parsed() -> None:
@@ -41,7 +44,9 @@ def test_underlyings_are_parsed() -> None:
         ({"nope": "1"}, {}, "unknown setting --nope"),
     ],
 )
-def test_bad_settings_are_errors(flags: dict[str, str | None], env: dict[str, str], needle: str) -> None:
+def test_bad_settings_are_errors(
+    flags: dict[str, str | None], env: dict[str, str], needle: str
+) -> None:
     """Unknown settings and bad values raise ConfigError naming the setting."""
     with pytest.raises(ConfigError, match=needle):
         Settings.load(flags, env)

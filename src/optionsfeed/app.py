@@ -54,7 +54,9 @@ async def readiness(
                 return f"no data for {name}"
             age = (now - meta.updated_us) / 1e6
             if age > settings.fresh_within_s:
-                return f"{name}: newest data is {age:.1f} s old (limit {settings.fresh_within_s:g} s)"
+                return (
+                    f"{name}: newest data is {age:.1f} s old (limit {settings.fresh_within_s:g} s)"
+                )
     except (BrokerUnavailable, TimeoutError) as exc:
         return f"broker {broker.url} unreachable: {exc or 'timeout'}"
     return None

@@ -26,7 +26,9 @@ def _common(p: argparse.ArgumentParser, *, source: bool, http: bool, redis_requi
         p.add_argument("--underlyings", help="comma-separated (default SPY,QQQ,AAPL,TSLA,NVDA)")
         p.add_argument("--rate", help="simulated updates per second (default 2000)")
         p.add_argument("--seed", help="simulator seed (default 1)")
-        p.add_argument("--stale-after-s", help="flag a contract stale after this long unquoted (60)")
+        p.add_argument(
+            "--stale-after-s", help="flag a contract stale after this long unquoted (60)"
+        )
     p.add_argument("--fresh-within-s", help="/readyz fails when data is older than this (10)")
 
 
@@ -68,7 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"optionsfeed: {exc}", file=sys.stderr)
         return 2
     if args.command in ("process", "gateway") and settings.redis is None:
-        print(f"optionsfeed {args.command}: --redis (or OPTIONSFEED_REDIS) is required", file=sys.stderr)
+        print(
+            f"optionsfeed {args.command}: --redis (or OPTIONSFEED_REDIS) is required",
+            file=sys.stderr,
+        )
         return 2
     from .app import run
 

@@ -74,7 +74,9 @@ class Settings:
     host: str = field(default="127.0.0.1", metadata={"conv": str})
     port: int = field(default=8000, metadata={"conv": _port})
     redis: str | None = field(default=None, metadata={"conv": _broker_url})
-    underlyings: tuple[str, ...] = field(default=DEFAULT_UNDERLYINGS, metadata={"conv": _underlyings})
+    underlyings: tuple[str, ...] = field(
+        default=DEFAULT_UNDERLYINGS, metadata={"conv": _underlyings}
+    )
     rate: float = field(default=2000.0, metadata={"conv": _positive(float)})
     seed: int = field(default=1, metadata={"conv": int})
     history: int = field(default=2000, metadata={"conv": _positive(int)})
@@ -103,11 +105,11 @@ class Settings:
             if name not in fields:
                 raise ConfigError(f"unknown setting {key} (known: {', '.join(sorted(fields))})")
             raw[name] = (key, value)
-        for name, value in flags.items():
+        for name, given in flags.items():
             if name not in fields:
                 raise ConfigError(f"unknown setting --{name.replace('_', '-')}")
-            if value is not None:
-                raw[name] = (f"--{name.replace('_', '-')}", value)
+            if given is not None:
+                raw[name] = (f"--{name.replace('_', '-')}", given)
         values: dict[str, Any] = {}
         for name, (source, value) in raw.items():
             try:

@@ -16,10 +16,11 @@ from optionsfeed.processing.service import ProcessingService
 from optionsfeed.sources.sim.source import SimSource
 
 
-async def until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+async def until(cond: Callable[[], bool], limit_s: float, what: str) -> None:
     """Wait for `cond` (state owned by another task) with a deadline."""
-    async with asyncio.timeout(timeout):
-        while not cond():
+    async with asyncio.timeout(limit_s):
+        # The service exposes counters, not events, for these conditions: poll them.
+        while not cond():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
     assert cond(), what
 
@@ -41,7 +42,8 @@ async def test_processing_survives_a_redis_restart(redis_server: Any, redis_url:
             redis_server.stop()
             await until(lambda: not svc.status.connected, 15, "the outage is noticed")
             reason = await readiness(broker, settings, status=svc.status)
-            assert reason is not None and "publishing stopped" in reason
+            assert reason is not None
+            assert "publishing stopped" in reason
             seen = svc.processor.updates_in
             await until(lambda: svc.processor.updates_in > seen + 2000, 10, "processing goes on")
             assert not task.done()
@@ -49,14 +51,17 @@ async def test_processing_survives_a_redis_restart(redis_server: Any, redis_url:
             redis_server.start()
             await until(lambda: svc.status.connected, 30, "publishing resumes")
             after = await broker.meta("SPY")
-            assert after is not None and after.epoch != before.epoch
+            assert after is not None
+            assert after.epoch != before.epoch
             for name in ("SPY", "QQQ"):
                 snap = await broker.snapshot(name)
                 assert snap is not None
                 # Every contract plus the underlying and stats records: the cache is whole.
                 assert len(snap.records) == snap.info.contracts + 2
             assert (await broker.meta("SPY")).info.contracts == contracts  # type: ignore[union-attr]
-            await until(lambda: svc.status.published > 0 and svc.status.connected, 5, "still connected")
+            await until(
+                lambda: svc.status.published > 0 and svc.status.connected, 5, "still connected"
+            )
             assert await readiness(broker, settings, status=svc.status) is None
             assert svc.status.outages == 1
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -12,12 +13,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from optionsfeed.model.envelope import decode_envelope
+from optionsfeed.model.envelope import Envelope, decode_envelope
 
 
 def free_port() -> int:
@@ -36,18 +38,21 @@ def get(url: str) -> tuple[int, Any]:
 
 
 @pytest.fixture
-def up(redis_url: str) -> Iterator[str]:
+def up(redis_url: str, tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "optionsfeed.cli", "up", "--redis", redis_url, "--port", str(port), "--rate", "3000"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    log = tmp_path / "up.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "optionsfeed.cli", "up", "--redis", redis_url,
+             "--port", str(port), "--rate", "3000"],
+            stdout=subprocess.PIPE,
+            stderr=err,  # a file, not a pipe: nobody drains it while the test runs
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
     assert proc.stdout is not None
-    line = proc.stdout.readline().decode()  # printed once the HTTP server listens
-    assert f":{port}/" in line, (line, proc.stderr.read() if proc.poll() is not None else "")  # type: ignore[union-attr]
     try:
+        line = proc.stdout.readline().decode()  # printed once the HTTP server listens
+        assert f":{port}/" in line, (line, log.read_text())
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -56,48 +61,67 @@ def up(redis_url: str) -> Iterator[str]:
         finally:
             if proc.poll() is None:
                 proc.kill()
-    assert proc.returncode == 0
+                proc.wait()
+            proc.stdout.close()
+    assert proc.returncode == 0, log.read_text()
 
 
 @pytest.mark.timeout(60)
 def test_up_moves_spy_through_redis(up: str, redis_url: str) -> None:
     """Within 10 s: >= 1,000 SPY records cached, a stream, pub/sub envelopes; REST serves them."""
     r = redis.Redis.from_url(redis_url)
-    pubsub = r.pubsub()
+    pubsub = r.pubsub()  # type: ignore[no-untyped-call]
     pubsub.subscribe("of:{SPY}:live")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and r.hlen("of:{SPY}:chain") < 1000:
         time.sleep(0.1)
     assert r.hlen("of:{SPY}:chain") >= 1000
-    envelopes = []
+    envelopes: list[Envelope] = []
     while len(envelopes) < 5 and time.monotonic() < deadline + 5:
         msg = pubsub.get_message(timeout=1.0)
         if msg and msg["type"] == "message":
             envelopes.append(decode_envelope(msg["data"]))
     assert len(envelopes) == 5
     seqs = [e.seq for e in envelopes]
-    assert all(b.prev == a.seq for a, b in zip(envelopes, envelopes[1:], strict=False)), seqs
+    assert all(b.prev == a.seq for a, b in itertools.pairwise(envelopes)), seqs
     assert r.xlen("of:{SPY}:hist") > 0
-    meta = r.hgetall("of:{SPY}:meta")
-    assert meta[b"epoch"].decode() == envelopes[0].epoch
+    assert r.hget("of:{SPY}:meta", "epoch") == envelopes[0].epoch.encode()
+    pubsub.close()
+    r.close()
 
     status, body = get(f"{up}/api/v1/chain/SPY")
     assert status == 200
-    assert body["underlying"] == "SPY" and body["epoch"] == envelopes[0].epoch
+    assert body["underlying"] == "SPY"
+    assert body["epoch"] == envelopes[0].epoch
     assert body["seq"] >= envelopes[0].seq
     assert len(body["data"]) >= 1000
     quoted = [rec for rec in body["data"] if rec["bid"] is not None]
     assert quoted, "some contracts are quoted"
     rec = quoted[0]
-    for key in ("symbol", "expiry", "strike", "right", "iv", "delta", "gamma", "theta", "vega", "rho", "ts", "flags"):
+    for key in (
+        "symbol",
+        "expiry",
+        "strike",
+        "right",
+        "iv",
+        "delta",
+        "gamma",
+        "theta",
+        "vega",
+        "rho",
+        "ts",
+        "flags",
+    ):
         assert key in rec
 
     status, listing = get(f"{up}/api/v1/underlyings")
     assert status == 200
     spy = next(u for u in listing["underlyings"] if u["symbol"] == "SPY")
-    assert spy["contracts"] >= 4000 and spy["expiries"]
+    assert spy["contracts"] >= 4000
+    assert spy["expiries"]
     status, one = get(f"{up}/api/v1/chain/SPY?expiry={spy['expiries'][0]}")
-    assert status == 200 and {x["expiry"] for x in one["data"]} == {spy["expiries"][0]}
+    assert status == 200
+    assert {x["expiry"] for x in one["data"]} == {spy["expiries"][0]}
     assert get(f"{up}/api/v1/chain/NOPE")[0] == 404
     assert get(f"{up}/api/v1/chain/spy")[0] == 400
     assert get(f"{up}/api/v1/chain/SPY?expiry=2026-02-30")[0] == 400
@@ -117,6 +141,5 @@ def test_bad_settings_exit_with_a_message() -> None:
         capture_output=True,
         timeout=30,
     )
-    assert proc.returncode == 2 and b"unknown setting OPTIONSFEED_RAET" in proc.stderr
-
-
+    assert proc.returncode == 2
+    assert b"unknown setting OPTIONSFEED_RAET" in proc.stderr

@@ -20,7 +20,7 @@ def chain(strikes: list[float], oi: list[float]) -> ChainState:
     cs = []
     for k in strikes:
         for right in ("C", "P"):
-            cs.append(Contract(f"T{right}{k}", "T", "T", EXP, expiry_instant_us(EXP), k, right))  # type: ignore[arg-type]
+            cs.append(Contract(f"T{right}{k}", "T", "T", EXP, expiry_instant_us(EXP), k, right))
     st = ChainState(Listing("T", cs, 0.0, 0.0, np.array(oi, dtype=float)), listed_us=NOW)
     st.spot = 100.0
     return st
@@ -50,6 +50,9 @@ def test_gamma_exposure_sign_and_ratios() -> None:
     st.volume[:] = [4, 6]
     s = compute_stats(st, NOW)
     expected = (0.02 * 10 * 100 - 0.02 * 30 * 100) * 100.0**2 * 0.01
-    assert s.net_gamma_exposure == round(expected, 2) and expected < 0
-    assert s.put_call_volume_ratio == 1.5 and s.put_call_oi_ratio == 3.0
-    assert s.total_volume == 10 and s.total_open_interest == 40
+    assert s.net_gamma_exposure == round(expected, 2)
+    assert expected < 0
+    assert s.put_call_volume_ratio == 1.5
+    assert s.put_call_oi_ratio == 3.0
+    assert s.total_volume == 10
+    assert s.total_open_interest == 40

@@ -26,7 +26,9 @@ def contracts() -> list[Contract]:
     for strike in (90.0, 100.0, 110.0):
         for right in ("C", "P"):
             sym = f"XYZ251219{right}{int(strike * 1000):08d}"
-            out.append(Contract(sym, "XYZ", "XYZ", EXPIRY, expiry_instant_us(EXPIRY), strike, right))  # type: ignore[arg-type]
+            out.append(
+                Contract(sym, "XYZ", "XYZ", EXPIRY, expiry_instant_us(EXPIRY), strike, right)
+            )
     return out
 
 
@@ -62,13 +64,20 @@ def test_listing_gives_a_reset_with_every_record() -> None:
     _, pubs = started()
     assert len(pubs) == 1
     pub = pubs[0]
-    assert pub.reset and pub.seq == 1 and pub.prev == 0
+    assert pub.reset
+    assert pub.seq == 1
+    assert pub.prev == 0
     fields = dict(pub.records)
     assert set(fields) == {c.symbol for c in contracts()} | {UNDERLYING_FIELD, STATS_FIELD}
     rec = msgspec.json.decode(fields["XYZ251219C00100000"], type=OptionRecord)
-    assert rec.bid is None and rec.iv is None and rec.flags == []
-    assert rec.open_interest == 300 and rec.expiry == "2025-12-19" and rec.multiplier == 100
-    assert pub.info is not None and b"2025-12-19" in pub.info
+    assert rec.bid is None
+    assert rec.iv is None
+    assert rec.flags == []
+    assert rec.open_interest == 300
+    assert rec.expiry == "2025-12-19"
+    assert rec.multiplier == 100
+    assert pub.info is not None
+    assert b"2025-12-19" in pub.info
 
 
 def test_quotes_publish_deltas_with_growing_seq() -> None:
@@ -76,13 +85,20 @@ def test_quotes_publish_deltas_with_growing_seq() -> None:
     p, first = started()
     sym = "XYZ251219C00100000"
     pubs = p.apply(SourceBatch(quotes=[quotes([sym], [3.1], [3.3], NOW + 1000)]), NOW + 1000)
-    assert len(pubs) == 1 and pubs[0].prev == 1 and pubs[0].seq == 2
+    assert len(pubs) == 1
+    assert pubs[0].prev == 1
+    assert pubs[0].seq == 2
     assert pubs[0].epoch == first[0].epoch
     env = decode_envelope(pubs[0].payload)
     (d,) = env.options
-    assert d["symbol"] == sym and d["bid"] == 3.1 and d["ask"] == 3.3 and d["mark"] == 3.2
+    assert d["symbol"] == sym
+    assert d["bid"] == 3.1
+    assert d["ask"] == 3.3
+    assert d["mark"] == 3.2
     assert d["ts"] == NOW + 1000
-    assert 0.05 < d["iv"] < 1.0 and 0.3 < d["delta"] < 0.7 and d["underlying_price"] == 100.0
+    assert 0.05 < d["iv"] < 1.0
+    assert 0.3 < d["delta"] < 0.7
+    assert d["underlying_price"] == 100.0
     assert "open_interest" not in d  # unchanged fields are not sent
     pubs = p.apply(SourceBatch(quotes=[quotes([sym], [3.1], [3.3], NOW + 2000)]), NOW + 2000)
     assert pubs == []  # nothing visible changed: no envelope, no seq
@@ -97,7 +113,8 @@ def test_only_changed_fields_are_sent() -> None:
     q.bid_size[:] = 77
     (pub,) = p.apply(SourceBatch(quotes=[q]), NOW + 2)
     (d,) = decode_envelope(pub.payload).options
-    assert set(d) == {"symbol", "ts", "bid_size"} and d["bid_size"] == 77
+    assert set(d) == {"symbol", "ts", "bid_size"}
+    assert d["bid_size"] == 77
 
 
 def test_flags_and_no_nan_on_the_wire() -> None:
@@ -105,13 +122,21 @@ def test_flags_and_no_nan_on_the_wire() -> None:
     p, _ = started()
     itm_call, crossed, nobid = "XYZ251219C00090000", "XYZ251219C00110000", "XYZ251219P00090000"
     (pub,) = p.apply(
-        SourceBatch(quotes=[quotes([itm_call, crossed, nobid], [1.0, 2.0, 0.0], [1.2, 1.9, 0.05], NOW + 5)]),
+        SourceBatch(
+            quotes=[quotes([itm_call, crossed, nobid], [1.0, 2.0, 0.0], [1.2, 1.9, 0.05], NOW + 5)]
+        ),
         NOW + 5,
     )
-    assert b"NaN" not in pub.payload and b"Infinity" not in pub.payload
+    assert b"NaN" not in pub.payload
+    assert b"Infinity" not in pub.payload
     by = {d["symbol"]: d for d in decode_envelope(pub.payload).options}
-    assert by[itm_call]["iv"] is None and by[itm_call]["flags"] == ["iv_failed"]
-    assert by[itm_call]["delta"] is None
+    # iv and greeks were null before and stay null, so the delta carries only the flag.
+    assert "iv" not in by[itm_call]
+    assert by[itm_call]["flags"] == ["iv_failed"]
+    full = {k: msgspec.json.decode(v) for k, v in pub.records}
+    assert full[itm_call]["iv"] is None
+    assert full[itm_call]["delta"] is None
+    assert full[itm_call]["flags"] == ["iv_failed"]
     assert "crossed" in by[crossed]["flags"]
     assert "no_bid" in by[nobid]["flags"]
     for _, raw in pub.records:
@@ -130,13 +155,21 @@ def test_deltas_merged_into_the_snapshot_equal_the_cache() -> None:
         ts += 100_000
         pick = sorted(set(rng.choice(len(syms), 3).tolist()))
         mids = rng.uniform(0.5, 15.0, len(pick)).round(2)
-        batch = SourceBatch(quotes=[quotes([syms[j] for j in pick], list(mids - 0.05), list(mids + 0.05), ts)])
+        batch = SourceBatch(
+            quotes=[quotes([syms[j] for j in pick], list(mids - 0.05), list(mids + 0.05), ts)]
+        )
         if i % 5 == 0:
             batch.ticks.append(UnderlyingTick("XYZ", 100 + rng.normal(), None, None, ts))
         if i % 3 == 0:
             n = len(pick)
             batch.trades.append(
-                Trades("XYZ", [syms[j] for j in pick], mids, np.full(n, 2.0), np.full(n, ts, dtype=np.int64))
+                Trades(
+                    "XYZ",
+                    [syms[j] for j in pick],
+                    mids,
+                    np.full(n, 2.0),
+                    np.full(n, ts, dtype=np.int64),
+                )
             )
         for pub in p.apply(batch, ts):
             merge(state, pub)
@@ -150,10 +183,14 @@ def test_trades_accumulate_volume() -> None:
     """Trade sizes add up to the day's volume; last and last_size follow the print."""
     p, _ = started()
     sym = "XYZ251219C00110000"
-    t = Trades("XYZ", [sym, sym], np.array([1.5, 1.6]), np.array([3.0, 4.0]), np.array([NOW + 9, NOW + 10]))
+    t = Trades(
+        "XYZ", [sym, sym], np.array([1.5, 1.6]), np.array([3.0, 4.0]), np.array([NOW + 9, NOW + 10])
+    )
     (pub,) = p.apply(SourceBatch(trades=[t]), NOW + 10)
     (d,) = decode_envelope(pub.payload).options
-    assert d["volume"] == 7 and d["last"] == 1.6 and d["last_size"] == 4
+    assert d["volume"] == 7
+    assert d["last"] == 1.6
+    assert d["last_size"] == 4
     assert isinstance(d["volume"], int)
 
 
@@ -166,7 +203,11 @@ def test_stale_flag_after_silence() -> None:
     pubs = p.apply(SourceBatch(), later)
     stale = {d["symbol"]: d for pub in pubs for d in decode_envelope(pub.payload).options}
     assert stale[sym]["flags"] == ["stale"]
-    (pub,) = [x for x in p.apply(SourceBatch(quotes=[quotes([sym], [3.0], [3.3], later + 1)]), later + 1) if x.payload]
+    (pub,) = [
+        x
+        for x in p.apply(SourceBatch(quotes=[quotes([sym], [3.0], [3.3], later + 1)]), later + 1)
+        if x.payload
+    ]
     (d,) = [d for d in decode_envelope(pub.payload).options if d["symbol"] == sym]
     assert d["flags"] == []
 
@@ -175,30 +216,50 @@ def test_underlying_tick_and_stats() -> None:
     """A tick publishes an underlying delta; stats come about once a second."""
     p, (reset,) = started()
     stats = msgspec.json.decode(dict(reset.records)[STATS_FIELD])
-    assert stats["underlying"] == "XYZ" and stats["total_open_interest"] == 2100
+    assert stats["underlying"] == "XYZ"
+    assert stats["total_open_interest"] == 2100
     assert stats["max_pain"] == {"2025-12-19": 110.0}  # least payout: 5,000 at 110
-    (pub,) = p.apply(SourceBatch(ticks=[UnderlyingTick("XYZ", 101.0, 100.99, 101.01, NOW + 50)]), NOW + 50)
+    (pub,) = p.apply(
+        SourceBatch(ticks=[UnderlyingTick("XYZ", 101.0, 100.99, 101.01, NOW + 50)]), NOW + 50
+    )
     env = decode_envelope(pub.payload)
-    assert env.underlying == {"symbol": "XYZ", "price": 101.0, "bid": 100.99, "ask": 101.01, "ts": NOW + 50}
+    assert env.underlying == {
+        "symbol": "XYZ",
+        "price": 101.0,
+        "bid": 100.99,
+        "ask": 101.01,
+        "ts": NOW + 50,
+    }
     assert env.stats is None
-    (pub,) = p.apply(SourceBatch(ticks=[UnderlyingTick("XYZ", 102.0, None, None, NOW + 1_100_000)]), NOW + 1_100_000)
+    (pub,) = p.apply(
+        SourceBatch(ticks=[UnderlyingTick("XYZ", 102.0, None, None, NOW + 1_100_000)]),
+        NOW + 1_100_000,
+    )
     env = decode_envelope(pub.payload)
-    assert env.stats is not None and env.stats["spot"] == 102.0
+    assert env.stats is not None
+    assert env.stats["spot"] == 102.0
 
 
 def test_reset_all_starts_new_epochs() -> None:
     """After a loss every underlying gets a new epoch and seq restarts at 1."""
     p, (reset,) = started()
     (again,) = p.reset_all(NOW + 5)
-    assert again.reset and again.seq == 1 and again.epoch != reset.epoch
+    assert again.reset
+    assert again.seq == 1
+    assert again.epoch != reset.epoch
     sym = "XYZ251219C00100000"
     (pub,) = p.apply(SourceBatch(quotes=[quotes([sym], [3.0], [3.2], NOW + 6)]), NOW + 6)
-    assert pub.epoch == again.epoch and pub.prev == 1 and pub.seq == 2
+    assert pub.epoch == again.epoch
+    assert pub.prev == 1
+    assert pub.seq == 2
 
 
 def test_unknown_symbols_are_counted_not_fatal() -> None:
     """Events for symbols not in the listing are skipped and counted."""
     p, _ = started()
-    pubs = p.apply(SourceBatch(quotes=[quotes(["NOPE251219C00100000"], [1.0], [1.1], NOW + 1)]), NOW + 1)
-    assert pubs == [] and p.chains["XYZ"].unknown_events == 1
+    pubs = p.apply(
+        SourceBatch(quotes=[quotes(["NOPE251219C00100000"], [1.0], [1.1], NOW + 1)]), NOW + 1
+    )
+    assert pubs == []
+    assert p.chains["XYZ"].unknown_events == 1
     assert not math.isnan(p.chains["XYZ"].spot)

@@ -27,7 +27,9 @@ from ..sources.sim.source import SimSource, wall_clock_us
 from ..sources.sim.universe import DEFAULT_UNDERLYINGS, spec_for
 from .redis_server import temporary_redis
 
-REFERENCE_START = int(datetime(2026, 11, 25, 11, 0, tzinfo=ZoneInfo("America/New_York")).timestamp() * 1e6)
+REFERENCE_START = int(
+    datetime(2026, 11, 25, 11, 0, tzinfo=ZoneInfo("America/New_York")).timestamp() * 1e6
+)
 
 
 def _median(values: list[float]) -> float:
@@ -68,7 +70,9 @@ def bench_sim(runs: int, steps: int = 100, per_step: int = 1000) -> float:
     """Median updates/s the simulator generates on one core."""
     rates = []
     for _ in range(runs):
-        market = SimMarket([spec_for(u) for u in DEFAULT_UNDERLYINGS], seed=1, start_us=REFERENCE_START)
+        market = SimMarket(
+            [spec_for(u) for u in DEFAULT_UNDERLYINGS], seed=1, start_us=REFERENCE_START
+        )
         t0 = time.perf_counter()
         for i in range(steps):
             market.step(REFERENCE_START + (i + 1) * 10_000, per_step)
@@ -158,7 +162,9 @@ def bench_encode(runs: int, n: int = 5000) -> dict[str, float]:
     except ImportError:
         pass
     base = _median([_time(build_only) for _ in range(runs)])
-    return {k: (_median([_time(f) for _ in range(runs)]) - base) / n * 1e6 for k, f in cands.items()}
+    return {
+        k: (_median([_time(f) for _ in range(runs)]) - base) / n * 1e6 for k, f in cands.items()
+    }
 
 
 def _time(f: Callable[[], None]) -> float:
@@ -178,7 +184,9 @@ def main(what: str, *, redis: str | None, runs: int) -> int:
         print(f"simulator: {bench_sim(runs):,.0f} updates/s generated on one core (median)")
         for per_step in (500, 1000):
             mem = asyncio.run(_throughput(lambda: open_broker("memory://"), runs, per_step))
-            print(f"processing -> memory broker: {mem:,.0f} updates/s ({per_step} per batch, median)")
+            print(
+                f"processing -> memory broker: {mem:,.0f} updates/s ({per_step} per batch, median)"
+            )
         asyncio.run(_with_redis(redis, runs))
     return 0
 
@@ -195,4 +203,6 @@ async def _with_redis(url: str | None, runs: int) -> None:
         rate = await _throughput(lambda: open_broker(url), runs, per_step)
         print(f"processing -> redis: {rate:,.0f} updates/s ({per_step} per batch, median)")
     p50, p99, mx = await _latency(url, 5000, 10.0)
-    print(f"event ts -> in the Redis cache at 5,000 updates/s: p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {mx:.2f} ms")
+    print(
+        f"event ts -> in the Redis cache at 5,000 updates/s: p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {mx:.2f} ms"
+    )

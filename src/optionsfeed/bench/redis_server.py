@@ -17,9 +17,9 @@ async def temporary_redis() -> AsyncIterator[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", tmp],
+        proc = await asyncio.create_subprocess_exec(
+            "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", tmp,
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         try:
@@ -33,4 +33,4 @@ async def temporary_redis() -> AsyncIterator[str]:
             yield f"redis://127.0.0.1:{port}/0"
         finally:
             proc.terminate()
-            proc.wait(10)
+            await asyncio.wait_for(proc.wait(), 10)

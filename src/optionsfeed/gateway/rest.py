@@ -23,7 +23,7 @@ DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 Readiness = Callable[[], Awaitable[str | None]]
 
 BROKER_KEY = web.AppKey("broker", Broker)
-READINESS_KEY = web.AppKey("readiness", Readiness)  # type: ignore[arg-type]
+READINESS_KEY: web.AppKey[Readiness] = web.AppKey("readiness")
 
 
 def _error(status: int, code: str, message: str) -> web.Response:

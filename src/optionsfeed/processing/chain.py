@@ -60,7 +60,8 @@ def _nan(n: int) -> F64:
 
 def _changed(new: F64, old: F64) -> NDArray[np.bool_]:
     """Elementwise "differs", where NaN equals NaN."""
-    return (new != old) & ~(np.isnan(new) & np.isnan(old))
+    out: NDArray[np.bool_] = (new != old) & ~(np.isnan(new) & np.isnan(old))
+    return out
 
 
 def _ints(values: list[float]) -> list[int | None]:
@@ -191,7 +192,13 @@ class ChainState:
         t_years = (self.expiry_us[rows] - now_us) / US_PER_YEAR
         spot = np.full(len(rows), self.spot)
         iv, g = iv_and_greeks(
-            mark, self.is_call[rows], spot, self.strike[rows], t_years, self.rate, self.dividend_yield
+            mark,
+            self.is_call[rows],
+            spot,
+            self.strike[rows],
+            t_years,
+            self.rate,
+            self.dividend_yield,
         )
         flags = np.zeros(len(rows), dtype=np.int64)
         flags |= np.where(both & (bid > ask), _BITS[Flag.CROSSED], 0)

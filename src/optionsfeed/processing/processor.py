@@ -104,7 +104,9 @@ class Processor:
         self._stats_due[chain.underlying] = now_us + STATS_INTERVAL_US
         full = self._compute_stats(chain, now_us)
         prev = self._stats.get(chain.underlying, {})
-        delta = {k: v for k, v in full.items() if k not in ("underlying", "ts") and prev.get(k) != v}
+        delta = {
+            k: v for k, v in full.items() if k not in ("underlying", "ts") and prev.get(k) != v
+        }
         self._stats[chain.underlying] = full
         if not delta:
             return None
@@ -171,4 +173,3 @@ class Processor:
     def reset_all(self, now_us: int) -> list[Publication]:
         """New epochs for every underlying (after publications were lost)."""
         return [self.reset(name, now_us) for name in sorted(self.chains)]
-

@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..broker.base import Broker
+from ..broker.base import Broker, Publication
 from ..errors import BrokerUnavailable, SequenceConflict
 from ..sources.base import Source
 from ..sources.sim.source import wall_clock_us
@@ -74,7 +74,7 @@ class ProcessingService:
                 self.status.dropped += len(pubs)
                 await self._probe()
 
-    async def _publish(self, pubs: list) -> None:  # type: ignore[type-arg]
+    async def _publish(self, pubs: Sequence[Publication]) -> None:
         try:
             await self.broker.publish(pubs)
         except (BrokerUnavailable, SequenceConflict) as exc:

@@ -26,7 +26,15 @@ def fingerprint(batches: list[SourceBatch]) -> list[tuple[object, ...]]:
     out: list[tuple[object, ...]] = []
     for b in batches:
         for q in b.quotes:
-            out.append((q.underlying, tuple(q.symbols), q.bid.tobytes(), q.ask.tobytes(), q.bid_size.tobytes()))
+            out.append(
+                (
+                    q.underlying,
+                    tuple(q.symbols),
+                    q.bid.tobytes(),
+                    q.ask.tobytes(),
+                    q.bid_size.tobytes(),
+                )
+            )
         for t in b.trades:
             out.append((t.underlying, tuple(t.symbols), t.price.tobytes(), t.size.tobytes()))
         for k in b.ticks:
@@ -47,7 +55,8 @@ def test_listing_sizes() -> None:
     assert set(listings) == set(DEFAULT_UNDERLYINGS)
     for name, li in listings.items():
         assert len(li.contracts) >= (4000 if name == "SPY" else 1000), name
-        assert li.open_interest is not None and (li.open_interest >= 0).all()
+        assert li.open_interest is not None
+        assert (li.open_interest >= 0).all()
 
 
 def test_quotes_follow_tick_rules_and_bid_le_ask() -> None:
@@ -57,13 +66,15 @@ def test_quotes_follow_tick_rules_and_bid_le_ask() -> None:
         for q in b.quotes:
             penny_all = spec_for(q.underlying).penny_all
             assert (q.bid <= q.ask).all()
-            assert (q.ask >= 0.01).all() and (q.bid >= 0).all()
+            assert (q.ask >= 0.01).all()
+            assert (q.bid >= 0).all()
             cents = np.round(np.concatenate([q.bid, q.ask]) * 100).astype(int)
             assert np.allclose(np.concatenate([q.bid, q.ask]) * 100, cents, atol=1e-6)
             if not penny_all:
                 high = cents[cents >= 300]
                 assert (high % 5 == 0).all(), q.underlying
-            assert (q.bid_size[q.bid > 0] >= 1).all() and (q.ask_size >= 1).all()
+            assert (q.bid_size[q.bid > 0] >= 1).all()
+            assert (q.ask_size >= 1).all()
 
 
 def test_rate_is_met_and_ticks_move_the_underlying() -> None:
@@ -92,4 +103,5 @@ def test_message_mix_favours_near_money_and_short_expiries() -> None:
                 total += 1
                 near += abs(c.strike / spot - 1) < 0.05
                 short += (c.expiry_us - START) < 30 * 86_400e6
-    assert near / total > 0.5 and short / total > 0.5
+    assert near / total > 0.5
+    assert short / total > 0.5

@@ -90,7 +90,9 @@ class SimMarket:
 
     # -- listing ----------------------------------------------------------------
 
-    def _list(self, spec: UnderlyingSpec, spot: float, short_vol: float, skew: float) -> _Underlying:
+    def _list(
+        self, spec: UnderlyingSpec, spot: float, short_vol: float, skew: float
+    ) -> _Underlying:
         exp_profile, strike_profile = profiles_for(spec.symbol, spot)
         contracts = build_listing(spec.symbol, spot, exp_profile, strike_profile, self.now_us)
         strike = np.array([c.strike for c in contracts])
@@ -114,8 +116,9 @@ class SimMarket:
         sd = np.maximum(u.short_vol * np.sqrt(t), 0.01)
         z = np.log(u.strike / u.spot) / sd
         w = np.exp(-0.5 * (z / 1.5) ** 2) / (t * 365.0 + 1.0) ** 0.7 + 1e-4
-        c = np.cumsum(w)
-        return c / c[-1]
+        c: F64 = np.cumsum(w)
+        out: F64 = c / c[-1]
+        return out
 
     def _open_interest(self, u: _Underlying) -> F64:
         t = np.maximum((u.expiry_us - self.now_us) / US_PER_YEAR, 1.0 / 365.0)
@@ -158,7 +161,9 @@ class SimMarket:
         u.short_vol += kappa * (u.spec.atm_vol - vol) + VOL_OF_VOL * vol * math.sqrt(dt) * zv
         u.short_vol -= 3.0 * jump * vol  # a down jump lifts volatility
         u.short_vol = min(max(u.short_vol, 0.3 * u.spec.atm_vol), 4.0 * u.spec.atm_vol)
-        u.skew = min(max(u.skew + 0.02 * math.sqrt(dt_s) * rng.standard_normal() * 0.05, -0.95), 0.2)
+        u.skew = min(
+            max(u.skew + 0.02 * math.sqrt(dt_s) * rng.standard_normal() * 0.05, -0.95), 0.2
+        )
 
     def _quote(self, u: _Underlying, rows: NDArray[np.intp], ts: int) -> tuple[Quotes, Trades]:
         rng = self.rng
@@ -168,7 +173,9 @@ class SimMarket:
         fwd = u.spot * np.exp((spec.rate - spec.dividend_yield) * t)
         vol = self.implied_vol(u, rows, t, fwd)
         spot = np.full(n, u.spot)
-        theo = bsm_price(u.is_call[rows], spot, u.strike[rows], t, spec.rate, spec.dividend_yield, vol)
+        theo = bsm_price(
+            u.is_call[rows], spot, u.strike[rows], t, spec.rate, spec.dividend_yield, vol
+        )
         theo = np.nan_to_num(theo, nan=0.0)
         if spec.penny_all:
             frac, fine = 0.003, np.full(n, 0.01)
@@ -182,11 +189,11 @@ class SimMarket:
         ask = np.where(hi >= 3.0, _round_up(hi, tick_hi), _round_up(hi, fine))
         bid = np.where(bid < 0.01, 0.0, bid)
         ask = np.maximum(ask, np.where(bid > 0, bid + 0.01, 0.01))
-        bid, ask = np.round(bid, 2), np.round(ask, 2)
+        bid, ask = np.round(bid, 2).astype(np.float64), np.round(ask, 2).astype(np.float64)
         near = np.exp(-0.5 * (np.log(u.strike[rows] / fwd) / (vol * np.sqrt(t))) ** 2)
         lam = 5.0 + 250.0 * near
-        bid_size = np.where(bid > 0, 1.0 + rng.poisson(lam), 0.0)
-        ask_size = 1.0 + rng.poisson(lam)
+        bid_size = np.where(bid > 0, 1.0 + rng.poisson(lam), 0.0).astype(np.float64)
+        ask_size = (1.0 + rng.poisson(lam)).astype(np.float64)
         tsa = np.full(n, ts, dtype=np.int64)
         symbols = [u.contracts[r].symbol for r in rows.tolist()]
         quotes = Quotes(spec.symbol, symbols, bid, ask, bid_size, ask_size, tsa)
@@ -197,7 +204,11 @@ class SimMarket:
         price = np.where((side < 0.4) & (tb > 0), tb, np.where(side < 0.8, ta, mid))
         size = 1.0 + rng.geometric(0.25, len(trade)) - 1.0
         trades = Trades(
-            spec.symbol, [symbols[i] for i in trade.tolist()], price, size.astype(np.float64), tsa[trade]
+            spec.symbol,
+            [symbols[i] for i in trade.tolist()],
+            price,
+            size.astype(np.float64),
+            tsa[trade],
         )
         return quotes, trades
 
@@ -225,7 +236,13 @@ class SimMarket:
             if price != u.last_tick_price and n > 0:
                 spread = 0.01
                 batch.ticks.append(
-                    UnderlyingTick(u.spec.symbol, price, round(price - spread, 2), round(price + spread, 2), self.now_us)
+                    UnderlyingTick(
+                        u.spec.symbol,
+                        price,
+                        round(price - spread, 2),
+                        round(price + spread, 2),
+                        self.now_us,
+                    )
                 )
                 u.last_tick_price = price
                 n -= 1

@@ -1,0 +1,129 @@
+"""Which US equity option expiries are listed on a given day, and their expiry instants.
+
+Nominal expiries (dailies, Friday weeklies, third-Friday monthlies, quarter-end
+quarterlies, January LEAPS) that fall on an exchange holiday move to the previous
+trading session, as the listing exchanges do. Trading sessions come from
+`exchange_calendars`' XNYS calendar, a maintained list of NYSE holidays and early
+closes, so nothing here hard-codes a holiday.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import exchange_calendars
+
+NEW_YORK = ZoneInfo("America/New_York")
+_EXPIRY_TIME = time(16, 0)
+_FRIDAY = 4
+_QUARTER_MONTHS = (3, 6, 9, 12)
+
+
+def expiry_instant_us(expiry: date) -> int:
+    """16:00 America/New_York on `expiry`, in microseconds since the Unix epoch."""
+    return int(datetime.combine(expiry, _EXPIRY_TIME, NEW_YORK).timestamp()) * 1_000_000
+
+
+def trading_day(now_us: int) -> date:
+    """The New York calendar date at `now_us`."""
+    return datetime.fromtimestamp(now_us / 1e6, NEW_YORK).date()
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryProfile:
+    """How many expiries of each kind a class lists.
+
+    `dailies`: every session through `daily_weeks` weeks ahead (SPY, QQQ);
+    `weeklies`: this many Friday expiries ahead; `monthlies`: this many standard
+    third-Friday expiries; `quarterlies`: this many quarter-end expiries (the last
+    session of March, June, September, December); `leaps_years`: January
+    third-Friday expiries of the next this-many years.
+    """
+
+    dailies: bool
+    daily_weeks: int
+    weeklies: int
+    monthlies: int
+    quarterlies: int
+    leaps_years: int
+
+
+@lru_cache(maxsize=4)
+def _sessions(first_year: int, last_year: int) -> frozenset[date]:
+    # Building the calendar takes ~0.4 s, so it is made once per span of years.
+    with warnings.catch_warnings():
+        # pandas deprecation notices raised inside the library, not actionable here
+        warnings.simplefilter("ignore")
+        cal = exchange_calendars.get_calendar(
+            "XNYS", start=f"{first_year}-01-01", end=f"{last_year}-12-31"
+        )
+        return frozenset(cal.sessions.date)
+
+
+_YEARS_AHEAD = 6  # covers LEAPS and the 60 months scanned below
+
+
+class _Sessions:
+    """Session lookups over the years any expiry profile can reach from `today`."""
+
+    def __init__(self, today: date) -> None:
+        self.days = _sessions(today.year - 1, today.year + _YEARS_AHEAD)
+
+    def on_or_before(self, day: date) -> date:
+        """`day` if it is a session, else the session before it."""
+        while day not in self.days:
+            day -= timedelta(days=1)
+        return day
+
+
+def _third_friday(year: int, month: int) -> date:
+    first = date(year, month, 1)
+    return first + timedelta(days=(_FRIDAY - first.weekday()) % 7 + 14)
+
+
+def _last_day(year: int, month: int) -> date:
+    nxt = date(year + month // 12, month % 12 + 1, 1)
+    return nxt - timedelta(days=1)
+
+
+def _months_from(today: date) -> list[tuple[int, int]]:
+    """(year, month) pairs from today's month, long enough for any profile."""
+    return [
+        (today.year + (today.month - 1 + i) // 12, (today.month - 1 + i) % 12 + 1)
+        for i in range(60)
+    ]
+
+
+def listed_expiries(profile: ExpiryProfile, now_us: int) -> list[date]:
+    """Expiry dates listed at `now_us` that have not yet expired, sorted and unique.
+
+    An expiry counts until its 16:00 New York instant, so a 0DTE expiry is listed
+    in the morning and gone after the close.
+    """
+    today = trading_day(now_us)
+    if profile.leaps_years > _YEARS_AHEAD - 1:
+        raise ValueError(f"leaps_years above {_YEARS_AHEAD - 1} is not supported")
+    sessions = _Sessions(today)
+    out: set[date] = set()
+    if profile.dailies:
+        horizon = today + timedelta(weeks=profile.daily_weeks)
+        day = today
+        while day <= horizon:
+            if day in sessions.days:
+                out.add(day)
+            day += timedelta(days=1)
+    friday = today + timedelta(days=(_FRIDAY - today.weekday()) % 7)
+    for i in range(profile.weeklies):
+        out.add(sessions.on_or_before(friday + timedelta(weeks=i)))
+    months = _months_from(today)
+    monthly = [sessions.on_or_before(_third_friday(y, m)) for y, m in months]
+    out.update([d for d in monthly if d >= today][: profile.monthlies])
+    quarterly = [sessions.on_or_before(_last_day(y, m)) for y, m in months if m in _QUARTER_MONTHS]
+    out.update([d for d in quarterly if d >= today][: profile.quarterlies])
+    for year in range(today.year + 1, today.year + 1 + profile.leaps_years):
+        out.add(sessions.on_or_before(_third_friday(year, 1)))
+    return sorted(d for d in out if expiry_instant_us(d) > now_us)

@@ -1,0 +1,42 @@
+"""A class's listed contracts on a day: every listed expiry x its strike grid x call/put."""
+
+from __future__ import annotations
+
+from ...model.contract import Contract
+from .calendar import ExpiryProfile, expiry_instant_us, listed_expiries
+from .strikes import StrikeProfile, strike_grid
+
+_US_PER_DAY = 86_400e6
+
+
+def build_listing(
+    underlying: str,
+    spot: float,
+    expiry_profile: ExpiryProfile,
+    strike_profile: StrikeProfile,
+    now_us: int,
+) -> list[Contract]:
+    """The contracts of `underlying` listed at `now_us` around `spot`.
+
+    Sorted by (expiry, strike, right) with the call first; symbols are compact OSI
+    (root = underlying); no duplicates.
+    """
+    out: list[Contract] = []
+    for expiry in listed_expiries(expiry_profile, now_us):
+        expiry_us = expiry_instant_us(expiry)
+        dte = (expiry_us - now_us) / _US_PER_DAY
+        yymmdd = expiry.strftime("%y%m%d")
+        for strike in strike_grid(spot, dte, strike_profile):
+            for right in ("C", "P"):
+                out.append(
+                    Contract(
+                        symbol=f"{underlying}{yymmdd}{right}{strike:08d}",
+                        underlying=underlying,
+                        root=underlying,
+                        expiry=expiry,
+                        expiry_us=expiry_us,
+                        strike=strike / 1000,
+                        right=right,
+                    )
+                )
+    return out
