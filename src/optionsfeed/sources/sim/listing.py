@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from ...model.contract import Contract
+from ...model.contract import Contract, Right
+from ...model.osi import OptionSymbol
 from .calendar import ExpiryProfile, expiry_instant_us, listed_expiries
 from .strikes import StrikeProfile, strike_grid
 
 _US_PER_DAY = 86_400e6
+RIGHTS: tuple[Right, Right] = ("C", "P")
 
 
 def build_listing(
@@ -25,12 +27,11 @@ def build_listing(
     for expiry in listed_expiries(expiry_profile, now_us):
         expiry_us = expiry_instant_us(expiry)
         dte = (expiry_us - now_us) / _US_PER_DAY
-        yymmdd = expiry.strftime("%y%m%d")
         for strike in strike_grid(spot, dte, strike_profile):
-            for right in ("C", "P"):
+            for right in RIGHTS:
                 out.append(
                     Contract(
-                        symbol=f"{underlying}{yymmdd}{right}{strike:08d}",
+                        symbol=OptionSymbol(underlying, expiry, right, strike).compact(),
                         underlying=underlying,
                         root=underlying,
                         expiry=expiry,
