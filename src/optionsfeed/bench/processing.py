@@ -80,7 +80,7 @@ def bench_sim(runs: int, steps: int = 100, per_step: int = 1000) -> float:
     return _median(rates)
 
 
-async def _throughput(broker_factory: Callable[[], Broker], runs: int, per_step: int) -> float:
+async def throughput(broker_factory: Callable[[], Broker], runs: int, per_step: int) -> float:
     first, batches = make_batches(100, per_step)
     updates = sum(b.event_count() for _, b in batches)
     rates = []
@@ -95,7 +95,7 @@ async def _throughput(broker_factory: Callable[[], Broker], runs: int, per_step:
     return _median(rates)
 
 
-async def _latency(url: str, rate: float, seconds: float) -> dict[str, tuple[float, ...]]:
+async def latency(url: str, rate: float, seconds: float) -> dict[str, tuple[float, ...]]:
     """Latency percentiles (p50, p99, max) in ms, per update, at `rate` updates/s.
 
     "publish -> cache": from handing a batch's publications to the broker until the
@@ -201,7 +201,7 @@ def main(what: str, *, redis: str | None, runs: int) -> int:
         print(f"pricing: IV + greeks of 10,000 contracts: {bench_pricing(runs):.2f} ms (median)")
         print(f"simulator: {bench_sim(runs):,.0f} updates/s generated on one core (median)")
         for per_step in (500, 1000):
-            mem = asyncio.run(_throughput(lambda: open_broker("memory://"), runs, per_step))
+            mem = asyncio.run(throughput(lambda: open_broker("memory://"), runs, per_step))
             print(
                 f"processing -> memory broker: {mem:,.0f} updates/s ({per_step} per batch, median)"
             )
@@ -218,9 +218,12 @@ async def _with_redis(url: str | None, runs: int) -> None:
             await _with_redis(tmp, runs)
         return
     for per_step in (500, 1000):
-        rate = await _throughput(lambda: open_broker(url), runs, per_step)
+        rate = await throughput(lambda: open_broker(url), runs, per_step)
         print(f"processing -> redis: {rate:,.0f} updates/s ({per_step} per batch, median)")
-    p50, p99, mx = await _latency(url, 5000, 10.0)
+    for name, (p50, p99, mx) in (await latency(url, 5000, 10.0)).items():
+        print(
+            f"{name} (Redis, 5,000 updates/s): p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {mx:.2f} ms"
+        )
     print(
         f"event ts -> in the Redis cache at 5,000 updates/s: p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {mx:.2f} ms"
     )
