@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from ..model.contract import Contract
 from ..model.records import FLAG_ORDER, Flag, OptionRecord, UnderlyingRecord, encode
 from ..sources.base import Listing, Quotes, Trades, UnderlyingTick
-from .pricing import iv_and_greeks
+from .pricing import Greeks, iv_and_greeks
 
 F64 = NDArray[np.float64]
 US_PER_YEAR = 365.0 * 86_400.0 * 1e6
@@ -54,14 +54,57 @@ class ChainDelta:
     underlying: dict[str, Any] | None = None
 
 
+_INT_FIELD_INDEX = frozenset(DELTA_FIELDS.index(f) for f in INT_FIELDS)
+# Per delta field, 10**decimals (1 for integer fields), as a column for the matrix.
+_SCALE = np.array([10.0 ** DECIMALS.get(f, 0) for f in DELTA_FIELDS])[:, None]
+
+
+@dataclass(slots=True)
+class Pending:
+    """Rows of one chain waiting for their prices (see `reprice_chains`)."""
+
+    chain: ChainState
+    rows: NDArray[np.intp]
+    mark: F64
+    t_years: F64
+    both: NDArray[np.bool_]
+    has_bid: NDArray[np.bool_]
+
+
+def reprice_chains(
+    work: list[tuple[ChainState, NDArray[np.intp]]], now_us: int
+) -> list[ChainDelta]:
+    """Reprice rows of several chains in one vectorized pricing call; one delta per chain.
+
+    Pricing has a fixed cost per call, so one call for all of a batch's chains
+    keeps small batches (the low-latency case) cheap.
+    """
+    pending = [chain.prepare(rows, now_us) for chain, rows in work]
+    sizes = [len(p.rows) for p in pending]
+    if sum(sizes) == 0:
+        return [ChainDelta([], []) for _ in pending]
+    cat = np.concatenate
+    iv, g = iv_and_greeks(
+        cat([p.mark for p in pending]),
+        cat([p.chain.is_call[p.rows] for p in pending]),
+        cat([np.full(n, p.chain.spot) for p, n in zip(pending, sizes, strict=True)]),
+        cat([p.chain.strike[p.rows] for p in pending]),
+        cat([p.t_years for p in pending]),
+        cat([np.full(n, p.chain.rate) for p, n in zip(pending, sizes, strict=True)]),
+        cat([np.full(n, p.chain.dividend_yield) for p, n in zip(pending, sizes, strict=True)]),
+    )
+    out: list[ChainDelta] = []
+    start = 0
+    for p, n in zip(pending, sizes, strict=True):
+        part = slice(start, start + n)
+        start += n
+        greeks = Greeks(*(col[part] for col in g))
+        out.append(p.chain.finish(p, iv[part], greeks, now_us))
+    return out
+
+
 def _nan(n: int) -> F64:
     return np.full(n, np.nan)
-
-
-def _changed(new: F64, old: F64) -> NDArray[np.bool_]:
-    """Elementwise "differs", where NaN equals NaN."""
-    out: NDArray[np.bool_] = (new != old) & ~(np.isnan(new) & np.isnan(old))
-    return out
 
 
 def _ints(values: list[float]) -> list[int | None]:
@@ -106,9 +149,11 @@ class ChainState:
         self.quote_ts = np.full(n, listed_us, dtype=np.int64)
         self.halted = np.zeros(n, dtype=np.bool_)
         # Published (wire-rounded) values, one column per delta field.
-        self.pub: dict[str, F64] = {f: _nan(n) for f in DELTA_FIELDS}
-        self.pub["volume"] = np.zeros(n)
-        self.pub["open_interest"] = self.open_interest.copy()
+        self.pub_matrix = np.full((len(DELTA_FIELDS), n), np.nan)
+        # Per-field views of the matrix rows (writes through them update the matrix).
+        self.pub: dict[str, F64] = {f: self.pub_matrix[i] for i, f in enumerate(DELTA_FIELDS)}
+        self.pub["volume"][:] = 0.0
+        self.pub["open_interest"][:] = self.open_interest
         self.pub_flags = np.zeros(n, dtype=np.int64)
         self.pub_ts = np.full(n, listed_us, dtype=np.int64)
         # Underlying.
@@ -175,73 +220,67 @@ class ChainState:
 
     # -- reprice + diff ---------------------------------------------------------
 
-    def reprice(self, rows: NDArray[np.intp], now_us: int) -> ChainDelta:
-        """Reprice `rows` at `now_us` and diff them against what was published.
-
-        Returns the wire deltas of the rows whose visible values changed and their
-        new full records; marks those values as published.
-        """
+    def prepare(self, rows: NDArray[np.intp], now_us: int) -> Pending:
+        """The pricing inputs of `rows` (deduplicated) at `now_us`."""
         rows = np.unique(rows)
-        if len(rows) == 0:
-            return ChainDelta([], [])
         bid, ask = self.bid[rows], self.ask[rows]
         has_bid = bid > 0
         both = has_bid & (ask > 0)
         # Mark: the mid; with no bid, half the ask (flagged no_bid); unknown otherwise.
         mark = np.where(both, (bid + ask) * 0.5, np.where(~has_bid & (ask > 0), ask * 0.5, np.nan))
         t_years = (self.expiry_us[rows] - now_us) / US_PER_YEAR
-        spot = np.full(len(rows), self.spot)
-        iv, g = iv_and_greeks(
-            mark,
-            self.is_call[rows],
-            spot,
-            self.strike[rows],
-            t_years,
-            self.rate,
-            self.dividend_yield,
-        )
+        return Pending(self, rows, mark, t_years, both, has_bid)
+
+    def finish(self, p: Pending, iv: F64, g: Greeks, now_us: int) -> ChainDelta:
+        """Diff priced rows against what was published; mark the changes published.
+
+        Returns the wire deltas of the rows whose visible values changed and their
+        new full records.
+        """
+        rows, mark, both, has_bid = p.rows, p.mark, p.both, p.has_bid
+        if len(rows) == 0:
+            return ChainDelta([], [])
+        bid, ask = self.bid[rows], self.ask[rows]
         flags = np.zeros(len(rows), dtype=np.int64)
         flags |= np.where(both & (bid > ask), _BITS[Flag.CROSSED], 0)
         flags |= np.where(~has_bid & ~np.isnan(ask), _BITS[Flag.NO_BID], 0)
         flags |= np.where(np.isfinite(mark) & np.isnan(iv), _BITS[Flag.IV_FAILED], 0)
         flags |= np.where(now_us - self.quote_ts[rows] > self.stale_after_us, _BITS[Flag.STALE], 0)
         flags |= np.where(self.halted[rows], _BITS[Flag.HALTED], 0)
-        new: dict[str, F64] = {
-            "bid": bid, "ask": ask, "bid_size": self.bid_size[rows],
-            "ask_size": self.ask_size[rows], "mark": mark, "last": self.last[rows],
-            "last_size": self.last_size[rows], "volume": self.volume[rows],
-            "open_interest": self.open_interest[rows], "iv": iv, "delta": g.delta,
-            "gamma": g.gamma, "theta": g.theta, "vega": g.vega, "rho": g.rho,
-            "underlying_price": np.where(np.isfinite(iv), spot, np.nan),
-        }  # fmt: skip
-        for name, dec in DECIMALS.items():
-            new[name] = np.round(new[name], dec)
-        masks = {name: _changed(new[name], self.pub[name][rows]) for name in DELTA_FIELDS}
+        # One (fields x rows) matrix, rounded to wire precision in one step: a row of
+        # scale 1 leaves integer fields as they are.
+        new = np.stack(
+            [
+                bid, ask, self.bid_size[rows], self.ask_size[rows], mark, self.last[rows],
+                self.last_size[rows], self.volume[rows], self.open_interest[rows], iv,
+                g.delta, g.gamma, g.theta, g.vega, g.rho,
+                np.where(np.isfinite(iv), self.spot, np.nan),
+            ]
+        )  # fmt: skip
+        new = np.rint(new * _SCALE) / _SCALE
+        old = self.pub_matrix[:, rows]
+        masks = (new != old) & ~(np.isnan(new) & np.isnan(old))
         flag_mask = flags != self.pub_flags[rows]
-        any_changed = flag_mask.copy()
-        for m in masks.values():
-            any_changed |= m
-        sel = np.flatnonzero(any_changed)
+        sel = np.flatnonzero(flag_mask | masks.any(axis=0))
         if len(sel) == 0:
             return ChainDelta([], [])
         out_rows = rows[sel]
         ts = np.maximum(self.quote_ts[out_rows], self.spot_ts)
         symbols = self.symbols
-        ts_list = ts.tolist()
         deltas: list[dict[str, Any]] = [
-            {"symbol": symbols[r], "ts": t} for r, t in zip(out_rows.tolist(), ts_list, strict=True)
+            {"symbol": symbols[r], "ts": t}
+            for r, t in zip(out_rows.tolist(), ts.tolist(), strict=True)
         ]
-        for name in DELTA_FIELDS:
-            m = masks[name][sel]
-            idx = np.flatnonzero(m)
-            if len(idx) == 0:
-                continue
-            vals: list[Any] = new[name][sel[idx]].tolist()
-            if name in INT_FIELDS:
-                vals = _ints(vals)
-            for i, v in zip(idx.tolist(), vals, strict=True):
-                deltas[i][name] = v
-            self.pub[name][out_rows[idx]] = new[name][sel[idx]]
+        masks, new = masks[:, sel], new[:, sel]
+        # Field-major order, so each delta's keys come out in wire order.
+        fields, at = np.nonzero(masks)
+        for f, i, v in zip(fields.tolist(), at.tolist(), new[fields, at].tolist(), strict=True):
+            if f in _INT_FIELD_INDEX:
+                deltas[i][DELTA_FIELDS[f]] = None if v != v else int(v)
+            else:
+                deltas[i][DELTA_FIELDS[f]] = v
+        # Unchanged fields hold their published value already, so the whole block is written.
+        self.pub_matrix[:, out_rows] = new
         fl = flags[sel]
         for i in np.flatnonzero(flag_mask[sel]).tolist():
             deltas[i]["flags"] = FLAG_LISTS[fl[i]]
@@ -249,12 +288,15 @@ class ChainState:
         self.pub_ts[out_rows] = ts
         return ChainDelta(deltas, self.full_records(out_rows))
 
-    def refresh_stale(self, now_us: int) -> ChainDelta:
-        """Reprice rows whose quote went stale (or fresh again) since last published."""
+    def reprice(self, rows: NDArray[np.intp], now_us: int) -> ChainDelta:
+        """Reprice `rows` at `now_us` and diff them (`prepare` + pricing + `finish`)."""
+        return reprice_chains([(self, rows)], now_us)[0]
+
+    def stale_rows(self, now_us: int) -> NDArray[np.intp]:
+        """Rows whose quote went stale (or fresh again) since they were last published."""
         stale = (now_us - self.quote_ts) > self.stale_after_us
         was = (self.pub_flags & _BITS[Flag.STALE]) != 0
-        rows = np.flatnonzero(stale != was)
-        return self.reprice(rows, now_us) if len(rows) else ChainDelta([], [])
+        return np.flatnonzero(stale != was)
 
     # -- full records -----------------------------------------------------------
 

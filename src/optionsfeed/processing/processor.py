@@ -7,16 +7,18 @@ underlying that changed gets exactly one envelope with `seq` = previous + 1.
 from __future__ import annotations
 
 import secrets
+import zlib
 from typing import Any
 
 import msgspec
 import numpy as np
+from numpy.typing import NDArray
 
 from ..broker.base import STATS_FIELD, UNDERLYING_FIELD, ChainInfo, Publication
 from ..model.records import encode
 from ..sources.base import SourceBatch
 from .analytics import compute_stats
-from .chain import ChainDelta, ChainState
+from .chain import ChainDelta, ChainState, reprice_chains
 
 STATS_INTERVAL_US = 1_000_000
 STALE_CHECK_US = 1_000_000
@@ -79,17 +81,25 @@ class Processor:
         stale_check = now_us >= self._stale_due
         if stale_check:
             self._stale_due = now_us + STALE_CHECK_US
+        work: list[tuple[ChainState, NDArray[np.intp]]] = []
+        for name, chain in self.chains.items():
+            if name in resets:
+                continue
+            rows = touched.get(name, [])
+            if stale_check:
+                rows.append(chain.stale_rows(now_us))
+            if rows:
+                work.append((chain, np.concatenate(rows)))
+        deltas = dict(
+            zip((c.underlying for c, _ in work), reprice_chains(work, now_us), strict=True)
+        )
         out: list[Publication] = []
         for name, chain in self.chains.items():
             if name in resets:
                 continue
-            deltas: list[ChainDelta] = []
-            if rows := touched.get(name):
-                deltas.append(chain.reprice(np.concatenate(rows), now_us))
-            if stale_check:
-                deltas.append(chain.refresh_stale(now_us))
             stats = self._stats_delta(chain, now_us)
-            pub = self._publication(chain, deltas, und.get(name), stats, now_us)
+            delta = deltas.get(name)
+            pub = self._publication(chain, [delta] if delta else [], und.get(name), stats, now_us)
             if pub is not None:
                 out.append(pub)
         for name in sorted(resets):
@@ -157,7 +167,9 @@ class Processor:
         if stats is None:
             stats = self._compute_stats(chain, now_us)
             self._stats[underlying] = stats
-            self._stats_due[underlying] = now_us + STATS_INTERVAL_US
+            # Spread underlyings over the interval: stats of all at once is a latency spike.
+            offset = zlib.crc32(underlying.encode()) % STATS_INTERVAL_US
+            self._stats_due[underlying] = now_us + offset
         records = chain.full_records()
         records.append((UNDERLYING_FIELD, encode(chain.underlying_record())))
         records.append((STATS_FIELD, encode(stats)))
