@@ -19,7 +19,7 @@ def test_encode_and_pricing_report_positive_figures() -> None:
 async def test_throughput_and_latency_run_on_the_memory_broker() -> None:
     """Throughput and both latency figures come out of a short run."""
     assert await throughput(lambda: open_broker("memory://"), 1, 50) > 0
-    figures = await latency("memory://", 2000, 0.5)
+    figures = await latency("memory://", 2000, 0.5, warmup_s=0.2)
     assert set(figures) == {"publish -> cache", "event -> cache"}
     for p50, p99, mx in figures.values():
         assert 0 <= p50 <= p99 <= mx

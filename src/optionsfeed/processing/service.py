@@ -73,6 +73,10 @@ class ProcessingService:
             else:
                 self.status.dropped += len(pubs)
                 await self._probe()
+            # A source that is always ready (a fast feed, a replay at max speed) and a
+            # broker that answers without blocking would otherwise never yield: HTTP,
+            # timers and health checks on this loop would starve while we fall behind.
+            await asyncio.sleep(0)
 
     async def _publish(self, pubs: Sequence[Publication]) -> None:
         try:

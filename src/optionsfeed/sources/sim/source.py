@@ -11,6 +11,10 @@ from .market import SimMarket
 from .universe import spec_for
 
 STEP_S = 0.01  # one batch every 10 ms: small enough for latency, big enough to vectorize
+MAX_OWED_STEPS = 10  # a consumer that falls behind gets at most 10 steps' worth per batch
+# ...and never more than this many updates at once (about 0.1 s of processing), so
+# one batch cannot hold the event loop for long whatever `rate` asks for.
+MAX_BATCH_UPDATES = 20_000
 
 
 def wall_clock_us() -> int:
@@ -22,8 +26,10 @@ class SimSource:
     """The default source: a simulated market of `underlyings` at `rate` updates/s.
 
     Each step emits the updates owed since the previous one (rate x elapsed), so a
-    slow consumer gets bigger batches, never a growing backlog: the work per second
-    is bounded by `rate`, the memory by one batch.
+    slow consumer gets bigger batches, never a growing backlog. What is owed is
+    capped at `MAX_OWED_STEPS` steps' worth: a simulated market simply makes fewer
+    updates when its consumer cannot keep up, so the work per second is bounded by
+    `rate` and the memory by one batch (at most `MAX_BATCH_UPDATES` updates).
     """
 
     name = "sim"
@@ -40,6 +46,7 @@ class SimSource:
         self.rate = rate
         self.clock = clock
         self.step_s = step_s
+        self._max_owed = min(max(rate * step_s * MAX_OWED_STEPS, 1.0), MAX_BATCH_UPDATES)
         self.market = SimMarket([spec_for(u) for u in underlyings], seed=seed, start_us=clock())
 
     async def batches(self) -> AsyncIterator[SourceBatch]:
@@ -59,7 +66,7 @@ class SimSource:
                 # Fell behind (a slow consumer): restart the grid instead of racing it.
                 loop_start = time.monotonic() - steps * self.step_s
             now = self.clock()
-            owed += self.rate * max(now - last, 0) / 1e6
+            owed = min(owed + self.rate * max(now - last, 0) / 1e6, self._max_owed)
             last = now
             n = int(owed)
             owed -= n
