@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import math
 
-from optionsfeed.bench.processing import bench_encode, bench_pricing, latency, throughput
+from optionsfeed.bench.processing import (
+    bench_encode,
+    bench_pricing,
+    latency,
+    pipeline,
+    throughput,
+)
 from optionsfeed.broker import open_broker
 
 
@@ -23,3 +29,10 @@ async def test_throughput_and_latency_run_on_the_memory_broker() -> None:
     assert set(figures) == {"publish -> cache", "event -> cache"}
     for p50, p99, mx in figures.values():
         assert 0 <= p50 <= p99 <= mx
+
+
+async def test_pipeline_reports_the_sustained_rate() -> None:
+    """The whole service sustains a modest rate on the memory broker, dropping nothing."""
+    rate, dropped = await pipeline("memory://", 2000, 0.5)
+    assert rate > 0
+    assert dropped == 0

@@ -7,7 +7,6 @@ on SIGINT/SIGTERM.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
@@ -15,11 +14,14 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from .aio import cancel_and_wait
 from .broker import open_broker
 from .broker.base import Broker
 from .config import Settings
 from .errors import BrokerUnavailable
+from .gateway.hub import Hub
 from .gateway.rest import make_app
+from .gateway.server import Gateway
 from .processing.service import ProcessingService, PublisherStatus
 from .sources.sim.source import SimSource, wall_clock_us
 
@@ -91,12 +93,16 @@ async def _run(settings: Settings, *, process: bool, http: bool) -> None:
             status = service.status
             tasks.append(asyncio.create_task(service.run(), name="processing"))
         runner: web.AppRunner | None = None
+        gateway: Gateway | None = None
         if http:
 
             async def ready() -> str | None:
                 return await readiness(broker, settings, status=status)
 
-            runner = await _serve_http(make_app(broker, ready), settings.host, settings.port)
+            gateway = Gateway(Hub(broker))
+            gateway.start()
+            app = make_app(broker, ready, gateway)
+            runner = await _serve_http(app, settings.host, settings.port)
             log.info("serving on http://%s:%d/", settings.host, settings.port)
             print(f"optionsfeed: open http://{settings.host}:{settings.port}/", flush=True)
         log.info(
@@ -111,10 +117,10 @@ async def _run(settings: Settings, *, process: bool, http: bool) -> None:
                     raise t.exception()  # type: ignore[misc]
         finally:
             for t in [waiter, *tasks]:
-                t.cancel()
-            for t in [waiter, *tasks]:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+                if not await cancel_and_wait(t):
+                    log.error("task %s did not stop within the limit", t.get_name())
+            if gateway is not None:
+                await gateway.shutdown()
             if runner is not None:
                 await runner.cleanup()
 

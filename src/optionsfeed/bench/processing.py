@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from ..aio import cancel_and_wait
 from ..broker import open_broker
 from ..broker.base import Broker
 from ..processing.pricing import iv_and_greeks
@@ -134,6 +135,28 @@ async def latency(
     return out
 
 
+async def pipeline(url: str, rate: float, seconds: float) -> tuple[float, int]:
+    """Updates/s the whole service (simulator -> processing -> broker) sustains at `rate`.
+
+    Runs `ProcessingService` as `optionsfeed process` does and counts the source
+    updates it consumed after a warm-up; also returns how many publications it had
+    to drop (0 unless the broker failed).
+    """
+    from ..processing.service import ProcessingService
+
+    async with open_broker(url) as broker:
+        svc = ProcessingService(SimSource(list(DEFAULT_UNDERLYINGS), rate=rate, seed=1), broker)
+        task = asyncio.create_task(svc.run())
+        try:
+            await asyncio.sleep(WARMUP_S)
+            n0, t0 = svc.processor.updates_in, time.perf_counter()
+            await asyncio.sleep(seconds)
+            n1, t1 = svc.processor.updates_in, time.perf_counter()
+        finally:
+            await cancel_and_wait(task)
+    return (n1 - n0) / (t1 - t0), svc.status.dropped
+
+
 def bench_encode(runs: int, n: int = 5000) -> dict[str, float]:
     """µs per full option record, from column values to JSON bytes, by route.
 
@@ -211,6 +234,8 @@ def main(what: str, *, redis: str | None, runs: int) -> int:
             print(
                 f"processing -> memory broker: {mem:,.0f} updates/s ({per_step} per batch, median)"
             )
+        rate, _ = asyncio.run(pipeline("memory://", 100_000, 10.0))
+        print(f"pipeline at --rate 100000 -> memory broker: {rate:,.0f} updates/s sustained")
         asyncio.run(_with_redis(redis, runs))
     return 0
 
@@ -223,10 +248,13 @@ async def _with_redis(url: str | None, runs: int) -> None:
         async with temporary_redis() as tmp:
             await _with_redis(tmp, runs)
         return
-    for per_step in (500, 1000):
-        rate = await throughput(lambda: open_broker(url), runs, per_step)
-        print(f"processing -> redis: {rate:,.0f} updates/s ({per_step} per batch, median)")
+    # Latency first, on a Redis not yet holding the throughput runs' data.
     for name, (p50, p99, mx) in (await latency(url, 5000, 10.0)).items():
         print(
             f"{name} (Redis, 5,000 updates/s): p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {mx:.2f} ms"
         )
+    for per_step in (500, 1000):
+        rate = await throughput(lambda: open_broker(url), runs, per_step)
+        print(f"processing -> redis: {rate:,.0f} updates/s ({per_step} per batch, median)")
+    rate, dropped = await pipeline(url, 100_000, 10.0)
+    print(f"pipeline at --rate 100000 -> redis: {rate:,.0f} updates/s sustained, {dropped} dropped")

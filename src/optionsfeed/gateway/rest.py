@@ -15,6 +15,7 @@ from aiohttp import web
 from ..broker.base import Broker
 from ..errors import BrokerUnavailable
 from ..model.records import encode
+from .server import Gateway
 
 UNDERLYING_RE = re.compile(r"^[A-Z0-9.^/-]{1,12}$")
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -88,8 +89,10 @@ async def chain(request: web.Request) -> web.Response:
     return _json(body)
 
 
-def make_app(broker: Broker, readiness: Readiness) -> web.Application:
-    """The HTTP application: health, readiness and the REST API over `broker`."""
+def make_app(
+    broker: Broker, readiness: Readiness, gateway: Gateway | None = None
+) -> web.Application:
+    """The HTTP application: health, readiness, the REST API and (with `gateway`) `/ws`."""
     app = web.Application()
     app[BROKER_KEY] = broker
     app[READINESS_KEY] = readiness
@@ -97,4 +100,6 @@ def make_app(broker: Broker, readiness: Readiness) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/v1/underlyings", underlyings)
     app.router.add_get("/api/v1/chain/{underlying:.+}", chain)
+    if gateway is not None:
+        app.router.add_get("/ws", gateway.handle)
     return app

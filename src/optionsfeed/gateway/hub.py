@@ -1,0 +1,331 @@
+"""Fan-out inside one gateway process: one broker subscription per underlying.
+
+A `Feed` holds the subscription of one underlying for as long as any client
+channel of it is open here (reference counted by its members), follows the
+envelopes' epoch and seq, heals a lost envelope from the broker's history (or,
+when it is gone, sends every member a fresh snapshot), and routes each envelope
+to the channels that want part of it. Each channel's update is encoded once; a
+client only adds its own `prev`.
+
+Snapshots are consistent: a member is attached (and buffers what the feed routes)
+before the cache is read; the snapshot's seq then tells which buffered updates it
+already contains. Members waiting for a snapshot are served by one cache read per
+round, so a crowd joining at once costs a few reads, not one each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from ..aio import cancel_and_wait
+from ..broker.base import STATS_FIELD, UNDERLYING_FIELD, Broker, ChainInfo, ChainMeta, Snapshot
+from ..errors import BrokerUnavailable
+from . import protocol
+from .channels import Channel, Kind
+
+if TYPE_CHECKING:
+    from .session import Member
+
+log = logging.getLogger("optionsfeed.gateway")
+
+RETRY_MIN_S = 0.1
+RETRY_MAX_S = 2.0
+_NULL = b"null"
+
+
+class RawEnvelope(msgspec.Struct):
+    """A broker envelope with its records left as raw JSON (routed, not re-encoded)."""
+
+    u: str
+    epoch: str
+    prev: int
+    seq: int
+    ts: int
+    options: list[msgspec.Raw] = msgspec.field(default_factory=list)
+    underlying: msgspec.Raw = msgspec.Raw(_NULL)
+    stats: msgspec.Raw = msgspec.Raw(_NULL)
+    reset: bool = False
+
+
+class _Key(msgspec.Struct):
+    symbol: str
+
+
+decode_envelope = msgspec.json.Decoder(RawEnvelope).decode
+_decode_key = msgspec.json.Decoder(_Key).decode
+
+
+class ChannelUpdate:
+    """One envelope's part for one channel; its message is built once per distinct prev."""
+
+    __slots__ = ("_by_prev", "_head", "_tail", "channel", "epoch", "records", "seq")
+
+    def __init__(self, channel: str, epoch: str, seq: int, records: list[bytes]) -> None:
+        self.channel = channel
+        self.epoch = epoch
+        self.seq = seq
+        self.records = records
+        self._head: bytes | None = None
+        self._tail: bytes | None = None
+        self._by_prev: dict[int, bytes] = {}
+
+    def message(self, prev: int) -> bytes:
+        msg = self._by_prev.get(prev)
+        if msg is None:
+            if self._head is None or self._tail is None:
+                self._head = protocol.update_head(self.channel, self.epoch)
+                self._tail = protocol.update_tail(self.seq, self.records)
+            msg = self._head + str(prev).encode() + self._tail
+            self._by_prev[prev] = msg
+        return msg
+
+
+def channel_records(channel: Channel, snap: Snapshot) -> list[bytes]:
+    """The full records a snapshot of `channel` carries."""
+    if channel.kind is Kind.CHAIN:
+        return snap.option_records(channel.expiry)
+    field = {Kind.OPTION: channel.symbol, Kind.UNDERLYING: UNDERLYING_FIELD}.get(
+        channel.kind, STATS_FIELD
+    )
+    rec = snap.records.get(field or "")
+    return [] if rec is None else [rec]
+
+
+def listed(channel: Channel, info: ChainInfo) -> str | None:
+    """None when `channel` exists in the listing `info`, else why not."""
+    expiry = channel.expiry
+    if channel.kind is Kind.CHAIN and expiry is not None and expiry not in info.expiries:
+        return f"{channel.underlying} has no expiry {expiry}"
+    if channel.kind is Kind.OPTION and not any(
+        channel.symbol in syms for syms in info.expiries.values()
+    ):
+        return f"no option {channel.symbol}"
+    return None
+
+
+class Feed:
+    """The broker subscription of one underlying and the members it feeds."""
+
+    def __init__(self, hub: Hub, underlying: str) -> None:
+        self.hub = hub
+        self.underlying = underlying
+        self.members: dict[str, set[Member]] = {}
+        self.channels: dict[str, Channel] = {}
+        self.epoch = ""
+        self.seq = 0
+        self.generation = 0  # grows at every resync: older snapshot reads are void
+        self.ready = asyncio.Event()
+        self._expiry_of: dict[str, str] = {}
+        self._waiting: list[Member] = []
+        self._round: asyncio.Task[None] | None = None
+        self.task = asyncio.create_task(self._run(), name=f"feed {underlying}")
+
+    # -- members ---------------------------------------------------------------------
+
+    def add(self, m: Member) -> None:
+        self.members.setdefault(m.channel.name, set()).add(m)
+        self.channels[m.channel.name] = m.channel
+
+    def remove(self, m: Member) -> bool:
+        """Detach `m`; True when no member is left."""
+        ms = self.members.get(m.channel.name)
+        if ms is not None:
+            ms.discard(m)
+            if not ms:
+                del self.members[m.channel.name]
+                del self.channels[m.channel.name]
+        return not self.members
+
+    def want_snapshot(self, m: Member) -> None:
+        """Serve `m` a snapshot from a cache read issued after this call."""
+        self._waiting.append(m)
+        if self._round is None or self._round.done():
+            self._round = asyncio.create_task(self._snapshot_round())
+
+    async def _snapshot_round(self) -> None:
+        while self._waiting:
+            waiting, self._waiting = self._waiting, []
+            gen = self.generation
+            try:
+                snap = await self.hub.broker.snapshot(self.underlying)
+            except BrokerUnavailable as exc:
+                for m in waiting:
+                    m.session.channel_failed(m, f"broker unavailable: {exc}")
+                continue
+            if gen != self.generation:
+                continue  # a resync sent every member a newer snapshot meanwhile
+            for m in waiting:
+                if snap is None:
+                    m.session.channel_failed(m, f"no data for {self.underlying}")
+                else:
+                    m.session.apply_snapshot(m, snap, channel_records(m.channel, snap))
+
+    # -- the envelope stream -----------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = RETRY_MIN_S
+        while True:
+            try:
+                async with self.hub.broker.subscribe(self.underlying) as sub:
+                    # Members already waiting serve themselves (snapshot or resume) once
+                    # ready is set; later resyncs reach every member.
+                    await self._resync(waiting_too=False)
+                    self.ready.set()
+                    backoff = RETRY_MIN_S
+                    async for raw in sub:
+                        await self._on_envelope(raw)
+            except BrokerUnavailable as exc:
+                log.warning("feed %s: %s; retrying", self.underlying, exc)
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, RETRY_MAX_S)
+
+    async def _on_envelope(self, raw: bytes) -> None:
+        try:
+            env = decode_envelope(raw)
+        except msgspec.DecodeError as exc:
+            log.error("feed %s: undecodable envelope dropped (%s); resyncing", self.underlying, exc)
+            await self._resync()
+            return
+        if env.epoch != self.epoch or env.reset:
+            if not (env.epoch == self.epoch and env.seq <= self.seq):
+                await self._resync()
+            return
+        if env.seq <= self.seq:
+            return  # already in the state we hold (a snapshot read after it)
+        if env.prev != self.seq:
+            await self._heal()
+            return
+        self._route(env)
+
+    async def _heal(self) -> None:
+        """Envelopes were lost between us and the broker: replay them from its history."""
+        self.hub.stats["gaps_healed"] += 1
+        try:
+            missed = await self.hub.broker.history(self.underlying, self.epoch, self.seq)
+        except BrokerUnavailable:
+            missed = None
+        if missed is None:
+            await self._resync()
+            return
+        for raw in missed:
+            env = decode_envelope(raw)
+            if env.seq > self.seq:
+                self._route(env)
+
+    async def _resync(self, *, waiting_too: bool = True) -> None:
+        """Take the cache as a whole: every member gets a fresh snapshot.
+
+        With `waiting_too` False, members still waiting for their first snapshot
+        are left to get it themselves.
+        """
+        self.generation += 1
+        self.hub.stats["resyncs"] += 1
+        try:
+            snap = await self.hub.broker.snapshot(self.underlying)
+        except BrokerUnavailable as exc:
+            log.warning("feed %s: resync failed: %s", self.underlying, exc)
+            self.epoch, self.seq = "", 0  # the next envelope resyncs again
+            return
+        if snap is None:
+            self.epoch, self.seq = "", 0
+            return
+        self.epoch, self.seq = snap.epoch, snap.seq
+        self._expiry_of = {s: e for e, syms in snap.info.expiries.items() for s in syms}
+        self.hub.infos[self.underlying] = snap.info
+        for name, ms in list(self.members.items()):
+            records = channel_records(self.channels[name], snap)
+            for m in list(ms):
+                if waiting_too or not m.buffering:
+                    m.session.apply_snapshot(m, snap, records)
+
+    def _route(self, env: RawEnvelope) -> None:
+        self.seq = env.seq
+        for ch, records in self._parts(env, list(self.channels.values())):
+            upd = ChannelUpdate(ch.name, env.epoch, env.seq, records)
+            for m in self.members[ch.name]:
+                m.session.emit(m, upd)
+
+    def records_for(self, env: RawEnvelope, ch: Channel) -> list[bytes]:
+        """The part of `env` that `ch` carries (for a replay to one member)."""
+        return next((records for _, records in self._parts(env, [ch])), [])
+
+    def _parts(
+        self, env: RawEnvelope, channels: list[Channel]
+    ) -> Iterator[tuple[Channel, list[bytes]]]:
+        """(channel, its records) for each of `channels` that `env` changes."""
+        by_expiry: dict[str, list[bytes]] | None = None
+        by_symbol: dict[str, bytes] | None = None
+        options: list[bytes] = [bytes(r) for r in env.options]
+        for ch in channels:
+            records: list[bytes]
+            if ch.kind is Kind.CHAIN:
+                if ch.expiry is None:
+                    records = options
+                else:
+                    if by_expiry is None:
+                        by_expiry = self._by_expiry(options)
+                    records = by_expiry.get(ch.expiry, [])
+            elif ch.kind is Kind.OPTION:
+                if by_symbol is None:
+                    by_symbol = {_decode_key(r).symbol: r for r in options}
+                one = by_symbol.get(ch.symbol or "")
+                records = [] if one is None else [one]
+            else:
+                raw = env.underlying if ch.kind is Kind.UNDERLYING else env.stats
+                records = [] if bytes(raw) == _NULL else [bytes(raw)]
+            if records:
+                yield ch, records
+
+    def _by_expiry(self, options: list[bytes]) -> dict[str, list[bytes]]:
+        out: dict[str, list[bytes]] = {}
+        expiry_of = self._expiry_of
+        for r in options:
+            exp = expiry_of.get(_decode_key(r).symbol)
+            if exp is not None:
+                out.setdefault(exp, []).append(r)
+        return out
+
+
+class Hub:
+    """The feeds of one gateway process, created and dropped with their members."""
+
+    def __init__(self, broker: Broker, *, clock: Callable[[], float] | None = None) -> None:
+        self.broker = broker
+        self.feeds: dict[str, Feed] = {}
+        self.infos: dict[str, ChainInfo] = {}
+        self.stats: dict[str, int] = {"gaps_healed": 0, "resyncs": 0}
+        self._closing: set[asyncio.Task[bool]] = set()
+
+    def attach(self, m: Member) -> Feed:
+        u = m.channel.underlying
+        feed = self.feeds.get(u)
+        if feed is None:
+            feed = self.feeds[u] = Feed(self, u)
+        feed.add(m)
+        return feed
+
+    def detach(self, m: Member) -> None:
+        feed = self.feeds.get(m.channel.underlying)
+        if feed is not None and feed.remove(m):
+            # The last member left: drop the subscription (reference counted).
+            del self.feeds[m.channel.underlying]
+            t = asyncio.create_task(cancel_and_wait(feed.task))
+            self._closing.add(t)
+            t.add_done_callback(self._closing.discard)
+
+    async def meta(self, underlying: str) -> ChainMeta | None:
+        """Epoch, seq and listing of `underlying` from the broker (BrokerUnavailable)."""
+        return await self.broker.meta(underlying)
+
+    async def aclose(self) -> None:
+        for feed in list(self.feeds.values()):
+            await cancel_and_wait(feed.task)
+        self.feeds.clear()
+        for t in list(self._closing):
+            await t
