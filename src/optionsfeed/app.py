@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import signal
 import sys
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from .broker import open_broker
 from .broker.base import Broker
 from .config import Settings
 from .errors import BrokerUnavailable
+from .gateway.auth import load_tokens
 from .gateway.hub import Hub
 from .gateway.rest import make_app
 from .gateway.server import Gateway
@@ -64,10 +66,12 @@ async def readiness(
     return None
 
 
-async def _serve_http(app: web.Application, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+async def _serve_http(
+    app: web.Application, host: str, port: int, *, reuse_port: bool = False
+) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     await site.start()
     return runner
 
@@ -99,10 +103,22 @@ async def _run(settings: Settings, *, process: bool, http: bool) -> None:
             async def ready() -> str | None:
                 return await readiness(broker, settings, status=status)
 
-            gateway = Gateway(Hub(broker))
+            tokens = (
+                load_tokens(settings.tokens, redis_url=settings.redis)
+                if settings.tokens is not None
+                else None
+            )
+            gateway = Gateway(
+                Hub(broker),
+                max_connections=settings.max_connections,
+                tokens=tokens,
+                allow_origins=frozenset(settings.allow_origins),
+            )
             gateway.start()
-            app = make_app(broker, ready, gateway)
-            runner = await _serve_http(app, settings.host, settings.port)
+            app = make_app(broker, ready, gateway, tokens=tokens)
+            runner = await _serve_http(
+                app, settings.host, settings.port, reuse_port=settings.workers > 1
+            )
             log.info("serving on http://%s:%d/", settings.host, settings.port)
             print(f"optionsfeed: open http://{settings.host}:{settings.port}/", flush=True)
         log.info(
@@ -126,7 +142,38 @@ async def _run(settings: Settings, *, process: bool, http: bool) -> None:
 
 
 def run(settings: Settings, command: str) -> None:
-    """Run `command` ("up", "process" or "gateway") until SIGINT/SIGTERM."""
+    """Run `command` ("up", "process" or "gateway") until SIGINT/SIGTERM.
+
+    `gateway` with `workers` > 1 starts that many processes on one port
+    (SO_REUSEPORT: the kernel spreads connections); each has its own broker
+    connections and hub. SIGTERM to the parent stops them all.
+    """
+    if command == "gateway" and settings.workers > 1:
+        _run_workers(settings)
+        return
+    _run_one(settings, command)
+
+
+def _run_workers(settings: Settings) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    children = [
+        ctx.Process(target=_run_one, args=(settings, "gateway"), name=f"gateway-{i}")
+        for i in range(1, settings.workers)
+    ]
+    for c in children:
+        c.start()
+    try:
+        _run_one(settings, "gateway")
+    finally:
+        for c in children:
+            c.terminate()  # SIGTERM: each drains its clients (1001) and exits
+        for c in children:
+            c.join(10)
+            if c.is_alive():
+                c.kill()
+
+
+def _run_one(settings: Settings, command: str) -> None:
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

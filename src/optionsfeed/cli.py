@@ -30,6 +30,13 @@ def _common(p: argparse.ArgumentParser, *, source: bool, http: bool, redis_requi
             "--stale-after-s", help="flag a contract stale after this long unquoted (60)"
         )
     p.add_argument("--fresh-within-s", help="/readyz fails when data is older than this (10)")
+    if http:
+        p.add_argument(
+            "--tokens",
+            help='turn auth on: JSON {"token": ["SPY"], "admin": ["*"]}, a file of it, or "redis"',
+        )
+        p.add_argument("--allow-origins", help="comma-separated browser origins (default: any)")
+        p.add_argument("--max-connections", help="WebSocket connections per process (10000)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -46,6 +53,7 @@ def parser() -> argparse.ArgumentParser:
     _common(proc, source=True, http=True, redis_required=True)
     gw = sub.add_parser("gateway", help="serve clients from Redis")
     _common(gw, source=False, http=True, redis_required=True)
+    gw.add_argument("--workers", help="gateway processes sharing the port (default 1)")
     bench = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
     bench.add_argument("what", choices=["processing", "encode", "all"], nargs="?", default="all")
     bench.add_argument("--redis", help="also measure publishing into this Redis")
@@ -75,6 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if settings.tokens is not None:
+        from .gateway.auth import load_tokens
+
+        try:
+            load_tokens(settings.tokens, redis_url=settings.redis)
+        except ConfigError as exc:
+            print(f"optionsfeed: {exc}", file=sys.stderr)
+            return 2
     from .app import run
 
     run(settings, args.command)

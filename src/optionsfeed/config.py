@@ -61,6 +61,14 @@ def _log_level(value: str) -> str:
     return v
 
 
+def _origins(value: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
+    for o in origins:
+        if not re.fullmatch(r"https?://[^/\s]+", o):
+            raise ValueError(f"{o!r} is not an origin like https://example.com")
+    return origins
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting of every command (each command reads the ones it needs).
@@ -68,7 +76,10 @@ class Settings:
     `redis` None means the embedded memory broker. `history` bounds the resume
     stream per underlying (envelopes; older ones are trimmed). `stale_after_s`:
     a contract with no quote for this long gets the `stale` flag. `fresh_within_s`:
-    `/readyz` fails when an underlying's data is older than this.
+    `/readyz` fails when an underlying's data is older than this. `tokens` turns
+    authentication on (inline JSON, a file, or `redis`; see gateway/auth.py);
+    `allow_origins` limits browser origins (empty: any). `workers` gateway
+    processes share the port (SO_REUSEPORT).
     """
 
     host: str = field(default="127.0.0.1", metadata={"conv": str})
@@ -83,6 +94,10 @@ class Settings:
     stale_after_s: float = field(default=60.0, metadata={"conv": _positive(float)})
     fresh_within_s: float = field(default=10.0, metadata={"conv": _positive(float)})
     log_level: str = field(default="INFO", metadata={"conv": _log_level})
+    tokens: str | None = field(default=None, metadata={"conv": str})
+    allow_origins: tuple[str, ...] = field(default=(), metadata={"conv": _origins})
+    max_connections: int = field(default=10_000, metadata={"conv": _positive(int)})
+    workers: int = field(default=1, metadata={"conv": _positive(int)})
 
     @property
     def broker_url(self) -> str:

@@ -75,6 +75,30 @@ def of_type(t: str, channel: str | None = None) -> Callable[[dict[str, Any]], bo
     return lambda m: m.get("type") == t and (channel is None or m.get("channel") == channel)
 
 
+async def start_gateway(
+    broker: Broker, limits: Limits | None = None, **options: Any
+) -> tuple[Gateway, str, Callable[[], Any]]:
+    """A gateway (REST + /ws) over `broker` on a free port: (gateway, host:port, stop)."""
+    gw = Gateway(Hub(broker), limits=limits or Limits(max_channels=5), **options)
+    gw.start()
+
+    async def ready() -> str | None:
+        return None
+
+    app = make_app(broker, ready, gw, tokens=options.get("tokens"))
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+
+    async def stop() -> None:
+        await gw.shutdown(2.0)
+        await runner.cleanup()
+
+    return gw, f"127.0.0.1:{port}", stop
+
+
 async def start_system(
     limits: Limits | None = None, rate: float = 2000, broker_url: str = "memory://"
 ) -> tuple[System, Callable[[], Any]]:
@@ -83,22 +107,11 @@ async def start_system(
     svc = ProcessingService(SimSource(["SPY", "QQQ"], rate=rate, seed=1), broker)
     task = asyncio.create_task(svc.run())
     await asyncio.wait_for(svc.ready.wait(), 30)
-    gw = Gateway(Hub(broker), limits=limits or Limits(max_channels=5))
-    gw.start()
-
-    async def ready() -> str | None:
-        return None
-
-    runner = web.AppRunner(make_app(broker, ready, gw), handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    system = System(f"ws://127.0.0.1:{port}/ws", f"http://127.0.0.1:{port}", broker, svc, gw, task)
+    gw, addr, stop_gw = await start_gateway(broker, limits)
+    system = System(f"ws://{addr}/ws", f"http://{addr}", broker, svc, gw, task)
 
     async def stop() -> None:
-        await gw.shutdown(2.0)
-        await runner.cleanup()
+        await stop_gw()
         await cancel_and_wait(task)
         await broker_cm.__aexit__(None, None, None)
 

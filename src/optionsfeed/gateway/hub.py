@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ from . import protocol
 from .channels import Channel, Kind
 
 if TYPE_CHECKING:
+    from .metrics import GatewayMetrics
     from .session import Member
 
 log = logging.getLogger("optionsfeed.gateway")
@@ -192,6 +194,9 @@ class Feed:
             log.error("feed %s: undecodable envelope dropped (%s); resyncing", self.underlying, exc)
             await self._resync()
             return
+        metrics = self.hub.metrics
+        if metrics is not None:
+            metrics.broker_lag.observe(max(time.time() - env.ts / 1e6, 0.0))
         if env.epoch != self.epoch or env.reset:
             if not (env.epoch == self.epoch and env.seq <= self.seq):
                 await self._resync()
@@ -250,6 +255,9 @@ class Feed:
             upd = ChannelUpdate(ch.name, env.epoch, env.seq, records)
             for m in self.members[ch.name]:
                 m.session.emit(m, upd)
+        if self.hub.metrics is not None and self.members:
+            # Queued behind the flushes the emits scheduled: runs once they are written.
+            asyncio.get_running_loop().call_soon(self.hub.observe_end_to_end, env.ts)
 
     def records_for(self, env: RawEnvelope, ch: Channel) -> list[bytes]:
         """The part of `env` that `ch` carries (for a replay to one member)."""
@@ -299,7 +307,8 @@ class Hub:
         self.broker = broker
         self.feeds: dict[str, Feed] = {}
         self.infos: dict[str, ChainInfo] = {}
-        self.stats: dict[str, int] = {"gaps_healed": 0, "resyncs": 0}
+        self.stats: dict[str, int] = {"gaps_healed": 0, "resyncs": 0, "buffer_overflows": 0}
+        self.metrics: GatewayMetrics | None = None
         self._closing: set[asyncio.Task[bool]] = set()
 
     def attach(self, m: Member) -> Feed:
@@ -318,6 +327,10 @@ class Hub:
             t = asyncio.create_task(cancel_and_wait(feed.task))
             self._closing.add(t)
             t.add_done_callback(self._closing.discard)
+
+    def observe_end_to_end(self, ts_us: int) -> None:
+        if self.metrics is not None:
+            self.metrics.end_to_end.observe(max(time.time() - ts_us / 1e6, 0.0))
 
     async def meta(self, underlying: str) -> ChainMeta | None:
         """Epoch, seq and listing of `underlying` from the broker (BrokerUnavailable)."""

@@ -11,10 +11,12 @@ from collections.abc import Awaitable, Callable
 from datetime import date
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from ..broker.base import Broker
 from ..errors import BrokerUnavailable
 from ..model.records import encode
+from .auth import EVERYTHING, Entitlements, TokenStore, token_of
 from .server import Gateway
 
 UNDERLYING_RE = re.compile(r"^[A-Z0-9.^/-]{1,12}$")
@@ -24,6 +26,9 @@ DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 Readiness = Callable[[], Awaitable[str | None]]
 
 BROKER_KEY = web.AppKey("broker", Broker)
+TOKENS_KEY: web.AppKey[TokenStore | None] = web.AppKey("tokens")
+# Per request, set by the auth middleware.
+ENTITLEMENTS_KEY: web.RequestKey[Entitlements] = web.RequestKey("entitlements", Entitlements)
 READINESS_KEY: web.AppKey[Readiness] = web.AppKey("readiness")
 
 
@@ -54,7 +59,10 @@ async def underlyings(request: web.Request) -> web.Response:
     broker = request.app[BROKER_KEY]
     try:
         out = []
+        ent = _entitlements(request)
         for name in await broker.underlyings():
+            if not ent.allows(name):
+                continue
             meta = await broker.meta(name)
             if meta is not None:
                 exp = list(meta.info.expiries)
@@ -68,6 +76,8 @@ async def chain(request: web.Request) -> web.Response:
     name = request.match_info["underlying"]
     if not UNDERLYING_RE.match(name):
         return _error(400, "bad_request", f"{name!r} is not an underlying symbol")
+    if not _entitlements(request).allows(name):
+        return _error(403, "not_entitled", f"this token may not see {name}")
     expiry = request.query.get("expiry")
     if expiry is not None:
         try:
@@ -89,11 +99,38 @@ async def chain(request: web.Request) -> web.Response:
     return _json(body)
 
 
+def _entitlements(request: web.Request) -> Entitlements:
+    ent: Entitlements = request.get(ENTITLEMENTS_KEY, EVERYTHING)
+    return ent
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With tokens on, `/api/` needs one (401 without); health and metrics stay open."""
+    tokens = request.app[TOKENS_KEY]
+    if tokens is None or not request.path.startswith("/api/"):
+        return await handler(request)
+    token = token_of(request)
+    try:
+        ent = await tokens.lookup(token) if token else None
+    except Exception:  # the token store (Redis) is unreachable
+        return _error(503, "internal", "cannot check the token now; retry")
+    if ent is None:
+        return _error(401, "unauthorized", "a valid bearer token is required")
+    request[ENTITLEMENTS_KEY] = ent
+    return await handler(request)
+
+
 def make_app(
-    broker: Broker, readiness: Readiness, gateway: Gateway | None = None
+    broker: Broker,
+    readiness: Readiness,
+    gateway: Gateway | None = None,
+    *,
+    tokens: TokenStore | None = None,
 ) -> web.Application:
     """The HTTP application: health, readiness, the REST API and (with `gateway`) `/ws`."""
-    app = web.Application()
+    app = web.Application(middlewares=[_auth])
+    app[TOKENS_KEY] = tokens
     app[BROKER_KEY] = broker
     app[READINESS_KEY] = readiness
     app.router.add_get("/healthz", healthz)
@@ -102,4 +139,5 @@ def make_app(
     app.router.add_get("/api/v1/chain/{underlying:.+}", chain)
     if gateway is not None:
         app.router.add_get("/ws", gateway.handle)
+        app.router.add_get("/metrics", gateway.metrics_endpoint)
     return app

@@ -23,6 +23,7 @@ from ..broker.base import Snapshot
 from ..errors import BrokerUnavailable
 from ..sources.sim.source import wall_clock_us
 from . import protocol
+from .auth import EVERYTHING, Entitlements
 from .channels import Channel, InvalidChannel, parse_channel
 from .conflate import Pending
 from .frames import text_frame
@@ -102,8 +103,10 @@ class Session:
         limits: Limits = DEFAULT_LIMITS,
         node: str = "gw",
         clock: Callable[[], float] = time.monotonic,
+        entitlements: Entitlements = EVERYTHING,
     ) -> None:
         self.hub = hub
+        self.entitlements = entitlements
         self.transport = transport
         self._close = close
         self.limits = limits
@@ -122,6 +125,7 @@ class Session:
         self._tasks: set[asyncio.Task[None]] = set()
         self.frames_out = 0
         self.bytes_out = 0
+        self.conflated = 0  # record updates merged rather than sent (throttle, slow)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -203,6 +207,10 @@ class Session:
                 ch = parse_channel(name)
             except InvalidChannel as exc:
                 results.append(protocol.refused(name, "invalid_channel", str(exc)))
+                continue
+            if not self.entitlements.allows(ch.underlying):
+                msg = f"this token may not see {ch.underlying}"
+                results.append(protocol.refused(name, "not_entitled", msg))
                 continue
             if name not in held and len(held) >= self.limits.max_channels:
                 msg = f"at most {self.limits.max_channels} channels per connection"
@@ -289,7 +297,7 @@ class Session:
         if m.buffering:
             if len(m.buffer) >= self.limits.buffer_limit:
                 m.buffer.clear()  # the snapshot being read will be followed by a resync
-                self.hub.stats["buffer_overflows"] = self.hub.stats.get("buffer_overflows", 0) + 1
+                self.hub.stats["buffer_overflows"] += 1
             m.buffer.append(upd)
             return
         if upd.epoch != m.epoch or upd.seq <= m.position:
@@ -299,6 +307,7 @@ class Session:
             if m.pending is None:
                 m.pending = Pending(m.sent)
             m.pending.add(upd.seq, upd.records)
+            self.conflated += len(upd.records)
             if m.throttle_ms and m.timer is None and self.slow_since is None:
                 delay = max(0.0, m.next_due - self.clock())
                 m.timer = asyncio.get_running_loop().call_later(delay, self._throttled, m)

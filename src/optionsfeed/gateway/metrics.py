@@ -1,0 +1,90 @@
+"""`GET /metrics` (Prometheus text format) for one gateway process.
+
+Counters that sessions keep as plain integers are summed at scrape time, so the
+hot path never touches a metrics object per message. Latency histograms are
+observed once per channel update (not per client): end to end is the time from
+the source event's `ts` to the moment the gateway routes it; broker lag is the
+same measured when the envelope leaves the broker subscription.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .server import Gateway
+
+_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class GatewayMetrics:
+    """The registry of one process and its histograms."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.end_to_end = Histogram(
+            "optionsfeed_end_to_end_seconds",
+            "Envelope ts to its frames written to every subscribed client",
+            buckets=_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.broker_lag = Histogram(
+            "optionsfeed_broker_lag_seconds",
+            "Envelope ts to its arrival from the broker subscription",
+            buckets=_BUCKETS_S,
+            registry=self.registry,
+        )
+
+    def attach(self, gateway: Gateway) -> None:
+        self.registry.register(_GatewayCollector(gateway))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _GatewayCollector(Collector):
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+
+    def collect(self) -> Iterator[Metric]:
+        gw = self.gw
+        sessions = list(gw.sessions)
+        yield GaugeMetricFamily(
+            "optionsfeed_connections", "Open WebSocket connections", value=len(sessions)
+        )
+        yield GaugeMetricFamily(
+            "optionsfeed_subscriptions",
+            "Channels subscribed over all connections",
+            value=sum(len(s.members) for s in sessions),
+        )
+        yield GaugeMetricFamily(
+            "optionsfeed_broker_subscriptions",
+            "Underlyings this process is subscribed to in the broker",
+            value=len(gw.hub.feeds),
+        )
+        yield GaugeMetricFamily(
+            "optionsfeed_slow_connections",
+            "Connections currently conflating (socket not draining)",
+            value=sum(1 for s in sessions if s.slow_since is not None),
+        )
+        totals = gw.totals
+        for name, doc, live in (
+            ("frames_out", "WebSocket frames written", sum(s.frames_out for s in sessions)),
+            ("bytes_out", "Bytes written to WebSockets", sum(s.bytes_out for s in sessions)),
+            ("conflated_records", "Record updates merged instead of sent",
+             sum(s.conflated for s in sessions)),
+        ):  # fmt: skip
+            yield CounterMetricFamily(f"optionsfeed_{name}", doc, value=totals[name] + live)
+        closes = CounterMetricFamily(
+            "optionsfeed_server_closes", "Connections the server closed", labels=["code"]
+        )
+        for code, n in sorted(gw.closes.items()):
+            closes.add_metric([str(code)], n)
+        yield closes
+        for name, n in sorted(gw.hub.stats.items()):
+            yield CounterMetricFamily(f"optionsfeed_feed_{name}", f"Feed events: {name}", value=n)
