@@ -55,7 +55,13 @@ def parser() -> argparse.ArgumentParser:
     _common(gw, source=False, http=True, redis_required=True)
     gw.add_argument("--workers", help="gateway processes sharing the port (default 1)")
     bench = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
-    bench.add_argument("what", choices=["processing", "encode", "all"], nargs="?", default="all")
+    bench.add_argument(
+        "what", choices=["processing", "encode", "all", "gateway"], nargs="?", default="all"
+    )
+    bench.add_argument(
+        "--scenarios", default="A,B", help="gateway scenarios (A,B,C,D; see docs/benchmarks.md)"
+    )
+    bench.add_argument("--procs", type=int, default=2, help="load generator processes (2)")
     bench.add_argument("--redis", help="also measure publishing into this Redis")
     bench.add_argument("--runs", type=int, default=5, help="runs per figure (median reported)")
     return top
@@ -64,6 +70,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `optionsfeed` console script."""
     args = parser().parse_args(argv)
+    if args.command == "bench" and args.what == "gateway":
+        from .bench.gateway import main as gateway_main
+
+        return gateway_main(args.scenarios.split(","), runs=args.runs, procs=args.procs)
     if args.command == "bench":
         from .bench.processing import main as bench_main
 

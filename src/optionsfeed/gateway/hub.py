@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from ..aio import cancel_and_wait
-from ..broker.base import STATS_FIELD, UNDERLYING_FIELD, Broker, ChainInfo, ChainMeta, Snapshot
+from ..broker.base import STATS_FIELD, UNDERLYING_FIELD, Broker, ChainInfo, Snapshot
 from ..errors import BrokerUnavailable
 from . import protocol
 from .channels import Channel, Kind
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("optionsfeed.gateway")
 
+LISTING_TTL_S = 5.0
 RETRY_MIN_S = 0.1
 RETRY_MAX_S = 2.0
 _NULL = b"null"
@@ -309,6 +310,7 @@ class Hub:
         self.infos: dict[str, ChainInfo] = {}
         self.stats: dict[str, int] = {"gaps_healed": 0, "resyncs": 0, "buffer_overflows": 0}
         self.metrics: GatewayMetrics | None = None
+        self._listings: dict[str, tuple[float, ChainInfo | None]] = {}
         self._closing: set[asyncio.Task[bool]] = set()
 
     def attach(self, m: Member) -> Feed:
@@ -332,9 +334,26 @@ class Hub:
         if self.metrics is not None:
             self.metrics.end_to_end.observe(max(time.time() - ts_us / 1e6, 0.0))
 
-    async def meta(self, underlying: str) -> ChainMeta | None:
-        """Epoch, seq and listing of `underlying` from the broker (BrokerUnavailable)."""
-        return await self.broker.meta(underlying)
+    async def listing(self, underlying: str) -> ChainInfo | None:
+        """The listing of `underlying` (None: no such underlying); BrokerUnavailable.
+
+        A listing changes only with a new epoch, which a live feed sees and re-reads
+        on its resync, so the feed's copy is used while it runs; without a feed the
+        broker's is read and kept for LISTING_TTL_S. (A listing is large: SPY's
+        holds some 6,500 symbols, so a crowd of subscribes must not each fetch it.)
+        """
+        feed = self.feeds.get(underlying)
+        info = self.infos.get(underlying)
+        if info is not None and feed is not None and feed.ready.is_set():
+            return info
+        now = time.monotonic()
+        cached = self._listings.get(underlying)
+        if cached is not None and now - cached[0] < LISTING_TTL_S:
+            return cached[1]
+        meta = await self.broker.meta(underlying)
+        info = None if meta is None else meta.info
+        self._listings[underlying] = (now, info)
+        return info
 
     async def aclose(self) -> None:
         for feed in list(self.feeds.values()):

@@ -217,11 +217,11 @@ class Session:
                 results.append(protocol.refused(name, "too_many_channels", msg))
                 continue
             try:
-                meta = await self.hub.meta(ch.underlying)
+                info = await self.hub.listing(ch.underlying)
             except BrokerUnavailable as exc:
                 results.append(protocol.refused(name, "internal", f"broker unavailable: {exc}"))
                 continue
-            why = f"no underlying {ch.underlying}" if meta is None else listed(ch, meta.info)
+            why = f"no underlying {ch.underlying}" if info is None else listed(ch, info)
             if why is not None:
                 results.append(protocol.refused(name, "unknown_symbol", why))
                 continue

@@ -1,0 +1,217 @@
+"""A WebSocket load generator: many clients in several processes, real sockets.
+
+Each process runs uvloop and `clients / procs` connections spread over the gateway
+URLs (round robin) and the channels (evenly). Every client checks the sequence
+rule on its channel (a gap is `prev` != the last seq it applied), and measures,
+per record it receives, receive time minus the record's `ts`. A fraction of the
+clients read slowly (they sleep `slow_sleep_s` after each frame) to exercise the
+gateway's slow-consumer path. Results are merged in the parent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+
+SAMPLE_CAP = 200_000  # latency samples kept per process (a uniform reservoir)
+
+
+@dataclass
+class LoadConfig:
+    urls: list[str]
+    channels: list[str]
+    clients: int
+    seconds: float
+    procs: int = 2
+    slow_fraction: float = 0.0
+    slow_sleep_s: float = 0.2
+    measure_every: int = 10  # one client in this many measures latency per record
+    connect_timeout_s: float = 30.0
+    warmup_s: float = 2.0
+
+
+@dataclass
+class LoadResult:
+    connected: int = 0
+    connect_errors: int = 0
+    records: int = 0  # received by measuring clients
+    updates_unmeasured: int = 0  # update messages received by the other clients
+    measuring: int = 0
+    frames: int = 0
+    gaps: int = 0
+    snapshots: int = 0
+    snapshot_s: list[float] = field(default_factory=list)  # connect -> first snapshot
+    fast_ms: list[float] = field(default_factory=list)  # latency samples, normal clients
+    slow_ms: list[float] = field(default_factory=list)
+    closes: dict[int, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class _Rec(msgspec.Struct):
+    ts: int = 0
+
+
+class _Msg(msgspec.Struct):
+    type: str
+    channel: str = ""
+    epoch: str = ""
+    seq: int = 0
+    prev: int = 0
+    data: list[_Rec] = msgspec.field(default_factory=list)
+
+
+class _Head(msgspec.Struct):
+    """A message with its records skipped (msgspec does not build what it ignores)."""
+
+    type: str
+    channel: str = ""
+    epoch: str = ""
+    seq: int = 0
+    prev: int = 0
+
+
+# Measuring clients decode every record's ts; the others only the message heads,
+# so the generator's own CPU does not dominate what it measures.
+_decode_full = msgspec.json.Decoder(_Msg | list[_Msg]).decode
+_decode_head = msgspec.json.Decoder(_Head | list[_Head]).decode
+
+
+class _Reservoir:
+    def __init__(self, cap: int, rng: random.Random) -> None:
+        self.cap, self.rng, self.seen, self.items = cap, rng, 0, list[float]()
+
+    def add(self, v: float) -> None:
+        self.seen += 1
+        if len(self.items) < self.cap:
+            self.items.append(v)
+        else:
+            j = self.rng.randrange(self.seen)
+            if j < self.cap:
+                self.items[j] = v
+
+
+async def _client(
+    url: str, channel: str, slow: bool, measure: bool, cfg: LoadConfig, res: LoadResult,
+    lat: _Reservoir, measure_from: float, end: float,
+) -> None:  # fmt: skip
+    import aiohttp
+
+    t0 = time.monotonic()
+    try:
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(
+                url, max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=2)
+            )
+            res.connected += 1
+            await ws.send_str(f'{{"op":"subscribe","id":1,"channels":["{channel}"]}}')
+            epoch, seq, got_snapshot = "", -1, False
+            while (now := time.monotonic()) < end:
+                msg = await ws.receive(timeout=max(end - now, 0.01))
+                if msg.type is not aiohttp.WSMsgType.TEXT:
+                    if msg.type is aiohttp.WSMsgType.CLOSE:
+                        res.closes[msg.data] = res.closes.get(msg.data, 0) + 1
+                    break
+                recv_us = time.time() * 1e6
+                res.frames += 1
+                decoded = (_decode_full if measure else _decode_head)(msg.data)
+                for m in decoded if isinstance(decoded, list) else [decoded]:
+                    if m.type == "snapshot":
+                        epoch, seq = m.epoch, m.seq
+                        if not got_snapshot:
+                            got_snapshot = True
+                            res.snapshots += 1
+                            res.snapshot_s.append(time.monotonic() - t0)
+                    elif m.type == "update":
+                        if m.epoch != epoch or m.prev != seq:
+                            res.gaps += 1
+                        epoch, seq = m.epoch, m.seq
+                        if measure and time.monotonic() >= measure_from:
+                            assert isinstance(m, _Msg)
+                            res.records += len(m.data)
+                            for r in m.data:
+                                lat.add((recv_us - r.ts) / 1e3)
+                        elif time.monotonic() >= measure_from:
+                            res.updates_unmeasured += 1
+                if slow:
+                    await asyncio.sleep(cfg.slow_sleep_s)
+            await ws.close()
+    except (TimeoutError, OSError, aiohttp.ClientError):
+        if res.connected == 0 or time.monotonic() < end:
+            res.connect_errors += 1
+
+
+async def _proc_main(cfg: LoadConfig, index: int, count: int) -> LoadResult:
+    res = LoadResult()
+    rng = random.Random(index)
+    fast, slow = _Reservoir(SAMPLE_CAP, rng), _Reservoir(SAMPLE_CAP // 4, rng)
+    start = time.monotonic()
+    end = start + cfg.warmup_s + cfg.seconds
+    tasks = []
+    for k in range(count):
+        g = index + k * cfg.procs  # the client's global number
+        url = cfg.urls[g % len(cfg.urls)]
+        channel = cfg.channels[g % len(cfg.channels)]
+        is_slow = (g % 1000) < cfg.slow_fraction * 1000
+        measure = g % cfg.measure_every == 0
+        res.measuring += measure
+        tasks.append(
+            _client(url, channel, is_slow, measure, cfg, res, slow if is_slow else fast,
+                    start + cfg.warmup_s, end)
+        )  # fmt: skip
+    await asyncio.gather(*tasks)
+    res.fast_ms, res.slow_ms = fast.items, slow.items
+    res.seconds = cfg.seconds
+    return res
+
+
+def _proc_entry(cfg: LoadConfig, index: int, count: int, out: Any) -> None:
+    import uvloop
+
+    out.put(uvloop.run(_proc_main(cfg, index, count)))
+
+
+def run_load(cfg: LoadConfig) -> LoadResult:
+    """Run the load in `cfg.procs` processes and merge their results."""
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    per = [
+        cfg.clients // cfg.procs + (1 if i < cfg.clients % cfg.procs else 0)
+        for i in range(cfg.procs)
+    ]
+    procs = [ctx.Process(target=_proc_entry, args=(cfg, i, n, q)) for i, n in enumerate(per)]
+    for p in procs:
+        p.start()
+    parts = [q.get(timeout=cfg.seconds + cfg.warmup_s + cfg.connect_timeout_s + 60) for _ in procs]
+    for p in procs:
+        p.join(10)
+    out = LoadResult(seconds=cfg.seconds)
+    for r in parts:
+        out.connected += r.connected
+        out.connect_errors += r.connect_errors
+        out.records += r.records
+        out.updates_unmeasured += r.updates_unmeasured
+        out.measuring += r.measuring
+        out.frames += r.frames
+        out.gaps += r.gaps
+        out.snapshots += r.snapshots
+        out.snapshot_s += r.snapshot_s
+        out.fast_ms += r.fast_ms
+        out.slow_ms += r.slow_ms
+        for k, v in r.closes.items():
+            out.closes[k] = out.closes.get(k, 0) + v
+    return out
+
+
+def percentiles(values: list[float]) -> tuple[float, float, float]:
+    """(p50, p99, max), NaN when empty."""
+    if not values:
+        return (float("nan"),) * 3
+    q = np.percentile(np.array(values), [50, 99, 100])
+    return float(q[0]), float(q[1]), float(q[2])
