@@ -58,15 +58,6 @@ class _Rec(msgspec.Struct):
     ts: int = 0
 
 
-class _Msg(msgspec.Struct):
-    type: str
-    channel: str = ""
-    epoch: str = ""
-    seq: int = 0
-    prev: int = 0
-    data: list[_Rec] = msgspec.field(default_factory=list)
-
-
 class _Head(msgspec.Struct):
     """A message with its records skipped (msgspec does not build what it ignores)."""
 
@@ -75,6 +66,10 @@ class _Head(msgspec.Struct):
     epoch: str = ""
     seq: int = 0
     prev: int = 0
+
+
+class _Msg(_Head):
+    data: list[_Rec] = msgspec.field(default_factory=list)
 
 
 # Measuring clients decode every record's ts; the others only the message heads,
