@@ -149,3 +149,11 @@ async def test_a_flood_is_rate_limited_then_closed_with_4029(connect: Connect) -
 async def test_rest_and_ws_share_the_port(system: System) -> None:
     async with aiohttp.ClientSession() as s, s.get(system.http + "/healthz") as r:
         assert r.status == 200
+
+
+async def test_the_root_page_points_to_the_endpoints(system: System) -> None:
+    async with aiohttp.ClientSession() as s, s.get(system.http + "/") as r:
+        assert r.status == 200
+        text = await r.text()
+    assert "/api/v1/underlyings" in text
+    assert "/ws" in text

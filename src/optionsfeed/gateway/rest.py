@@ -44,6 +44,25 @@ def _json(body: bytes, status: int = 200) -> web.Response:
     return web.Response(status=status, body=body, content_type="application/json")
 
 
+_INDEX = b"""<!doctype html>
+<meta charset="utf-8"><title>optionsfeed</title>
+<style>body{font:15px/1.5 system-ui,sans-serif;background:#0f1419;color:#d7dde4;max-width:46em;margin:3em auto}
+a{color:#6cb6ff}code{background:#1c232b;padding:.1em .3em;border-radius:3px}</style>
+<h1>optionsfeed</h1>
+<p>This gateway is running. The live stream is the WebSocket at <code>/ws</code>
+(protocol: <code>docs/protocol.md</code>); beside it:</p>
+<ul>
+<li><a href="/api/v1/underlyings">/api/v1/underlyings</a> &mdash; what is listed</li>
+<li><a href="/api/v1/chain/SPY">/api/v1/chain/SPY</a> &mdash; a whole chain (add <code>?expiry=YYYY-MM-DD</code>)</li>
+<li><a href="/readyz">/readyz</a>, <a href="/healthz">/healthz</a>, <a href="/metrics">/metrics</a></li>
+</ul>
+"""
+
+
+async def index(request: web.Request) -> web.Response:
+    return web.Response(body=_INDEX, content_type="text/html", charset="utf-8")
+
+
 async def healthz(request: web.Request) -> web.Response:
     return _json(b'{"status":"ok"}')
 
@@ -133,6 +152,7 @@ def make_app(
     app[TOKENS_KEY] = tokens
     app[BROKER_KEY] = broker
     app[READINESS_KEY] = readiness
+    app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/v1/underlyings", underlyings)
