@@ -93,50 +93,47 @@ class _Reservoir:
 
 
 async def _client(
-    url: str, channel: str, slow: bool, measure: bool, cfg: LoadConfig, res: LoadResult,
-    lat: _Reservoir, measure_from: float, end: float,
+    http: Any, url: str, channel: str, slow: bool, measure: bool, cfg: LoadConfig,
+    res: LoadResult, lat: _Reservoir, measure_from: float, end: float,
 ) -> None:  # fmt: skip
     import aiohttp
 
     t0 = time.monotonic()
     try:
-        async with aiohttp.ClientSession() as http:
-            ws = await http.ws_connect(
-                url, max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=2)
-            )
-            res.connected += 1
-            await ws.send_str(f'{{"op":"subscribe","id":1,"channels":["{channel}"]}}')
-            epoch, seq, got_snapshot = "", -1, False
-            while (now := time.monotonic()) < end:
-                msg = await ws.receive(timeout=max(end - now, 0.01))
-                if msg.type is not aiohttp.WSMsgType.TEXT:
-                    if msg.type is aiohttp.WSMsgType.CLOSE:
-                        res.closes[msg.data] = res.closes.get(msg.data, 0) + 1
-                    break
-                recv_us = time.time() * 1e6
-                res.frames += 1
-                decoded = (_decode_full if measure else _decode_head)(msg.data)
-                for m in decoded if isinstance(decoded, list) else [decoded]:
-                    if m.type == "snapshot":
-                        epoch, seq = m.epoch, m.seq
-                        if not got_snapshot:
-                            got_snapshot = True
-                            res.snapshots += 1
-                            res.snapshot_s.append(time.monotonic() - t0)
-                    elif m.type == "update":
-                        if m.epoch != epoch or m.prev != seq:
-                            res.gaps += 1
-                        epoch, seq = m.epoch, m.seq
-                        if measure and time.monotonic() >= measure_from:
-                            assert isinstance(m, _Msg)
-                            res.records += len(m.data)
-                            for r in m.data:
-                                lat.add((recv_us - r.ts) / 1e3)
-                        elif time.monotonic() >= measure_from:
-                            res.updates_unmeasured += 1
-                if slow:
-                    await asyncio.sleep(cfg.slow_sleep_s)
-            await ws.close()
+        ws = await http.ws_connect(url, max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=2))
+        res.connected += 1
+        await ws.send_str(f'{{"op":"subscribe","id":1,"channels":["{channel}"]}}')
+        epoch, seq, got_snapshot = "", -1, False
+        while (now := time.monotonic()) < end:
+            msg = await ws.receive(timeout=max(end - now, 0.01))
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                if msg.type is aiohttp.WSMsgType.CLOSE:
+                    res.closes[msg.data] = res.closes.get(msg.data, 0) + 1
+                break
+            recv_us = time.time() * 1e6
+            res.frames += 1
+            decoded = (_decode_full if measure else _decode_head)(msg.data)
+            for m in decoded if isinstance(decoded, list) else [decoded]:
+                if m.type == "snapshot":
+                    epoch, seq = m.epoch, m.seq
+                    if not got_snapshot:
+                        got_snapshot = True
+                        res.snapshots += 1
+                        res.snapshot_s.append(time.monotonic() - t0)
+                elif m.type == "update":
+                    if m.epoch != epoch or m.prev != seq:
+                        res.gaps += 1
+                    epoch, seq = m.epoch, m.seq
+                    if measure and time.monotonic() >= measure_from:
+                        assert isinstance(m, _Msg)
+                        res.records += len(m.data)
+                        for r in m.data:
+                            lat.add((recv_us - r.ts) / 1e3)
+                    elif time.monotonic() >= measure_from:
+                        res.updates_unmeasured += 1
+            if slow:
+                await asyncio.sleep(cfg.slow_sleep_s)
+        await ws.close()
     except (TimeoutError, OSError, aiohttp.ClientError):
         if res.connected == 0 or time.monotonic() < end:
             res.connect_errors += 1
@@ -148,6 +145,11 @@ async def _proc_main(cfg: LoadConfig, index: int, count: int) -> LoadResult:
     fast, slow = _Reservoir(SAMPLE_CAP, rng), _Reservoir(SAMPLE_CAP // 4, rng)
     start = time.monotonic()
     end = start + cfg.warmup_s + cfg.seconds
+    import aiohttp
+
+    # One session and connector per process (no connection limit): a session per
+    # client made connecting thousands of clients the generator's own bottleneck.
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     tasks = []
     for k in range(count):
         g = index + k * cfg.procs  # the client's global number
@@ -157,10 +159,13 @@ async def _proc_main(cfg: LoadConfig, index: int, count: int) -> LoadResult:
         measure = g % cfg.measure_every == 0
         res.measuring += measure
         tasks.append(
-            _client(url, channel, is_slow, measure, cfg, res, slow if is_slow else fast,
+            _client(http, url, channel, is_slow, measure, cfg, res, slow if is_slow else fast,
                     start + cfg.warmup_s, end)
         )  # fmt: skip
-    await asyncio.gather(*tasks)
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        await http.close()
     res.fast_ms, res.slow_ms = fast.items, slow.items
     res.seconds = cfg.seconds
     return res

@@ -132,8 +132,14 @@ class Broker(Protocol):
         """
         ...
 
-    async def snapshot(self, underlying: str) -> Snapshot | None:
-        """The cache of `underlying` read atomically, or None when it has none."""
+    async def snapshot(
+        self, underlying: str, fields: Sequence[str] | None = None
+    ) -> Snapshot | None:
+        """The cache of `underlying` read atomically, or None when it has none.
+
+        With `fields`, only those cache fields (symbols, UNDERLYING_FIELD,
+        STATS_FIELD) are read; the listing and seq always are.
+        """
         ...
 
     async def meta(self, underlying: str) -> ChainMeta | None:

@@ -119,13 +119,17 @@ class MemoryBroker:
         for sub in self._subscribers.get(pub.underlying, ()):
             sub._offer(pub.payload)
 
-    async def snapshot(self, underlying: str) -> Snapshot | None:
+    async def snapshot(
+        self, underlying: str, fields: Sequence[str] | None = None
+    ) -> Snapshot | None:
         chain = self._chains.get(underlying)
         if chain is None:
             return None
-        return Snapshot(
-            underlying, chain.epoch, chain.seq, chain.updated_us, chain.info, dict(chain.records)
-        )
+        if fields is None:
+            records = dict(chain.records)
+        else:
+            records = {f: r for f in fields if (r := chain.records.get(f)) is not None}
+        return Snapshot(underlying, chain.epoch, chain.seq, chain.updated_us, chain.info, records)
 
     async def meta(self, underlying: str) -> ChainMeta | None:
         chain = self._chains.get(underlying)

@@ -229,17 +229,29 @@ class RedisBroker:
                 raise r
         return [results[i] for i in script_at]
 
-    async def snapshot(self, underlying: str) -> Snapshot | None:
-        """The cache of `underlying` read in one MULTI/EXEC, or None when it has none."""
+    async def snapshot(
+        self, underlying: str, fields: Sequence[str] | None = None
+    ) -> Snapshot | None:
+        """The cache of `underlying` (only `fields` of it, when given) read in one
+        MULTI/EXEC, or None when it has none."""
         pipe = self._redis.pipeline(transaction=True)
         pipe.hgetall(self.key(underlying, "meta"))
-        pipe.hgetall(self.key(underlying, "chain"))
-        meta, chain = await self._call(pipe.execute())
-        fields = (b"epoch", b"seq", b"updated_us", b"info")
-        m = self._meta(underlying, *(meta.get(f) for f in fields))
+        if fields is None:
+            pipe.hgetall(self.key(underlying, "chain"))
+        elif fields:
+            pipe.hmget(self.key(underlying, "chain"), list(fields))
+        replies = await self._call(pipe.execute())
+        meta = replies[0]
+        names = (b"epoch", b"seq", b"updated_us", b"info")
+        m = self._meta(underlying, *(meta.get(f) for f in names))
         if m is None:
             return None
-        records = {k.decode(): v for k, v in chain.items()}
+        if fields is None:
+            records = {k.decode(): v for k, v in replies[1].items()}
+        elif fields:
+            records = {f: v for f, v in zip(fields, replies[1], strict=True) if v is not None}
+        else:
+            records = {}
         return Snapshot(underlying, m.epoch, m.seq, m.updated_us, m.info, records)
 
     async def meta(self, underlying: str) -> ChainMeta | None:

@@ -156,18 +156,43 @@ class Feed:
             waiting, self._waiting = self._waiting, []
             gen = self.generation
             try:
-                snap = await self.hub.broker.snapshot(self.underlying)
+                snap = await self.hub.broker.snapshot(self.underlying, self._fields(waiting))
             except BrokerUnavailable as exc:
                 for m in waiting:
                     m.session.channel_failed(m, f"broker unavailable: {exc}")
                 continue
             if gen != self.generation:
                 continue  # a resync sent every member a newer snapshot meanwhile
+            if snap is not None and snap.epoch != self.epoch:
+                # A new epoch reached the cache before its envelope reached us: the
+                # fields were chosen from the old listing. Resync everyone instead.
+                await self._resync()
+                continue
             for m in waiting:
                 if snap is None:
                     m.session.channel_failed(m, f"no data for {self.underlying}")
                 else:
                     m.session.apply_snapshot(m, snap, channel_records(m.channel, snap))
+
+    def _fields(self, members: list[Member]) -> list[str] | None:
+        """The cache fields `members`' snapshots need (None: the whole chain).
+
+        One expiry of SPY is a few hundred of its ~6,500 records: reading only
+        those keeps a crowd of joins from moving megabytes each out of Redis.
+        """
+        info = self.hub.infos.get(self.underlying)
+        fields: set[str] = set()
+        for m in members:
+            ch = m.channel
+            if ch.kind is Kind.CHAIN:
+                if ch.expiry is None or info is None:
+                    return None
+                fields.update(info.expiries.get(ch.expiry, ()))
+            elif ch.kind is Kind.OPTION:
+                fields.add(ch.symbol or "")
+            else:
+                fields.add(UNDERLYING_FIELD if ch.kind is Kind.UNDERLYING else STATS_FIELD)
+        return sorted(fields)
 
     # -- the envelope stream -----------------------------------------------------------
 
@@ -311,6 +336,7 @@ class Hub:
         self.stats: dict[str, int] = {"gaps_healed": 0, "resyncs": 0, "buffer_overflows": 0}
         self.metrics: GatewayMetrics | None = None
         self._listings: dict[str, tuple[float, ChainInfo | None]] = {}
+        self._listing_reads: dict[str, asyncio.Future[ChainInfo | None]] = {}
         self._closing: set[asyncio.Task[bool]] = set()
 
     def attach(self, m: Member) -> Feed:
@@ -350,9 +376,18 @@ class Hub:
         cached = self._listings.get(underlying)
         if cached is not None and now - cached[0] < LISTING_TTL_S:
             return cached[1]
+        # Single flight: a crowd subscribing at once shares one read and one decode.
+        task = self._listing_reads.get(underlying)
+        if task is None:
+            task = asyncio.ensure_future(self._read_listing(underlying))
+            self._listing_reads[underlying] = task
+            task.add_done_callback(lambda _: self._listing_reads.pop(underlying, None))
+        return await asyncio.shield(task)
+
+    async def _read_listing(self, underlying: str) -> ChainInfo | None:
         meta = await self.broker.meta(underlying)
         info = None if meta is None else meta.info
-        self._listings[underlying] = (now, info)
+        self._listings[underlying] = (time.monotonic(), info)
         return info
 
     async def aclose(self) -> None:
