@@ -1,6 +1,6 @@
 """A WebSocket load generator: many clients in several processes, real sockets.
 
-Each process runs uvloop and `clients / procs` connections spread over the gateway
+Each process runs uvloop and `clients / procs` picows connections spread over the gateway
 URLs (round robin) and the channels (evenly). Every client checks the sequence
 rule on its channel (a gap is `prev` != the last seq it applied), and measures,
 per record it receives, receive time minus the record's `ts`. A fraction of the
@@ -19,6 +19,13 @@ from typing import Any
 
 import msgspec
 import numpy as np
+
+try:
+    import picows
+except ImportError as exc:  # pragma: no cover - picows comes with the dev and bench extras
+    raise SystemExit(
+        "optionsfeed bench gateway needs picows: pip install 'optionsfeed[bench]'"
+    ) from exc
 
 SAMPLE_CAP = 200_000  # latency samples kept per process (a uniform reservoir)
 
@@ -92,51 +99,87 @@ class _Reservoir:
                 self.items[j] = v
 
 
-async def _client(
-    http: Any, url: str, channel: str, slow: bool, measure: bool, cfg: LoadConfig,
-    res: LoadResult, lat: _Reservoir, measure_from: float, end: float,
-) -> None:  # fmt: skip
-    import aiohttp
+class _Listener(picows.WSListener):
+    """One client: callbacks per frame, no coroutine per message (the generator
+    must cost far less than the gateway it measures)."""
 
-    t0 = time.monotonic()
+    def __init__(
+        self, channel: str, slow: bool, measure: bool, cfg: LoadConfig, res: LoadResult,
+        lat: _Reservoir, measure_from: float,
+    ) -> None:  # fmt: skip
+        self.subscribe = f'{{"op":"subscribe","id":1,"channels":["{channel}"]}}'.encode()
+        self.slow, self.measure, self.cfg, self.res = slow, measure, cfg, res
+        self.lat, self.measure_from = lat, measure_from
+        self.epoch, self.seq, self.got_snapshot = "", -1, False
+        self.t0 = time.monotonic()
+        self.transport: Any = None
+
+    def on_ws_connected(self, transport: Any) -> None:
+        self.transport = transport
+        self.res.connected += 1
+        transport.send(picows.WSMsgType.TEXT, self.subscribe)
+
+    def on_ws_frame(self, transport: Any, frame: Any) -> None:
+        if frame.msg_type == picows.WSMsgType.CLOSE:
+            code = int(frame.get_close_code())
+            self.res.closes[code] = self.res.closes.get(code, 0) + 1
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+            return
+        if frame.msg_type != picows.WSMsgType.TEXT:
+            return
+        recv_us = time.time() * 1e6
+        res = self.res
+        res.frames += 1
+        now = time.monotonic()
+        payload = frame.get_payload_as_bytes()
+        decoded = (_decode_full if self.measure else _decode_head)(payload)
+        for m in decoded if isinstance(decoded, list) else [decoded]:
+            if m.type == "snapshot":
+                self.epoch, self.seq = m.epoch, m.seq
+                if not self.got_snapshot:
+                    self.got_snapshot = True
+                    res.snapshots += 1
+                    res.snapshot_s.append(now - self.t0)
+            elif m.type == "update":
+                if m.epoch != self.epoch or m.prev != self.seq:
+                    res.gaps += 1
+                self.epoch, self.seq = m.epoch, m.seq
+                if now < self.measure_from:
+                    continue
+                if isinstance(m, _Msg):
+                    res.records += len(m.data)
+                    for r in m.data:
+                        self.lat.add((recv_us - r.ts) / 1e3)
+                else:
+                    res.updates_unmeasured += 1
+        if self.slow:
+            # A slow reader: stop reading the socket for a while after each frame.
+            raw = transport.underlying_transport
+            raw.pause_reading()
+            asyncio.get_running_loop().call_later(self.cfg.slow_sleep_s, raw.resume_reading)
+
+
+async def _client(
+    url: str, channel: str, slow: bool, measure: bool, cfg: LoadConfig, res: LoadResult,
+    lat: _Reservoir, measure_from: float, end: float,
+) -> None:  # fmt: skip
     try:
-        ws = await http.ws_connect(url, max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=2))
-        res.connected += 1
-        await ws.send_str(f'{{"op":"subscribe","id":1,"channels":["{channel}"]}}')
-        epoch, seq, got_snapshot = "", -1, False
-        while (now := time.monotonic()) < end:
-            msg = await ws.receive(timeout=max(end - now, 0.01))
-            if msg.type is not aiohttp.WSMsgType.TEXT:
-                if msg.type is aiohttp.WSMsgType.CLOSE:
-                    res.closes[msg.data] = res.closes.get(msg.data, 0) + 1
-                break
-            recv_us = time.time() * 1e6
-            res.frames += 1
-            decoded = (_decode_full if measure else _decode_head)(msg.data)
-            for m in decoded if isinstance(decoded, list) else [decoded]:
-                if m.type == "snapshot":
-                    epoch, seq = m.epoch, m.seq
-                    if not got_snapshot:
-                        got_snapshot = True
-                        res.snapshots += 1
-                        res.snapshot_s.append(time.monotonic() - t0)
-                elif m.type == "update":
-                    if m.epoch != epoch or m.prev != seq:
-                        res.gaps += 1
-                    epoch, seq = m.epoch, m.seq
-                    if measure and time.monotonic() >= measure_from:
-                        assert isinstance(m, _Msg)
-                        res.records += len(m.data)
-                        for r in m.data:
-                            lat.add((recv_us - r.ts) / 1e3)
-                    elif time.monotonic() >= measure_from:
-                        res.updates_unmeasured += 1
-            if slow:
-                await asyncio.sleep(cfg.slow_sleep_s)
-        await ws.close()
-    except (TimeoutError, OSError, aiohttp.ClientError):
-        if res.connected == 0 or time.monotonic() < end:
-            res.connect_errors += 1
+        transport, _ = await picows.ws_connect(
+            lambda: _Listener(channel, slow, measure, cfg, res, lat, measure_from),
+            url,
+            websocket_handshake_timeout=cfg.connect_timeout_s,
+            max_frame_size=1 << 30,
+        )
+    except (OSError, TimeoutError, picows.WSError) as exc:
+        del exc
+        res.connect_errors += 1
+        return
+    left = end - time.monotonic()
+    try:
+        await asyncio.wait_for(transport.wait_disconnected(), max(left, 0.01))
+    except TimeoutError:
+        transport.disconnect()
 
 
 async def _proc_main(cfg: LoadConfig, index: int, count: int) -> LoadResult:
@@ -145,11 +188,6 @@ async def _proc_main(cfg: LoadConfig, index: int, count: int) -> LoadResult:
     fast, slow = _Reservoir(SAMPLE_CAP, rng), _Reservoir(SAMPLE_CAP // 4, rng)
     start = time.monotonic()
     end = start + cfg.warmup_s + cfg.seconds
-    import aiohttp
-
-    # One session and connector per process (no connection limit): a session per
-    # client made connecting thousands of clients the generator's own bottleneck.
-    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     tasks = []
     for k in range(count):
         g = index + k * cfg.procs  # the client's global number
@@ -159,13 +197,10 @@ async def _proc_main(cfg: LoadConfig, index: int, count: int) -> LoadResult:
         measure = g % cfg.measure_every == 0
         res.measuring += measure
         tasks.append(
-            _client(http, url, channel, is_slow, measure, cfg, res, slow if is_slow else fast,
+            _client(url, channel, is_slow, measure, cfg, res, slow if is_slow else fast,
                     start + cfg.warmup_s, end)
         )  # fmt: skip
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        await http.close()
+    await asyncio.gather(*tasks)
     res.fast_ms, res.slow_ms = fast.items, slow.items
     res.seconds = cfg.seconds
     return res
