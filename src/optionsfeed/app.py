@@ -29,6 +29,7 @@ from .sources.sim.source import SimSource, wall_clock_us
 
 log = logging.getLogger("optionsfeed")
 PING_TIMEOUT_S = 1.0
+BACKLOG = 4096
 
 
 async def readiness(
@@ -71,7 +72,9 @@ async def _serve_http(
 ) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+    # A crowd connecting at once (a gateway restart, a market open) overflows the
+    # default backlog of 128 and costs clients a SYN retry of 1 s or more.
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=BACKLOG)
     await site.start()
     return runner
 
@@ -135,6 +138,9 @@ async def _run(settings: Settings, *, process: bool, http: bool) -> None:
             for t in [waiter, *tasks]:
                 if not await cancel_and_wait(t):
                     log.error("task %s did not stop within the limit", t.get_name())
+            if runner is not None:
+                for site in list(runner.sites):
+                    await site.stop()  # stop accepting first, then drain the clients
             if gateway is not None:
                 await gateway.shutdown()
             if runner is not None:

@@ -56,7 +56,10 @@ def parser() -> argparse.ArgumentParser:
     gw.add_argument("--workers", help="gateway processes sharing the port (default 1)")
     bench = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
     bench.add_argument(
-        "what", choices=["processing", "encode", "all", "gateway"], nargs="?", default="all"
+        "what",
+        choices=["processing", "encode", "all", "gateway", "wslib"],
+        nargs="?",
+        default="all",
     )
     bench.add_argument(
         "--scenarios", default="A,B", help="gateway scenarios (A,B,C,D; see docs/benchmarks.md)"
@@ -74,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .bench.gateway import main as gateway_main
 
         return gateway_main(args.scenarios.split(","), runs=args.runs, procs=args.procs)
+    if args.command == "bench" and args.what == "wslib":
+        from .bench.wslib import main as wslib_main
+
+        return wslib_main(args.runs)
     if args.command == "bench":
         from .bench.processing import main as bench_main
 

@@ -144,6 +144,7 @@ def _run_scenario(sc: Scenario, procs: int) -> dict[str, Any]:
             time.sleep(1.0)
             pids = [gw.pid, *_children(gw.pid)]
             cpu0 = sum(_cpu_s(p) for p in pids)
+            rss0 = sum(_rss_kb(p) for p in pids)
             t0 = time.monotonic()
             cfg = LoadConfig([f"ws://127.0.0.1:{port}/ws"], channels, sc.clients, sc.seconds,
                              procs=procs, slow_fraction=sc.slow_fraction)  # fmt: skip
@@ -151,12 +152,15 @@ def _run_scenario(sc: Scenario, procs: int) -> dict[str, Any]:
             wall = time.monotonic() - t0
             cpu = sum(_cpu_s(p) for p in pids) - cpu0
             rss = sum(_rss_kb(p) for p in pids)
-        return _report(sc, res, rate, cpu / wall, rss)
+        return _report(sc, res, rate, cpu / wall, rss, rss - rss0, res.cpu_s / wall)
 
     return asyncio.run(main())
 
 
-def _report(sc: Scenario, r: LoadResult, rate: float, cpu: float, rss_kb: int) -> dict[str, Any]:
+def _report(
+    sc: Scenario, r: LoadResult, rate: float, cpu: float, rss_kb: int, grew_kb: int,
+    load_cpu: float,
+) -> dict[str, Any]:  # fmt: skip
     p50, p99, mx = percentiles(r.fast_ms)
     s50, s99, _ = percentiles(r.slow_ms)
     snap50, _, snap_max = percentiles(r.snapshot_s)
@@ -168,8 +172,12 @@ def _report(sc: Scenario, r: LoadResult, rate: float, cpu: float, rss_kb: int) -
         "p50_ms": round(p50, 2), "p99_ms": round(p99, 2), "max_ms": round(mx, 1),
         "slow_p50_ms": round(s50, 1), "slow_p99_ms": round(s99, 1),
         "first_snapshot_p50_s": round(snap50, 3), "first_snapshot_max_s": round(snap_max, 3),
-        "gateway_cpu_cores": round(cpu, 2), "gateway_rss_mb": round(rss_kb / 1024),
-        "closes": r.closes,
+        "gateway_cpu_cores": round(cpu, 2), "loadgen_cpu_cores": round(load_cpu, 2),
+        "gateway_rss_mb": round(rss_kb / 1024),
+        # Growth of the gateways' RSS over the run per connection: an upper bound
+        # (freed Python memory is rarely returned to the OS).
+        "gateway_kb_per_connection": round(grew_kb / max(r.connected, 1), 1),
+        "closes": r.closes, "connect_error_kinds": r.error_kinds,
     }  # fmt: skip
 
 

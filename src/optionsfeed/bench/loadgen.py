@@ -59,6 +59,8 @@ class LoadResult:
     slow_ms: list[float] = field(default_factory=list)
     closes: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
+    cpu_s: float = 0.0  # the generator's own CPU, all processes
+    error_kinds: dict[str, int] = field(default_factory=dict)
 
 
 class _Rec(msgspec.Struct):
@@ -165,15 +167,21 @@ async def _client(
     lat: _Reservoir, measure_from: float, end: float,
 ) -> None:  # fmt: skip
     try:
-        transport, _ = await picows.ws_connect(
-            lambda: _Listener(channel, slow, measure, cfg, res, lat, measure_from),
-            url,
-            websocket_handshake_timeout=cfg.connect_timeout_s,
-            max_frame_size=1 << 30,
+        # The TCP connect itself has no timeout in picows: a full accept backlog
+        # would hold it for the kernel's SYN retries (minutes).
+        transport, _ = await asyncio.wait_for(
+            picows.ws_connect(
+                lambda: _Listener(channel, slow, measure, cfg, res, lat, measure_from),
+                url,
+                websocket_handshake_timeout=cfg.connect_timeout_s,
+                max_frame_size=1 << 30,
+            ),
+            cfg.connect_timeout_s,
         )
-    except (OSError, TimeoutError, picows.WSError) as exc:
-        del exc
+    except Exception as exc:  # any failure to connect is counted by kind, never fatal
         res.connect_errors += 1
+        kind = type(exc).__name__
+        res.error_kinds[kind] = res.error_kinds.get(kind, 0) + 1
         return
     left = end - time.monotonic()
     try:
@@ -184,6 +192,7 @@ async def _client(
 
 async def _proc_main(cfg: LoadConfig, index: int, count: int) -> LoadResult:
     res = LoadResult()
+    cpu0 = time.process_time()
     rng = random.Random(index)
     fast, slow = _Reservoir(SAMPLE_CAP, rng), _Reservoir(SAMPLE_CAP // 4, rng)
     start = time.monotonic()
@@ -201,6 +210,7 @@ async def _proc_main(cfg: LoadConfig, index: int, count: int) -> LoadResult:
                     start + cfg.warmup_s, end)
         )  # fmt: skip
     await asyncio.gather(*tasks)
+    res.cpu_s = time.process_time() - cpu0
     res.fast_ms, res.slow_ms = fast.items, slow.items
     res.seconds = cfg.seconds
     return res
@@ -209,7 +219,13 @@ async def _proc_main(cfg: LoadConfig, index: int, count: int) -> LoadResult:
 def _proc_entry(cfg: LoadConfig, index: int, count: int, out: Any) -> None:
     import uvloop
 
-    out.put(uvloop.run(_proc_main(cfg, index, count)))
+    try:
+        out.put(uvloop.run(_proc_main(cfg, index, count)))
+    except BaseException as exc:  # the parent must always get an answer
+        failed = LoadResult(seconds=cfg.seconds, connect_errors=count)
+        failed.error_kinds[f"generator crashed: {exc!r}"[:200]] = 1
+        out.put(failed)
+        raise
 
 
 def run_load(cfg: LoadConfig) -> LoadResult:
@@ -233,12 +249,15 @@ def run_load(cfg: LoadConfig) -> LoadResult:
         out.records += r.records
         out.updates_unmeasured += r.updates_unmeasured
         out.measuring += r.measuring
+        out.cpu_s += r.cpu_s
         out.frames += r.frames
         out.gaps += r.gaps
         out.snapshots += r.snapshots
         out.snapshot_s += r.snapshot_s
         out.fast_ms += r.fast_ms
         out.slow_ms += r.slow_ms
+        for k, n in r.error_kinds.items():
+            out.error_kinds[k] = out.error_kinds.get(k, 0) + n
         for k, v in r.closes.items():
             out.closes[k] = out.closes.get(k, 0) + v
     return out
