@@ -12,6 +12,7 @@ import multiprocessing
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from aiohttp import web
 
@@ -25,7 +26,9 @@ from .gateway.hub import Hub
 from .gateway.rest import make_app
 from .gateway.server import Gateway
 from .processing.service import ProcessingService, PublisherStatus
-from .sources.sim.source import SimSource, wall_clock_us
+from .sources.factory import open_source
+from .sources.record import RecordWriter
+from .sources.sim.source import wall_clock_us
 
 log = logging.getLogger("optionsfeed")
 PING_TIMEOUT_S = 1.0
@@ -93,9 +96,13 @@ async def _run(settings: Settings, *, process: bool, http: bool) -> None:
         status: PublisherStatus | None = None
         service: ProcessingService | None = None
         if process:
-            source = SimSource(list(settings.underlyings), rate=settings.rate, seed=settings.seed)
+            source = open_source(settings)
             service = ProcessingService(
-                source, broker, stale_after_us=int(settings.stale_after_s * 1e6)
+                source,
+                broker,
+                stale_after_us=int(settings.stale_after_s * 1e6),
+                # A replay runs on its recording's clock, so it is deterministic.
+                clock=getattr(source, "clock", wall_clock_us),
             )
             status = service.status
             tasks.append(asyncio.create_task(service.run(), name="processing"))
@@ -130,10 +137,15 @@ async def _run(settings: Settings, *, process: bool, http: bool) -> None:
         )  # fmt: skip
         waiter = asyncio.create_task(_until_signal())
         try:
-            done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            for t in done:
-                if t is not waiter and t.exception() is not None:
-                    raise t.exception()  # type: ignore[misc]
+            pending = {waiter, *tasks}
+            while waiter in pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    if t is not waiter and t.exception() is not None:
+                        raise t.exception()  # type: ignore[misc]
+                    if t is not waiter:
+                        # A finite source (a replay) ended: keep serving what it left.
+                        log.info("the source ended; serving the last state until stopped")
         finally:
             for t in [waiter, *tasks]:
                 if not await cancel_and_wait(t):
@@ -196,3 +208,34 @@ def _run_one(settings: Settings, command: str) -> None:
         asyncio.run(coro)
     else:
         uvloop.run(coro)
+
+
+def record(settings: Settings, out: Path, *, seconds: float | None, roll_mb: float) -> int:
+    """`optionsfeed record`: the source's batches into a recording until done or SIGINT."""
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+
+    async def main() -> int:
+        source = open_source(settings)
+        writer = RecordWriter(
+            out, source=source.name, started_us=wall_clock_us(),
+            roll_bytes=int(roll_mb * 1024 * 1024),
+        )  # fmt: skip
+
+        async def consume() -> None:
+            async for batch in source.batches():
+                writer.write(batch, wall_clock_us())
+
+        task = asyncio.create_task(consume())
+        waiter = asyncio.create_task(_until_signal())
+        try:
+            await asyncio.wait([task, waiter], timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait(task)
+            await cancel_and_wait(waiter)
+            writer.close()
+        log.info("recorded %d batches to %s", writer.batches, out)
+        print(f"optionsfeed: recorded {writer.batches} batches to {out}", flush=True)
+        return 0
+
+    return asyncio.run(main())

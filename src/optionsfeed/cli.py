@@ -23,6 +23,8 @@ def _common(p: argparse.ArgumentParser, *, source: bool, http: bool, redis_requi
     p.add_argument("--history", help="resume history per underlying, in envelopes (default 2000)")
     p.add_argument("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
     if source:
+        p.add_argument("--source", help="sim (default) or replay:FILE (a recording)")
+        p.add_argument("--speed", help="replay speed: a factor (default 1) or max")
         p.add_argument("--underlyings", help="comma-separated (default SPY,QQQ,AAPL,TSLA,NVDA)")
         p.add_argument("--rate", help="simulated updates per second (default 2000)")
         p.add_argument("--seed", help="simulator seed (default 1)")
@@ -54,6 +56,14 @@ def parser() -> argparse.ArgumentParser:
     gw = sub.add_parser("gateway", help="serve clients from Redis")
     _common(gw, source=False, http=True, redis_required=True)
     gw.add_argument("--workers", help="gateway processes sharing the port (default 1)")
+    rec = sub.add_parser("record", help="record a source's normalized events to a file")
+    rec.add_argument("--out", required=True, help="the recording's path (zstd msgpack)")
+    rec.add_argument("--seconds", type=float, help="stop after this long (default: on SIGINT)")
+    rec.add_argument("--roll-mb", type=float, default=256.0, help="start a new part past this")
+    rec.add_argument("--source", help="sim (default)")
+    rec.add_argument("--underlyings", help="comma-separated (default SPY,QQQ,AAPL,TSLA,NVDA)")
+    rec.add_argument("--rate", help="simulated updates per second (default 2000)")
+    rec.add_argument("--seed", help="simulator seed (default 1)")
     bench = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
     bench.add_argument(
         "what",
@@ -85,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .bench.processing import main as bench_main
 
         return bench_main(args.what, redis=args.redis, runs=args.runs)
+    if args.command == "record":
+        return _record(args)
     flags = {k: v for k, v in vars(args).items() if k != "command"}
     env = dict(os.environ)
     if args.command == "process" and flags.get("port") is None and "OPTIONSFEED_PORT" not in env:
@@ -112,6 +124,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run(settings, args.command)
     return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .app import record
+
+    flags = {k: getattr(args, k) for k in ("source", "underlyings", "rate", "seed")}
+    try:
+        settings = Settings.load(flags, dict(os.environ))
+    except ConfigError as exc:
+        print(f"optionsfeed: {exc}", file=sys.stderr)
+        return 2
+    if settings.source != "sim":
+        print("optionsfeed record: only --source sim can be recorded so far", file=sys.stderr)
+        return 2
+    return record(settings, Path(args.out), seconds=args.seconds, roll_mb=args.roll_mb)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,26 @@ def _log_level(value: str) -> str:
     return v
 
 
+def _source(value: str) -> str:
+    if value == "sim" or (value.startswith("replay:") and len(value) > len("replay:")):
+        return value
+    raise ValueError("must be sim or replay:FILE")
+
+
+def _speed(value: str) -> str:
+    if value != "max" and not (_is_float(value) and float(value) > 0):
+        raise ValueError("must be a positive number or max")
+    return value
+
+
+def _is_float(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _origins(value: str) -> tuple[str, ...]:
     origins = tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
     for o in origins:
@@ -98,6 +118,8 @@ class Settings:
     allow_origins: tuple[str, ...] = field(default=(), metadata={"conv": _origins})
     max_connections: int = field(default=10_000, metadata={"conv": _positive(int)})
     workers: int = field(default=1, metadata={"conv": _positive(int)})
+    source: str = field(default="sim", metadata={"conv": _source})
+    speed: str = field(default="1", metadata={"conv": _speed})
 
     @property
     def broker_url(self) -> str:
