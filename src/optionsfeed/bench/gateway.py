@@ -46,6 +46,9 @@ SCENARIOS = {
     "B": Scenario("2,000 clients, 2 processes, 5 channels at 400/s", 2000, 2, 5, 400),
     "C": Scenario("5,000 clients, 2 processes, 5 channels at 400/s", 5000, 2, 5, 400),
     "D": Scenario("2,000 clients as B, 10% slow readers", 2000, 2, 5, 400, slow_fraction=0.1),
+    # All clients connect and subscribe at once to a feed that is already running:
+    # the figure is the time from connect to first snapshot.
+    "E": Scenario("2,000 clients joining a running feed", 2000, 2, 5, 400, seconds=5.0),
 }
 
 

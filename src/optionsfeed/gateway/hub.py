@@ -37,6 +37,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("optionsfeed.gateway")
 
 LISTING_TTL_S = 5.0
+# Flush pacing: idle, a connection's frame goes out on the next turn of the loop;
+# when the loop runs late (it cannot keep up), frames wait BATCH_FLUSH_S so each
+# carries several envelopes' updates: fewer socket writes exactly when CPU is short.
+BUSY_LAG_S = 0.005
+CALM_LAG_S = 0.001
+BATCH_FLUSH_S = 0.02
 RETRY_MIN_S = 0.1
 RETRY_MAX_S = 2.0
 _NULL = b"null"
@@ -337,6 +343,8 @@ class Hub:
         self.metrics: GatewayMetrics | None = None
         self._listings: dict[str, tuple[float, ChainInfo | None]] = {}
         self._listing_reads: dict[str, asyncio.Future[ChainInfo | None]] = {}
+        self.flush_delay_s = 0.0  # 0: flush on the next loop turn; else batch (see pace)
+        self.batched_ticks = 0
         self._closing: set[asyncio.Task[bool]] = set()
 
     def attach(self, m: Member) -> Feed:
@@ -355,6 +363,15 @@ class Hub:
             t = asyncio.create_task(cancel_and_wait(feed.task))
             self._closing.add(t)
             t.add_done_callback(self._closing.discard)
+
+    def pace(self, lag_s: float) -> None:
+        """Adapt flushing to how late the event loop runs (`lag_s`, from a timer)."""
+        if lag_s > BUSY_LAG_S:
+            self.flush_delay_s = BATCH_FLUSH_S
+        elif lag_s < CALM_LAG_S:
+            self.flush_delay_s = 0.0
+        if self.flush_delay_s:
+            self.batched_ticks += 1
 
     def observe_end_to_end(self, ts_us: int) -> None:
         if self.metrics is not None:

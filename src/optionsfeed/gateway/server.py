@@ -61,8 +61,10 @@ class Gateway:
 
     async def _tick(self) -> None:
         while True:
+            asked = time.monotonic()
             await asyncio.sleep(TICK_S)
             now = time.monotonic()
+            self.hub.pace(now - asked - TICK_S)
             for s in list(self.sessions):
                 s.tick(now)
 

@@ -347,7 +347,11 @@ class Session:
         self.out.append(msg)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+            delay = self.hub.flush_delay_s
+            if delay:
+                asyncio.get_running_loop().call_later(delay, self.flush)
+            else:
+                asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
         self._flush_scheduled = False
