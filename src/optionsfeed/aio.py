@@ -27,3 +27,14 @@ async def cancel_and_wait(task: asyncio.Task[Any], *, limit_s: float = 10.0) -> 
     with contextlib.suppress(asyncio.CancelledError, Exception):
         task.result()
     return True
+
+
+def cancel_requested() -> bool:
+    """True when the current task has a cancellation request pending.
+
+    Code that catches connection errors and goes on (retry loops) must check this:
+    a cancellation that a library turned into a connection error (redis-py does,
+    when cancelled mid-command) would otherwise be lost and the task run forever.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

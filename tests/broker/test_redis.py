@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.crc import key_slot
 
+from optionsfeed.aio import cancel_and_wait
 from optionsfeed.bench.broker_bench import bench_redis_publish
 from optionsfeed.broker.redis import RedisBroker, redact
 from optionsfeed.errors import BrokerUnavailable, SequenceConflict
@@ -35,10 +36,7 @@ async def reading(it: AsyncIterator[bytes]) -> AsyncIterator[asyncio.Task[bytes]
     try:
         yield task
     finally:
-        task.cancel()
-        await asyncio.wait([task])
-        if not task.cancelled():
-            task.exception()  # mark retrieved: the test asserted on it if it cared
+        await cancel_and_wait(task)  # retrieves its exception, if any
 
 
 @pytest.fixture

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from optionsfeed.aio import cancel_and_wait
 from optionsfeed.app import readiness
 from optionsfeed.broker.redis import RedisBroker
 from optionsfeed.config import Settings
@@ -65,6 +65,5 @@ async def test_processing_survives_a_redis_restart(redis_server: Any, redis_url:
             assert await readiness(broker, settings, status=svc.status) is None
             assert svc.status.outages == 1
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # One cancel is not enough under redis-py (see optionsfeed.aio).
+            assert await cancel_and_wait(task)

@@ -27,8 +27,7 @@ async def test_an_overloaded_service_does_not_starve_the_event_loop() -> None:
             assert max(lags) < 1.0, lags
             assert svc.processor.updates_in > 0
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await cancel_and_wait(task)
 
 
 async def test_a_service_publishing_into_redis_at_full_load_stops_when_cancelled(

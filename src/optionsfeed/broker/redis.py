@@ -40,6 +40,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 from redis.utils import HIREDIS_AVAILABLE
 
+from ..aio import cancel_requested
 from ..errors import BrokerUnavailable, SequenceConflict
 from .base import ChainInfo, ChainMeta, Publication, Snapshot, info_decoder
 
@@ -418,6 +419,8 @@ class RedisSubscription:
                     return
                 if not isinstance(exc, _UNAVAILABLE):
                     raise
+                if cancel_requested():  # a cancel redis-py turned into an error
+                    raise asyncio.CancelledError from exc
                 msg = None
             if msg is None:  # a connection error, or no PONG within `idle`: the link is dead
                 await self._close()

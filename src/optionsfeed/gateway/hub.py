@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from ..aio import cancel_and_wait
+from ..aio import cancel_and_wait, cancel_requested
 from ..broker.base import STATS_FIELD, UNDERLYING_FIELD, Broker, ChainInfo, Snapshot
 from ..errors import BrokerUnavailable
 from . import protocol
@@ -215,6 +215,8 @@ class Feed:
                     async for raw in sub:
                         await self._on_envelope(raw)
             except BrokerUnavailable as exc:
+                if cancel_requested():
+                    raise asyncio.CancelledError from exc
                 log.warning("feed %s: %s; retrying", self.underlying, exc)
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, RETRY_MAX_S)

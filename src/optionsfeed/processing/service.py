@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ..aio import cancel_requested
 from ..broker.base import Broker, Publication
 from ..errors import BrokerUnavailable, SequenceConflict
 from ..sources.base import Source
@@ -77,6 +78,8 @@ class ProcessingService:
             # broker that answers without blocking would otherwise never yield: HTTP,
             # timers and health checks on this loop would starve while we fall behind.
             await asyncio.sleep(0)
+            if cancel_requested():  # a cancel that redis-py turned into an error
+                raise asyncio.CancelledError
 
     async def _publish(self, pubs: Sequence[Publication]) -> None:
         try:
