@@ -151,9 +151,12 @@ async def test_rest_and_ws_share_the_port(system: System) -> None:
         assert r.status == 200
 
 
-async def test_the_root_page_points_to_the_endpoints(system: System) -> None:
-    async with aiohttp.ClientSession() as s, s.get(system.http + "/") as r:
-        assert r.status == 200
-        text = await r.text()
-    assert "/api/v1/underlyings" in text
-    assert "/ws" in text
+async def test_the_root_serves_the_dashboard_and_its_assets(system: System) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(system.http + "/") as r:
+            assert r.status == 200
+            text = await r.text()
+        assert "/static/app.js" in text
+        async with s.get(system.http + "/static/app.js") as r:
+            assert r.status == 200
+            assert "WebSocket" in await r.text()

@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..broker.base import Broker
+from ..dashboard import STATIC
 from ..errors import BrokerUnavailable
 from ..model.records import encode
 from .auth import EVERYTHING, Entitlements, TokenStore, token_of
@@ -44,23 +45,9 @@ def _json(body: bytes, status: int = 200) -> web.Response:
     return web.Response(status=status, body=body, content_type="application/json")
 
 
-_INDEX = b"""<!doctype html>
-<meta charset="utf-8"><title>optionsfeed</title>
-<style>body{font:15px/1.5 system-ui,sans-serif;background:#0f1419;color:#d7dde4;max-width:46em;margin:3em auto}
-a{color:#6cb6ff}code{background:#1c232b;padding:.1em .3em;border-radius:3px}</style>
-<h1>optionsfeed</h1>
-<p>This gateway is running. The live stream is the WebSocket at <code>/ws</code>
-(protocol: <code>docs/protocol.md</code>); beside it:</p>
-<ul>
-<li><a href="/api/v1/underlyings">/api/v1/underlyings</a> &mdash; what is listed</li>
-<li><a href="/api/v1/chain/SPY">/api/v1/chain/SPY</a> &mdash; a whole chain (add <code>?expiry=YYYY-MM-DD</code>)</li>
-<li><a href="/readyz">/readyz</a>, <a href="/healthz">/healthz</a>, <a href="/metrics">/metrics</a></li>
-</ul>
-"""
-
-
-async def index(request: web.Request) -> web.Response:
-    return web.Response(body=_INDEX, content_type="text/html", charset="utf-8")
+async def index(request: web.Request) -> web.FileResponse:
+    """The dashboard (static files, no build step; everything served from here)."""
+    return web.FileResponse(STATIC / "index.html")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -153,6 +140,7 @@ def make_app(
     app[BROKER_KEY] = broker
     app[READINESS_KEY] = readiness
     app.router.add_get("/", index)
+    app.router.add_static("/static/", STATIC, append_version=False)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/v1/underlyings", underlyings)

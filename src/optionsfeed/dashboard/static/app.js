@@ -1,0 +1,412 @@
+// optionsfeed dashboard: a live option chain over the gateway's /ws protocol.
+// Updates go into a model; the table is painted at most once per animation frame.
+
+const SIDE_FIELDS = ["bid", "ask", "mark", "last", "volume", "open_interest", "iv"];
+const GREEK_FIELDS = ["delta", "gamma", "theta", "vega"];
+const LABELS = { bid: "Bid", ask: "Ask", mark: "Mark", last: "Last", volume: "Vol",
+  open_interest: "OI", iv: "IV", delta: "Δ", gamma: "Γ", theta: "Θ", vega: "V" };
+const SHOWN_FLAGS = ["stale", "crossed", "iv_failed", "halted"];
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  underlying: "SPY",
+  expiry: null,            // "YYYY-MM-DD"
+  expiries: [],
+  listing: {},             // underlying -> [expiries]
+  rows: new Map(),         // symbol -> record
+  channels: {},            // channel -> {epoch, seq}
+  spot: null, firstSpot: null, stats: null,
+  greeks: false, range: 25,
+  dirty: new Set(), rebuild: true, scrolled: false,
+  // Latency samples (ms) in a fixed ring, and update counts per second: bounded
+  // memory and a bounded cost per second, whatever the update rate.
+  lat: new Float64Array(4096), latN: 0, updatesThisSecond: 0, rate: 0,
+};
+
+// The longest any one of our handlers ran (ms): tests and curious users read it,
+// since the Long Tasks API also counts time the machine gave to other processes.
+window.optionsfeedPerf = { workMaxMs: 0, reset() { this.workMaxMs = 0; } };
+function timed(fn) {
+  return (...args) => {
+    const t0 = performance.now();
+    try { return fn(...args); } finally {
+      const d = performance.now() - t0;
+      if (d > window.optionsfeedPerf.workMaxMs) window.optionsfeedPerf.workMaxMs = d;
+    }
+  };
+}
+
+let ws = null;
+let nextId = 1;
+let backoff = 250;
+let lastHeard = 0;
+let heartbeatMs = 10000;
+
+// ---- formatting -------------------------------------------------------------------
+
+function fmt(field, v) {
+  if (v === null || v === undefined) return "";
+  switch (field) {
+    case "iv": return (v * 100).toFixed(1) + "%";
+    case "volume": case "open_interest": return v.toLocaleString("en-US");
+    case "delta": return v.toFixed(3);
+    case "gamma": return v.toFixed(4);
+    case "theta": case "vega": return v.toFixed(3);
+    default: return v.toFixed(2);
+  }
+}
+
+const compactDate = (iso) => iso.replaceAll("-", "");
+const dte = (iso) => Math.max(0, Math.round((Date.parse(iso + "T21:00:00Z") - Date.now()) / 86400000));
+
+// ---- the wire -----------------------------------------------------------------------
+
+function chainChannel() { return `chain.${state.underlying}.${compactDate(state.expiry)}`; }
+function channels() {
+  return [chainChannel(), `underlying.${state.underlying}`, `stats.${state.underlying}`];
+}
+
+function send(obj) {
+  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj));
+}
+
+function subscribe(list, resume) {
+  const msg = { op: "subscribe", id: nextId++, channels: list };
+  if (resume && Object.keys(resume).length) msg.resume = resume;
+  send(msg);
+}
+
+function connect() {
+  setConn("connecting");
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const token = sessionStorage.getItem("optionsfeed-token");
+  const url = `${proto}://${location.host}/ws` + (token ? `?token=${encodeURIComponent(token)}` : "");
+  ws = new WebSocket(url);
+  ws.onopen = () => {
+    backoff = 250;
+    lastHeard = performance.now();
+    setConn("live");
+    // Resume where each channel left off: missed updates, or a fresh snapshot.
+    const resume = {};
+    for (const ch of channels()) {
+      const c = state.channels[ch];
+      if (c) resume[ch] = { epoch: c.epoch, seq: c.seq };
+    }
+    subscribe(channels(), resume);
+  };
+  ws.onmessage = timed((ev) => {
+    lastHeard = performance.now();
+    const data = JSON.parse(ev.data);
+    for (const m of Array.isArray(data) ? data : [data]) onMessage(m);
+  });
+  ws.onclose = () => {
+    setConn("reconnecting");
+    ws = null;
+    setTimeout(connect, backoff * (0.5 + Math.random() / 2));
+    backoff = Math.min(backoff * 2, 5000);
+  };
+}
+
+function onMessage(m) {
+  switch (m.type) {
+    case "welcome": heartbeatMs = m.heartbeat_ms || heartbeatMs; break;
+    case "snapshot": applySnapshot(m); break;
+    case "update": applyUpdate(m); break;
+    case "ack":
+      for (const r of m.results) if (!r.ok) notice(`${r.channel}: ${r.error.message}`);
+      break;
+    case "error": notice(m.error.message); break;
+  }
+}
+
+function isCurrent(channel) { return channels().includes(channel); }
+
+function applySnapshot(m) {
+  if (!isCurrent(m.channel)) return;
+  state.channels[m.channel] = { epoch: m.epoch, seq: m.seq };
+  if (m.channel.startsWith("chain.")) {
+    state.rows = new Map(m.data.map((r) => [r.symbol, r]));
+    state.rebuild = true;
+  } else {
+    for (const r of m.data) mergeSide(m.channel, r);
+  }
+  schedule();
+}
+
+function applyUpdate(m) {
+  if (!isCurrent(m.channel)) return;
+  const c = state.channels[m.channel];
+  // The sequence rule: anything but prev == our seq (same epoch) is a gap.
+  if (!c || c.epoch !== m.epoch || c.seq !== m.prev) {
+    const resume = c ? { [m.channel]: { epoch: c.epoch, seq: c.seq } } : undefined;
+    delete state.channels[m.channel];
+    subscribe([m.channel], resume);
+    return;
+  }
+  c.seq = m.seq;
+  const now = Date.now() * 1000;
+  state.updatesThisSecond += m.data.length;
+  for (const r of m.data) {
+    state.lat[state.latN++ & 4095] = (now - r.ts) / 1000;
+    if (m.channel.startsWith("chain.")) {
+      const row = state.rows.get(r.symbol);
+      if (!row) continue;
+      Object.assign(row, r);  // the model; what changed on screen is found when painting
+      state.dirty.add(r.symbol);
+    } else {
+      mergeSide(m.channel, r);
+    }
+  }
+  schedule();
+}
+
+function mergeSide(channel, r) {
+  if (channel.startsWith("underlying.")) {
+    if (r.price !== undefined && r.price !== null) {
+      state.spot = r.price;
+      if (state.firstSpot === null) state.firstSpot = r.price;
+    }
+  } else if (channel.startsWith("stats.")) {
+    state.stats = Object.assign(state.stats || {}, r);
+  }
+  state.headerDirty = true;
+}
+
+// ---- painting -----------------------------------------------------------------------
+
+let frame = 0;
+function schedule() { if (!frame) frame = requestAnimationFrame(timed(paint)); }
+
+function visibleStrikes() {
+  const strikes = [...new Set([...state.rows.values()].map((r) => r.strike))].sort((a, b) => a - b);
+  if (!strikes.length) return { strikes, atm: null };
+  const spot = state.spot ?? strikes[Math.floor(strikes.length / 2)];
+  let atm = 0;
+  for (let i = 0; i < strikes.length; i++) {
+    if (Math.abs(strikes[i] - spot) < Math.abs(strikes[atm] - spot)) atm = i;
+  }
+  const lo = Math.max(0, atm - state.range), hi = Math.min(strikes.length, atm + state.range + 1);
+  return { strikes: strikes.slice(lo, hi), atm: strikes[atm] };
+}
+
+function sideFields() { return state.greeks ? [...SIDE_FIELDS, ...GREEK_FIELDS] : SIDE_FIELDS; }
+
+function buildTable() {
+  const fields = sideFields();
+  const thead = $("chain").tHead, tbody = $("chain").tBodies[0];
+  thead.innerHTML = "";
+  const h1 = thead.insertRow();
+  h1.innerHTML = `<th colspan="${fields.length + 1}" class="side">Calls</th><th></th>` +
+    `<th colspan="${fields.length + 1}" class="side">Puts</th>`;
+  const h2 = thead.insertRow();
+  const calls = [...fields].reverse();
+  h2.innerHTML = `<th>flags</th>` + calls.map((f) => `<th>${LABELS[f]}</th>`).join("") +
+    `<th class="strike">Strike</th>` + fields.map((f) => `<th>${LABELS[f]}</th>`).join("") + `<th>flags</th>`;
+  tbody.innerHTML = "";
+  const { strikes, atm } = visibleStrikes();
+  const byKey = new Map();
+  for (const r of state.rows.values()) byKey.set(`${r.strike}|${r.right}`, r);
+  for (const k of strikes) {
+    const tr = tbody.insertRow();
+    tr.dataset.strike = k;
+    if (k === atm) tr.classList.add("atm");
+    const c = byKey.get(`${k}|C`), p = byKey.get(`${k}|P`);
+    const cell = (r, f, side) =>
+      `<td class="${side}" data-s="${r ? r.symbol : ""}" data-f="${f}">${r ? fmt(f, r[f]) : ""}</td>`;
+    const flags = (r, side) =>
+      `<td class="${side} flags" data-s="${r ? r.symbol : ""}" data-f="flags">${r ? flagText(r) : ""}</td>`;
+    tr.innerHTML = flags(c, "c") + calls.map((f) => cell(c, f, "c")).join("") +
+      `<th class="strike" scope="row">${k.toFixed(2)}</th>` +
+      fields.map((f) => cell(p, f, "p")).join("") + flags(p, "p");
+  }
+  // symbol -> its cells on screen, each remembering the value it shows.
+  state.cells = new Map();
+  for (const td of tbody.querySelectorAll("td[data-s]")) {
+    const sym = td.dataset.s;
+    if (!sym) continue;
+    if (!state.cells.has(sym)) state.cells.set(sym, []);
+    const row = state.rows.get(sym);
+    td.shown = td.dataset.f === "flags" ? (row.flags || []).join() : row[td.dataset.f];
+    state.cells.get(sym).push(td);
+  }
+  shadeMoneyness();
+  if (!state.scrolled && strikes.length) {
+    tbody.querySelector("tr.atm")?.scrollIntoView({ block: "center" });
+    state.scrolled = true;
+  }
+}
+
+function flagText(r) {
+  return (r.flags || []).filter((f) => SHOWN_FLAGS.includes(f))
+    .map((f) => `<span class="flag flag-${f}" title="${f}">${f.replace("_", " ")}</span>`).join("");
+}
+
+function shadeMoneyness() {
+  if (state.spot === null) return;
+  for (const tr of $("chain").tBodies[0].rows) {
+    const k = Number(tr.dataset.strike);
+    tr.classList.toggle("itm-call", k < state.spot);
+    tr.classList.toggle("itm-put", k > state.spot);
+  }
+}
+
+function paint() {
+  frame = 0;
+  if (state.rebuild) {
+    state.rebuild = false;
+    state.dirty.clear();
+    buildTable();
+  }
+  for (const sym of state.dirty) {
+    const tds = state.cells?.get(sym);
+    if (!tds) continue;  // not on screen
+    const row = state.rows.get(sym);
+    for (const td of tds) {
+      const field = td.dataset.f;
+      if (field === "flags") {
+        const key = (row.flags || []).join();
+        if (key !== td.shown) { td.shown = key; td.innerHTML = flagText(row); }
+        continue;
+      }
+      const v = row[field], was = td.shown;
+      if (v === was) continue;
+      td.shown = v;
+      td.textContent = fmt(field, v);
+      if (typeof v === "number" && typeof was === "number") {
+        // Restart the flash without forcing a layout per cell (reading offsetWidth
+        // after a write would): alternate between two identical animations.
+        const flip = td.dataset.flip === "1" ? "2" : "1";
+        td.dataset.flip = flip;
+        td.classList.remove("up1", "up2", "down1", "down2");
+        td.classList.add((v > was ? "up" : "down") + flip);
+      }
+    }
+  }
+  state.dirty.clear();
+  if (state.headerDirty) paintHeader();
+}
+
+function paintHeader() {
+  state.headerDirty = false;
+  if (state.spot !== null) {
+    $("spot").textContent = state.spot.toFixed(2);
+    const ch = state.spot - state.firstSpot;
+    $("change").textContent = `${ch >= 0 ? "+" : ""}${ch.toFixed(2)}`;
+    $("change").className = "change " + (ch >= 0 ? "pos" : "neg");
+    shadeMoneyness();
+  }
+  const s = state.stats;
+  if (s) {
+    $("atm-iv").textContent = s.atm_iv == null ? "—" : (s.atm_iv * 100).toFixed(1) + "%";
+    $("pc-vol").textContent = s.put_call_volume_ratio == null ? "—" : s.put_call_volume_ratio.toFixed(2);
+    $("pc-oi").textContent = s.put_call_oi_ratio == null ? "—" : s.put_call_oi_ratio.toFixed(2);
+    const mp = s.max_pain && state.expiry ? s.max_pain[state.expiry] : null;
+    $("max-pain").textContent = mp == null ? "—" : mp.toFixed(2);
+    $("gex").textContent = s.net_gamma_exposure == null ? "—" :
+      (s.net_gamma_exposure / 1e6).toFixed(1) + "M";
+  }
+}
+
+// Latency over the last 4,096 updates and the update rate, once a second.
+setInterval(() => {
+  state.rate = state.updatesThisSecond;
+  state.updatesThisSecond = 0;
+  const n = Math.min(state.latN, 4096);
+  const v = Array.from(state.lat.subarray(0, n)).sort((a, b) => a - b);
+  const q = (p) => v[Math.min(n - 1, Math.floor(p * n))];
+  $("latency").textContent = n ? `p50 ${q(0.5).toFixed(1)} · p99 ${q(0.99).toFixed(1)} ms` : "— ms";
+  $("rate").textContent = `${state.rate} upd/s`;
+  // Dead-connection detection: nothing heard for 3 heartbeats.
+  if (ws && ws.readyState === WebSocket.OPEN && performance.now() - lastHeard > 3 * heartbeatMs) {
+    ws.close();
+  }
+}, 1000);
+
+function setConn(s) {
+  const el = $("conn");
+  el.dataset.state = s;
+  el.textContent = s;
+}
+
+function notice(text) {
+  $("notice").textContent = text;
+}
+
+// ---- controls -----------------------------------------------------------------------
+
+function renderExpiries() {
+  const nav = $("expiries");
+  nav.innerHTML = "";
+  for (const e of state.expiries) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = `${e.slice(5)} (${dte(e)}d)`;
+    b.setAttribute("aria-pressed", String(e === state.expiry));
+    b.dataset.expiry = e;
+    b.onclick = () => selectExpiry(e);
+    nav.appendChild(b);
+  }
+}
+
+function selectExpiry(e) {
+  if (e === state.expiry) return;
+  const old = chainChannel();
+  send({ op: "unsubscribe", id: nextId++, channels: [old] });
+  delete state.channels[old];
+  state.expiry = e;
+  state.rows = new Map();
+  state.rebuild = true;
+  state.scrolled = false;
+  renderExpiries();
+  subscribe([chainChannel()]);
+  schedule();
+}
+
+function selectUnderlying(u) {
+  const old = channels();
+  send({ op: "unsubscribe", id: nextId++, channels: old });
+  for (const ch of old) delete state.channels[ch];
+  state.underlying = u;
+  state.expiries = state.listing[u] || [];
+  state.expiry = state.expiries[0] || null;
+  state.rows = new Map();
+  state.spot = state.firstSpot = state.stats = null;
+  state.rebuild = true;
+  state.scrolled = false;
+  renderExpiries();
+  subscribe(channels());
+  schedule();
+}
+
+async function start() {
+  let res = await fetch("/api/v1/underlyings", { headers: authHeaders() });
+  while (res.status === 401) {
+    const token = prompt("This feed needs an access token:");
+    if (!token) { notice("an access token is required"); return; }
+    sessionStorage.setItem("optionsfeed-token", token);
+    res = await fetch("/api/v1/underlyings", { headers: authHeaders() });
+  }
+  const body = await res.json();
+  const select = $("underlying");
+  for (const u of body.underlyings) {
+    state.listing[u.symbol] = u.expiries;
+    select.add(new Option(u.symbol, u.symbol));
+  }
+  if (!state.listing[state.underlying]) state.underlying = body.underlyings[0]?.symbol;
+  select.value = state.underlying;
+  select.onchange = () => selectUnderlying(select.value);
+  state.expiries = state.listing[state.underlying] || [];
+  state.expiry = state.expiries[0] || null;
+  renderExpiries();
+  $("range").onchange = (e) => { state.range = Math.max(5, Number(e.target.value) || 25); state.rebuild = true; schedule(); };
+  $("greeks").onchange = (e) => { state.greeks = e.target.checked; state.rebuild = true; schedule(); };
+  connect();
+}
+
+function authHeaders() {
+  const token = sessionStorage.getItem("optionsfeed-token");
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+start();

@@ -1,0 +1,187 @@
+"""The dashboard in real headless Chromium (Debian's `chromium`, driven by Playwright)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from ..integration.test_up import free_port
+
+CHROMIUM = shutil.which("chromium")
+
+
+@contextlib.contextmanager
+def run_up(tmp: Path, *args: str) -> Iterator[str]:
+    """`optionsfeed up` (embedded broker) with `args`; yields its base URL."""
+    port = free_port()
+    log = tmp / "up.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "optionsfeed.cli", "up", "--port", str(port), *args],
+            stdout=subprocess.PIPE, stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        line = proc.stdout.readline().decode()
+        assert f":{port}/" in line, (line, log.read_text())
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The default system at 2,000 updates/s, shared by the tests of this module."""
+    with run_up(tmp_path_factory.mktemp("up"), "--rate", "2000") as url:
+        yield url
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if CHROMIUM is None:
+        pytest.fail("chromium is not on PATH (Debian: apt-get install chromium)")
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+async def open_page(browser: Browser, url: str) -> tuple[Page, list[str], list[dict[str, Any]]]:
+    page = await browser.new_page(viewport={"width": 1440, "height": 900})
+    errors: list[str] = []
+    sent: list[dict[str, Any]] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    def on_ws(ws: Any) -> None:
+        import json
+
+        ws.on("framesent", lambda payload: sent.append(json.loads(payload)))
+
+    page.on("websocket", on_ws)
+    await page.goto(url)
+    return page, errors, sent
+
+
+async def cell_texts(page: Page) -> list[str]:
+    texts: list[str] = await page.eval_on_selector_all(
+        "#chain tbody td[data-f=mark], #chain tbody td[data-f=bid]",
+        "els => els.map(e => e.textContent)",
+    )
+    return texts
+
+
+@pytest.mark.timeout(60)
+async def test_the_chain_loads_lives_and_logs_no_error(up: str, browser: Browser) -> None:
+    page, errors, _ = await open_page(browser, up)
+    await page.wait_for_function(
+        "document.querySelectorAll('#chain tbody tr').length >= 40", timeout=15000
+    )
+    rows = await page.locator("#chain tbody tr").count()
+    assert rows >= 40
+    assert await page.locator("#chain tbody tr.atm").count() == 1
+    before = await cell_texts(page)
+    await page.wait_for_function(
+        "prev => { const now = [...document.querySelectorAll("
+        "'#chain tbody td[data-f=mark], #chain tbody td[data-f=bid]')].map(e => e.textContent);"
+        " return now.some((t, i) => t !== prev[i]); }",
+        arg=before, timeout=5000,
+    )  # fmt: skip
+    assert await page.locator("#conn").text_content() == "live"
+    assert (await page.locator("#spot").text_content() or "—") != "—"
+    assert errors == []
+    await page.close()
+
+
+@pytest.mark.timeout(60)
+async def test_switching_expiry_unsubscribes_and_subscribes(up: str, browser: Browser) -> None:
+    page, errors, sent = await open_page(browser, up)
+    await page.wait_for_function(
+        "document.querySelectorAll('#chain tbody tr').length >= 10", timeout=15000
+    )
+    buttons = page.locator("#expiries button")
+    first = await buttons.nth(0).get_attribute("data-expiry")
+    second = await buttons.nth(1).get_attribute("data-expiry")
+    assert first
+    assert second
+    sent.clear()
+    await buttons.nth(1).click()
+    await page.wait_for_function(
+        f"document.querySelector('#expiries button[data-expiry=\"{second}\"]').getAttribute('aria-pressed') === 'true'"
+    )
+    await page.wait_for_function(
+        "document.querySelectorAll('#chain tbody tr').length >= 10", timeout=10000
+    )
+    old, new = f"chain.SPY.{first.replace('-', '')}", f"chain.SPY.{second.replace('-', '')}"
+    ops = [(m["op"], m["channels"]) for m in sent]
+    assert ("unsubscribe", [old]) in ops
+    assert ("subscribe", [new]) in ops
+    assert ops.index(("unsubscribe", [old])) < ops.index(("subscribe", [new]))
+    symbols = await page.eval_on_selector_all(
+        "#chain tbody td[data-f=mark][data-s]", "els => els.map(e => e.dataset.s).filter(Boolean)"
+    )
+    tag = second[2:].replace("-", "")  # YYMMDD in the OSI symbol
+    assert symbols
+    assert all(s[3:9] == tag for s in symbols)
+    assert errors == []
+    await page.close()
+
+
+@pytest.mark.timeout(90)
+async def test_no_long_task_over_50_ms_at_2000_updates_per_second(
+    browser: Browser, tmp_path: Path, record_property: Any
+) -> None:
+    """The page's own channels carry about 2,000 record updates/s (SPY only, at a
+    total rate where its nearest expiry alone gets that much)."""
+    with run_up(tmp_path, "--underlyings", "SPY", "--rate", "36000") as url:
+        await _long_tasks(browser, url, record_property)
+
+
+async def _long_tasks(browser: Browser, up: str, record_property: Any) -> None:
+    page = await browser.new_page(viewport={"width": 1440, "height": 900})
+    await page.add_init_script(
+        "window.__long = []; new PerformanceObserver(l => { for (const e of l.getEntries())"
+        " window.__long.push(e.duration); }).observe({type: 'longtask', buffered: true});"
+    )
+    await page.goto(up)
+    await page.wait_for_function(
+        "document.querySelectorAll('#chain tbody tr').length >= 40", timeout=15000
+    )
+    # Measure the steady state, not the first load.
+    await page.evaluate("window.__long = []; window.optionsfeedPerf.reset()")
+    await page.wait_for_timeout(8000)
+    longs: list[float] = await page.evaluate("window.__long")
+    work: float = await page.evaluate("window.optionsfeedPerf.workMaxMs")
+    rate = await page.locator("#rate").text_content()
+    worst = max(longs, default=0.0)
+    figures = (
+        f"{rate}: longest handler {work:.1f} ms; Long Tasks API: {len(longs)} over 8 s,"
+        f" worst {worst:.0f} ms"
+    )
+    record_property("long_tasks", figures)
+    print(figures)
+    per_s = int((rate or "0").split()[0])
+    assert per_s >= 1000, f"the page saw only {rate}: not the load this test is about"
+    # Our own work per task (performance marks) is what the page controls; the Long
+    # Tasks API also counts time this 2-core machine gives the server and the test
+    # (the system runs beside the browser), so it is reported, not asserted.
+    assert work <= 50, figures
+    await page.close()
+
+
+def test_screenshot_is_in_docs() -> None:
+    """The README shows docs/dashboard.png; it must exist (made by scripts/screenshot)."""
+    assert (Path(__file__).parents[2] / "docs" / "dashboard.png").exists()
