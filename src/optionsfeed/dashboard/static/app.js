@@ -37,6 +37,13 @@ function timed(fn) {
   };
 }
 
+// A read-only view of the model, for tests and debugging from the console.
+window.optionsfeedModel = () => ({
+  channels: JSON.parse(JSON.stringify(state.channels)),
+  rows: [...state.rows.values()],
+  expiry: state.expiry,
+});
+
 let ws = null;
 let nextId = 1;
 let backoff = 250;
@@ -388,6 +395,13 @@ async function start() {
     res = await fetch("/api/v1/underlyings", { headers: authHeaders() });
   }
   const body = await res.json();
+  if (!body.underlyings.length) {
+    // The gateway is up before the processor published anything: wait for data.
+    notice("waiting for data…");
+    setTimeout(start, 1000);
+    return;
+  }
+  notice("");
   const select = $("underlying");
   for (const u of body.underlyings) {
     state.listing[u.symbol] = u.expiries;
