@@ -103,6 +103,14 @@ async def test_the_chain_loads_lives_and_logs_no_error(up: str, browser: Browser
     )  # fmt: skip
     assert await page.locator("#conn").text_content() == "live"
     assert (await page.locator("#spot").text_content() or "—") != "—"
+    # The charts are drawn: their canvases have ink.
+    for chart in ("smile", "oi"):
+        await page.wait_for_function(
+            f"(() => {{ const c = document.getElementById('{chart}');"
+            " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            " let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n > 2000; })()",
+            timeout=5000,
+        )
     assert errors == []
     await page.close()
 

@@ -315,6 +315,62 @@ function paintHeader() {
   }
 }
 
+// ---- charts (redrawn twice a second: a picture, not a ticker) ----------------------
+
+function drawCharts() {
+  const strikes = visibleStrikes().strikes;
+  if (!strikes.length) return;
+  const byKey = new Map();
+  for (const r of state.rows.values()) byKey.set(`${r.strike}|${r.right}`, r);
+  const pts = (right, f) => strikes.map((k) => [k, byKey.get(`${k}|${right}`)?.[f] ?? null]);
+  plot($("smile"), strikes, [[pts("C", "iv"), "#58a6ff"], [pts("P", "iv"), "#f0883e"]], "line",
+       (v) => (v * 100).toFixed(0) + "%");
+  plot($("oi"), strikes, [[pts("C", "open_interest"), "#58a6ff"], [pts("P", "open_interest"), "#f0883e"]],
+       "bars", (v) => (v >= 1000 ? (v / 1000).toFixed(0) + "k" : String(v)));
+}
+
+function plot(canvas, strikes, series, kind, label) {
+  const ctx = canvas.getContext("2d");
+  const W = canvas.width, H = canvas.height, L = 44, B = 22, T = 8, R = 8;
+  ctx.clearRect(0, 0, W, H);
+  const vals = series.flatMap(([p]) => p.map(([, v]) => v)).filter((v) => v !== null && isFinite(v));
+  if (!vals.length) return;
+  const lo = kind === "bars" ? 0 : Math.min(...vals), hi = Math.max(...vals);
+  const span = hi - lo || 1;
+  const x = (i) => L + ((W - L - R) * (i + 0.5)) / strikes.length;
+  const y = (v) => T + (H - T - B) * (1 - (v - lo) / span);
+  ctx.strokeStyle = "#262d36"; ctx.fillStyle = "#8b96a3"; ctx.font = "10px system-ui"; ctx.lineWidth = 1;
+  for (let g = 0; g <= 4; g++) {
+    const v = lo + (span * g) / 4, yy = y(v);
+    ctx.beginPath(); ctx.moveTo(L, yy); ctx.lineTo(W - R, yy); ctx.stroke();
+    ctx.fillText(label(v), 2, yy + 3);
+  }
+  const step = Math.max(1, Math.ceil(strikes.length / 6));
+  strikes.forEach((k, i) => { if (i % step === 0) ctx.fillText(String(k), x(i) - 10, H - 6); });
+  if (state.spot !== null) {
+    const i = strikes.findIndex((k) => k >= state.spot);
+    if (i >= 0) { ctx.strokeStyle = "#f0c674"; ctx.beginPath(); ctx.moveTo(x(i), T); ctx.lineTo(x(i), H - B); ctx.stroke(); }
+  }
+  const bw = Math.max(1, (W - L - R) / strikes.length / 2 - 1);
+  series.forEach(([p, color], s) => {
+    ctx.strokeStyle = color; ctx.fillStyle = color; ctx.lineWidth = 1.5;
+    if (kind === "bars") {
+      p.forEach(([, v], i) => { if (v !== null) ctx.fillRect(x(i) - bw + s * bw, y(v), bw, y(0) - y(v)); });
+    } else {
+      ctx.beginPath();
+      let pen = false;
+      p.forEach(([, v], i) => {
+        if (v === null || !isFinite(v)) { pen = false; return; }
+        if (pen) ctx.lineTo(x(i), y(v)); else ctx.moveTo(x(i), y(v));
+        pen = true;
+      });
+      ctx.stroke();
+    }
+  });
+}
+
+setInterval(timed(drawCharts), 500);
+
 // Latency over the last 4,096 updates and the update rate, once a second.
 setInterval(() => {
   state.rate = state.updatesThisSecond;
