@@ -6,6 +6,9 @@ const GREEK_FIELDS = ["delta", "gamma", "theta", "vega"];
 const LABELS = { bid: "Bid", ask: "Ask", mark: "Mark", last: "Last", volume: "Vol",
   open_interest: "OI", iv: "IV", delta: "Δ", gamma: "Γ", theta: "Θ", vega: "V" };
 const SHOWN_FLAGS = ["stale", "crossed", "iv_failed", "halted"];
+// Only prices flash: a spot tick moves every row's greeks and IV at once, and
+// hundreds of simultaneous animations cost more paint than they tell the eye.
+const FLASHING = new Set(["bid", "ask", "mark", "last"]);
 
 const $ = (id) => document.getElementById(id);
 
@@ -280,7 +283,7 @@ function paint() {
       if (v === was) continue;
       td.shown = v;
       td.textContent = fmt(field, v);
-      if (typeof v === "number" && typeof was === "number") {
+      if (FLASHING.has(field) && typeof v === "number" && typeof was === "number") {
         // Restart the flash without forcing a layout per cell (reading offsetWidth
         // after a write would): alternate between two identical animations.
         const flip = td.dataset.flip === "1" ? "2" : "1";
