@@ -14,7 +14,7 @@ import asyncio
 import multiprocessing
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import msgspec
@@ -61,6 +61,20 @@ class LoadResult:
     seconds: float = 0.0
     cpu_s: float = 0.0  # the generator's own CPU, all processes
     error_kinds: dict[str, int] = field(default_factory=dict)
+
+    def merge(self, other: LoadResult) -> None:
+        """Add `other` (another process's result) into this one; `seconds` is shared."""
+        for f in fields(self):
+            if f.name == "seconds":
+                continue
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, dict):
+                for k, n in theirs.items():
+                    mine[k] = mine.get(k, 0) + n
+            elif isinstance(mine, list):
+                mine.extend(theirs)
+            else:
+                setattr(self, f.name, mine + theirs)
 
 
 class _Rec(msgspec.Struct):
@@ -244,22 +258,7 @@ def run_load(cfg: LoadConfig) -> LoadResult:
         p.join(10)
     out = LoadResult(seconds=cfg.seconds)
     for r in parts:
-        out.connected += r.connected
-        out.connect_errors += r.connect_errors
-        out.records += r.records
-        out.updates_unmeasured += r.updates_unmeasured
-        out.measuring += r.measuring
-        out.cpu_s += r.cpu_s
-        out.frames += r.frames
-        out.gaps += r.gaps
-        out.snapshots += r.snapshots
-        out.snapshot_s += r.snapshot_s
-        out.fast_ms += r.fast_ms
-        out.slow_ms += r.slow_ms
-        for k, n in r.error_kinds.items():
-            out.error_kinds[k] = out.error_kinds.get(k, 0) + n
-        for k, v in r.closes.items():
-            out.closes[k] = out.closes.get(k, 0) + v
+        out.merge(r)
     return out
 
 
