@@ -14,7 +14,23 @@ def test_defaults() -> None:
     assert s.port == 8000
     assert s.rate == 2000.0
     assert s.broker_url == "memory://"
-    assert s.underlyings == ("SPY", "QQQ", "AAPL", "TSLA", "NVDA")
+    assert s.underlyings == ()
+    assert s.underlyings_for() == ("SPY", "QQQ", "AAPL", "TSLA", "NVDA")
+
+
+def test_each_source_has_its_default_underlyings() -> None:
+    """Deribit streams BTC and ETH unless told otherwise; given underlyings win."""
+    assert Settings.load({"source": "deribit"}, {}).underlyings_for() == ("BTC", "ETH")
+    assert Settings.load({"source": "massive"}, {}).underlyings_for() == ("SPY",)
+    given = Settings.load({"source": "deribit", "underlyings": "eth"}, {})
+    assert given.underlyings_for() == ("ETH",)
+
+
+def test_api_key_is_never_shown() -> None:
+    """The Massive key comes from the environment and stays out of the settings' repr."""
+    s = Settings.load({}, {"OPTIONSFEED_MASSIVE_API_KEY": "sekret-123"})
+    assert s.massive_api_key == "sekret-123"
+    assert "sekret-123" not in repr(s)
 
 
 def test_flags_override_environment() -> None:

@@ -23,9 +23,14 @@ def _common(p: argparse.ArgumentParser, *, source: bool, http: bool, redis_requi
     p.add_argument("--history", help="resume history per underlying, in envelopes (default 2000)")
     p.add_argument("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
     if source:
-        p.add_argument("--source", help="sim (default) or replay:FILE (a recording)")
+        p.add_argument(
+            "--source", help="sim (default), deribit, massive or replay:FILE (a recording)"
+        )
         p.add_argument("--speed", help="replay speed: a factor (default 1) or max")
-        p.add_argument("--underlyings", help="comma-separated (default SPY,QQQ,AAPL,TSLA,NVDA)")
+        p.add_argument(
+            "--underlyings",
+            help="comma-separated (default: sim SPY,QQQ,AAPL,TSLA,NVDA; deribit BTC,ETH; massive SPY)",
+        )
         p.add_argument("--rate", help="simulated updates per second (default 2000)")
         p.add_argument("--seed", help="simulator seed (default 1)")
         p.add_argument(
@@ -60,8 +65,8 @@ def parser() -> argparse.ArgumentParser:
     rec.add_argument("--out", required=True, help="the recording's path (zstd msgpack)")
     rec.add_argument("--seconds", type=float, help="stop after this long (default: on SIGINT)")
     rec.add_argument("--roll-mb", type=float, default=256.0, help="start a new part past this")
-    rec.add_argument("--source", help="sim (default)")
-    rec.add_argument("--underlyings", help="comma-separated (default SPY,QQQ,AAPL,TSLA,NVDA)")
+    rec.add_argument("--source", help="sim (default), deribit or massive")
+    rec.add_argument("--underlyings", help="comma-separated (default: the source's own)")
     rec.add_argument("--rate", help="simulated updates per second (default 2000)")
     rec.add_argument("--seed", help="simulator seed (default 1)")
     bench = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")

@@ -61,10 +61,28 @@ def _log_level(value: str) -> str:
     return v
 
 
+SOURCES = ("sim", "deribit", "massive")
+# What each source streams when `--underlyings` is not given.
+SOURCE_UNDERLYINGS: dict[str, tuple[str, ...]] = {
+    "sim": DEFAULT_UNDERLYINGS,
+    "deribit": ("BTC", "ETH"),
+    "massive": ("SPY",),
+}
+
+
 def _source(value: str) -> str:
-    if value == "sim" or (value.startswith("replay:") and len(value) > len("replay:")):
+    if value in SOURCES or (value.startswith("replay:") and len(value) > len("replay:")):
         return value
-    raise ValueError("must be sim or replay:FILE")
+    raise ValueError("must be sim, deribit, massive or replay:FILE")
+
+
+def _url(*schemes: str) -> Any:
+    def conv(value: str) -> str:
+        if not any(value.startswith(f"{s}://") for s in schemes):
+            raise ValueError(f"must be a {' or '.join(s + '://' for s in schemes)} URL")
+        return value.rstrip("/")
+
+    return conv
 
 
 def _speed(value: str) -> str:
@@ -100,14 +118,18 @@ class Settings:
     authentication on (inline JSON, a file, or `redis`; see gateway/auth.py);
     `allow_origins` limits browser origins (empty: any). `workers` gateway
     processes share the port (SO_REUSEPORT).
+
+    `underlyings` empty means the source's own default (`SOURCE_UNDERLYINGS`; see
+    `underlyings_for`). Provider endpoints (`deribit_url`, `massive_url`,
+    `massive_rest_url`) default to the real services; tests point them at local
+    servers. `massive_api_key` is never shown (repr, logs). `max_contracts` caps the
+    contracts one Massive connection subscribes (the venue's limit is 1,000).
     """
 
     host: str = field(default="127.0.0.1", metadata={"conv": str})
     port: int = field(default=8000, metadata={"conv": _port})
     redis: str | None = field(default=None, metadata={"conv": _broker_url})
-    underlyings: tuple[str, ...] = field(
-        default=DEFAULT_UNDERLYINGS, metadata={"conv": _underlyings}
-    )
+    underlyings: tuple[str, ...] = field(default=(), metadata={"conv": _underlyings})
     rate: float = field(default=2000.0, metadata={"conv": _positive(float)})
     seed: int = field(default=1, metadata={"conv": int})
     history: int = field(default=2000, metadata={"conv": _positive(int)})
@@ -120,6 +142,24 @@ class Settings:
     workers: int = field(default=1, metadata={"conv": _positive(int)})
     source: str = field(default="sim", metadata={"conv": _source})
     speed: str = field(default="1", metadata={"conv": _speed})
+    deribit_url: str = field(
+        default="wss://www.deribit.com/ws/api/v2", metadata={"conv": _url("ws", "wss")}
+    )
+    massive_url: str = field(
+        default="wss://socket.massive.com/options", metadata={"conv": _url("ws", "wss")}
+    )
+    massive_rest_url: str = field(
+        default="https://api.massive.com", metadata={"conv": _url("http", "https")}
+    )
+    massive_api_key: str | None = field(default=None, repr=False, metadata={"conv": str})
+    max_contracts: int = field(default=1000, metadata={"conv": _positive(int)})
+
+    def underlyings_for(self) -> tuple[str, ...]:
+        """The underlyings to stream: the given ones, else the source's default."""
+        if self.underlyings:
+            return self.underlyings
+        kind = "sim" if self.source.startswith("replay:") else self.source
+        return SOURCE_UNDERLYINGS[kind]
 
     @property
     def broker_url(self) -> str:

@@ -42,3 +42,8 @@ class SequenceConflict(OptionsFeedError):
         super().__init__(f"{underlying}: {detail}")
         self.underlying = underlying
         self.detail = detail
+
+
+class SourceError(OptionsFeedError):
+    """A market-data source cannot go on and retrying will not help (e.g. the venue
+    rejected the credentials); the message says what to fix."""

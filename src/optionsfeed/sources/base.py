@@ -27,6 +27,14 @@ class Listing:
 
     `open_interest` (one per contract, in listing order) is the day's open
     interest; NaN where the source does not know it.
+
+    A listing of an underlying that is already listed starts a new epoch (clients
+    resnapshot); what is known of contracts that stay listed carries over. Sources
+    send one after any interruption that may have lost events.
+
+    `inverse`: option prices are in units of the underlying (coin-settled options,
+    as on Deribit, `currency` "BTC"); pricing converts them to the strike's currency
+    by multiplying by the forward, so IV and greeks are those of the USD value.
     """
 
     underlying: str
@@ -34,11 +42,22 @@ class Listing:
     rate: float
     dividend_yield: float
     open_interest: F64 | None = None
+    inverse: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Quotes:
-    """Top-of-book quotes; a bid of 0 means no bid. NaN: the side is unknown."""
+    """Top-of-book quotes; a bid of 0 means no bid. NaN: the side is unknown.
+
+    Venues that publish whole tickers add optional columns (None: not given):
+    - `mark`: the venue's mark, used instead of the mid; NaN in a row: use the mid.
+    - `forward`: the forward of the contract's expiry (e.g. Deribit's
+      `underlying_price`); the row is priced by Black-76 on it with the listing's
+      `rate` (`dividend_yield` then plays no part). NaN: price on the spot.
+    - `last`, `volume`, `open_interest`: the venue's own figures; NaN in a row
+      keeps the previous value. A venue `volume` replaces the one counted from trades.
+    - `halted`: the venue says the contract does not trade now.
+    """
 
     underlying: str
     symbols: list[str]
@@ -47,6 +66,12 @@ class Quotes:
     bid_size: F64
     ask_size: F64
     ts: I64
+    mark: F64 | None = None
+    forward: F64 | None = None
+    last: F64 | None = None
+    volume: F64 | None = None
+    open_interest: F64 | None = None
+    halted: NDArray[np.bool_] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +116,12 @@ class SourceBatch:
 
 
 class Source(Protocol):
-    """A market-data source: an async iterator of batches, ended by cancellation."""
+    """A market-data source: an async iterator of batches, ended by cancellation.
+
+    A source may also offer `health() -> str | None` (None when well, else why not,
+    e.g. "deribit: disconnected, retrying in 4 s"); `/readyz` of the process that
+    runs it reports that reason.
+    """
 
     name: str
 
