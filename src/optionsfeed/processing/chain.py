@@ -5,6 +5,13 @@ touches, reprices exactly those rows in one vectorized call, rounds the results
 to their wire precision and compares them with what was last published, so a
 delta carries only the fields whose *visible* value changed. Pure: no I/O, no
 clock (time comes in with the events).
+
+Pricing inputs per row: the mark is the venue's mark when it sends one, else the
+mid. A row with a venue forward is priced by Black-76 on it (BSM with spot = the
+forward and dividend yield = rate is the same formula), else by BSM on the spot.
+Prices of an `inverse` listing are in units of the underlying; they are converted
+to the strike's currency (times the forward, or the spot) before solving, so IV
+and greeks are those of the USD value, as PROTOCOL.md says of `currency`.
 """
 
 from __future__ import annotations
@@ -65,7 +72,10 @@ class Pending:
 
     chain: ChainState
     rows: NDArray[np.intp]
-    mark: F64
+    mark: F64  # in the quote currency (published)
+    price: F64  # the mark in the strike's currency (solved for IV)
+    spot: F64  # the forward, or the spot
+    carry: F64  # the dividend yield; the rate where priced on a forward
     t_years: F64
     both: NDArray[np.bool_]
     has_bid: NDArray[np.bool_]
@@ -85,13 +95,13 @@ def reprice_chains(
         return [ChainDelta([], []) for _ in pending]
     cat = np.concatenate
     iv, g = iv_and_greeks(
-        cat([p.mark for p in pending]),
+        cat([p.price for p in pending]),
         cat([p.chain.is_call[p.rows] for p in pending]),
-        cat([np.full(n, p.chain.spot) for p, n in zip(pending, sizes, strict=True)]),
+        cat([p.spot for p in pending]),
         cat([p.chain.strike[p.rows] for p in pending]),
         cat([p.t_years for p in pending]),
         cat([np.full(n, p.chain.rate) for p, n in zip(pending, sizes, strict=True)]),
-        cat([np.full(n, p.chain.dividend_yield) for p, n in zip(pending, sizes, strict=True)]),
+        cat([p.carry for p in pending]),
     )
     out: list[ChainDelta] = []
     start = 0
@@ -115,15 +125,23 @@ class ChainState:
     """State of one underlying: listing, quotes, computed values, and what was published.
 
     Bounded by the listing: memory is O(contracts). Unknown symbols in events are
-    counted in `unknown_events` and skipped.
+    counted in `unknown_events` and skipped. With `previous` (the state of an
+    earlier listing of the same underlying), what is known of contracts listed in
+    both carries over: quotes, trades, computed and published values.
     """
 
     def __init__(
-        self, listing: Listing, *, listed_us: int, stale_after_us: int = 60_000_000
+        self,
+        listing: Listing,
+        *,
+        listed_us: int,
+        stale_after_us: int = 60_000_000,
+        previous: ChainState | None = None,
     ) -> None:
         self.underlying = listing.underlying
         self.rate = listing.rate
         self.dividend_yield = listing.dividend_yield
+        self.inverse = listing.inverse
         self.stale_after_us = stale_after_us
         self.contracts = listing.contracts
         n = len(listing.contracts)
@@ -138,6 +156,7 @@ class ChainState:
         # Inputs from the source.
         self.bid, self.ask = _nan(n), _nan(n)
         self.bid_size, self.ask_size = _nan(n), _nan(n)
+        self.venue_mark, self.forward = _nan(n), _nan(n)
         self.last, self.last_size = _nan(n), _nan(n)
         self.volume = np.zeros(n)
         self.open_interest = (
@@ -163,6 +182,27 @@ class ChainState:
         self.spot_ts = listed_us
         self.volume_day: str | None = None
         self.unknown_events = 0
+        if previous is not None:
+            self._carry_over(previous)
+
+    # Columns copied row for row from an earlier listing's state.
+    _CARRIED = ("bid", "ask", "bid_size", "ask_size", "venue_mark", "forward", "last",
+                "last_size", "volume", "quote_ts", "halted", "pub_flags", "pub_ts")  # fmt: skip
+
+    def _carry_over(self, old: ChainState) -> None:
+        pairs = [(i, old.index[s]) for i, s in enumerate(self.symbols) if s in old.index]
+        self.spot, self.spot_bid, self.spot_ask = old.spot, old.spot_bid, old.spot_ask
+        self.spot_ts, self.volume_day = old.spot_ts, old.volume_day
+        if not pairs:
+            return
+        new_rows, old_rows = (np.array(c, dtype=np.intp) for c in zip(*pairs, strict=True))
+        for name in self._CARRIED:
+            getattr(self, name)[new_rows] = getattr(old, name)[old_rows]
+        self.pub_matrix[:, new_rows] = old.pub_matrix[:, old_rows]
+        # Open interest: the new listing's figure where it has one.
+        oi = self.open_interest[new_rows]
+        self.open_interest[new_rows] = np.where(np.isnan(oi), old.open_interest[old_rows], oi)
+        self.pub["open_interest"][new_rows] = self.open_interest[new_rows]
 
     # -- inputs ---------------------------------------------------------------
 
@@ -195,13 +235,27 @@ class ChainState:
         return delta
 
     def apply_quotes(self, q: Quotes) -> NDArray[np.intp]:
-        """Store quotes (last one wins per row); return the touched rows."""
+        """Store quotes and venue columns (last one wins per row); return the touched rows."""
         rows, pos = self._rows(q.symbols)
         self.bid[rows] = q.bid[pos]
         self.ask[rows] = q.ask[pos]
         self.bid_size[rows] = q.bid_size[pos]
         self.ask_size[rows] = q.ask_size[pos]
         np.maximum.at(self.quote_ts, rows, q.ts[pos])
+        # Per quote: a missing mark or forward means "none now" (use the mid, the spot).
+        if q.mark is not None:
+            self.venue_mark[rows] = q.mark[pos]
+        if q.forward is not None:
+            self.forward[rows] = q.forward[pos]
+        if q.halted is not None:
+            self.halted[rows] = q.halted[pos]
+        # Venue figures: NaN means "not in this message", so the previous value stays.
+        for name, col in (("last", q.last), ("volume", q.volume),
+                          ("open_interest", q.open_interest)):  # fmt: skip
+            if col is not None:
+                given = col[pos]
+                have = ~np.isnan(given)
+                getattr(self, name)[rows[have]] = given[have]
         return rows
 
     def apply_trades(self, t: Trades) -> NDArray[np.intp]:
@@ -226,10 +280,17 @@ class ChainState:
         bid, ask = self.bid[rows], self.ask[rows]
         has_bid = bid > 0
         both = has_bid & (ask > 0)
-        # Mark: the mid; with no bid, half the ask (flagged no_bid); unknown otherwise.
-        mark = np.where(both, (bid + ask) * 0.5, np.where(~has_bid & (ask > 0), ask * 0.5, np.nan))
+        # Mark: the venue's; else the mid; with no bid, half the ask (flagged no_bid).
+        mid = np.where(both, (bid + ask) * 0.5, np.where(~has_bid & (ask > 0), ask * 0.5, np.nan))
+        venue = self.venue_mark[rows]
+        mark = np.where(np.isnan(venue), mid, venue)
+        fwd = self.forward[rows]
+        on_fwd = np.isfinite(fwd) & (fwd > 0)
+        spot = np.where(on_fwd, fwd, self.spot)
+        carry = np.where(on_fwd, self.rate, self.dividend_yield)
+        price = mark * spot if self.inverse else mark
         t_years = (self.expiry_us[rows] - now_us) / US_PER_YEAR
-        return Pending(self, rows, mark, t_years, both, has_bid)
+        return Pending(self, rows, mark, price, spot, carry, t_years, both, has_bid)
 
     def finish(self, p: Pending, iv: F64, g: Greeks, now_us: int) -> ChainDelta:
         """Diff priced rows against what was published; mark the changes published.
@@ -254,7 +315,7 @@ class ChainState:
                 bid, ask, self.bid_size[rows], self.ask_size[rows], mark, self.last[rows],
                 self.last_size[rows], self.volume[rows], self.open_interest[rows], iv,
                 g.delta, g.gamma, g.theta, g.vega, g.rho,
-                np.where(np.isfinite(iv), self.spot, np.nan),
+                np.where(np.isfinite(iv), p.spot, np.nan),
             ]
         )  # fmt: skip
         new = np.rint(new * _SCALE) / _SCALE

@@ -60,7 +60,10 @@ class Processor:
         resets: set[str] = set()
         for listing in batch.listings:
             self.chains[listing.underlying] = ChainState(
-                listing, listed_us=now_us, stale_after_us=self.stale_after_us
+                listing,
+                listed_us=now_us,
+                stale_after_us=self.stale_after_us,
+                previous=self.chains.get(listing.underlying),
             )
             self._max_pain.pop(listing.underlying, None)
             resets.add(listing.underlying)

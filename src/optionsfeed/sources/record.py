@@ -27,7 +27,8 @@ from ..model.contract import Contract
 from .base import Listing, Quotes, SourceBatch, Trades, UnderlyingTick
 
 FORMAT = "optionsfeed-record"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 2 added venue quote columns and `inverse`
 DEFAULT_ROLL_BYTES = 256 * 1024 * 1024
 
 
@@ -46,6 +47,14 @@ def _i64(a: np.ndarray[Any, Any]) -> bytes:
     return np.ascontiguousarray(a, dtype="<i8").tobytes()
 
 
+def _bool(a: np.ndarray[Any, Any] | None) -> bytes | None:
+    return None if a is None else np.ascontiguousarray(a, dtype=np.bool_).tobytes()
+
+
+def _opt(b: bytes | None, dtype: str) -> np.ndarray[Any, Any] | None:
+    return None if b is None else _arr(b, dtype)
+
+
 def _contract(c: Contract) -> list[Any]:
     return [c.symbol, c.underlying, c.root, c.expiry.isoformat(), c.expiry_us, c.strike,
             c.right, c.multiplier, c.currency]  # fmt: skip
@@ -57,13 +66,14 @@ def encode_batch(batch: SourceBatch, t_us: int) -> dict[str, Any]:
         "t": t_us,
         "listings": [
             [ls.underlying, [_contract(c) for c in ls.contracts], ls.rate, ls.dividend_yield,
-             _f64(ls.open_interest)]
+             _f64(ls.open_interest), ls.inverse]
             for ls in batch.listings
         ],
         "ticks": [[k.underlying, k.price, k.bid, k.ask, k.ts] for k in batch.ticks],
         "quotes": [
             [q.underlying, q.symbols, _f64(q.bid), _f64(q.ask), _f64(q.bid_size),
-             _f64(q.ask_size), _i64(q.ts)]
+             _f64(q.ask_size), _i64(q.ts), _f64(q.mark), _f64(q.forward), _f64(q.last),
+             _f64(q.volume), _f64(q.open_interest), _bool(q.halted)]
             for q in batch.quotes
         ],
         "trades": [
@@ -80,27 +90,35 @@ def _arr(b: bytes, dtype: str) -> np.ndarray[Any, Any]:
 def decode_batch(obj: dict[str, Any]) -> tuple[int, SourceBatch]:
     """The clock time and the batch of one recorded frame; KeyError/ValueError if malformed."""
     listings = []
-    for u, contracts, rate, q, oi in obj["listings"]:
+    for u, contracts, rate, q, oi, *more in obj["listings"]:
         cs = [
             Contract(s, und, root, date.fromisoformat(exp), int(exp_us), float(k), right,
                      int(mult), cur)
             for s, und, root, exp, exp_us, k, right, mult, cur in contracts
         ]  # fmt: skip
-        listings.append(Listing(u, cs, rate, q, None if oi is None else _arr(oi, "<f8")))
+        inverse = bool(more[0]) if more else False
+        listings.append(Listing(u, cs, rate, q, _opt(oi, "<f8"), inverse=inverse))
     batch = SourceBatch(
         listings=listings,
         ticks=[UnderlyingTick(u, p, b, a, ts) for u, p, b, a, ts in obj["ticks"]],
-        quotes=[
-            Quotes(u, list(s), _arr(b, "<f8"), _arr(a, "<f8"), _arr(bs, "<f8"),
-                   _arr(az, "<f8"), _arr(ts, "<i8"))
-            for u, s, b, a, bs, az, ts in obj["quotes"]
-        ],
+        quotes=[_quotes(q) for q in obj["quotes"]],
         trades=[
             Trades(u, list(s), _arr(p, "<f8"), _arr(z, "<f8"), _arr(ts, "<i8"))
             for u, s, p, z, ts in obj["trades"]
         ],
     )  # fmt: skip
     return int(obj["t"]), batch
+
+
+def _quotes(q: list[Any]) -> Quotes:
+    u, s, b, a, bs, az, ts, *venue = q
+    mark, forward, last, volume, oi, halted = venue if venue else [None] * 6
+    return Quotes(
+        u, list(s), _arr(b, "<f8"), _arr(a, "<f8"), _arr(bs, "<f8"), _arr(az, "<f8"),
+        _arr(ts, "<i8"), mark=_opt(mark, "<f8"), forward=_opt(forward, "<f8"),
+        last=_opt(last, "<f8"), volume=_opt(volume, "<f8"), open_interest=_opt(oi, "<f8"),
+        halted=_opt(halted, "|b1"),
+    )  # fmt: skip
 
 
 # -- files --------------------------------------------------------------------------
@@ -197,8 +215,11 @@ def read_recording(path: Path) -> tuple[dict[str, Any], Iterator[tuple[int, Sour
 def _check_header(path: Path, obj: Any) -> None:
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise BadRecording(f"{path}: not an optionsfeed recording")
-    if obj.get("version") != VERSION:
-        raise BadRecording(f"{path}: recording version {obj.get('version')}, need {VERSION}")
+    if obj.get("version") not in READABLE_VERSIONS:
+        raise BadRecording(
+            f"{path}: recording version {obj.get('version')}, this optionsfeed reads "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
+        )
 
 
 def _read_exact(reader: Any, n: int) -> bytes:
