@@ -40,14 +40,19 @@ async def readiness(
     settings: Settings,
     *,
     status: PublisherStatus | None = None,
+    source_health: Callable[[], str | None] | None = None,
     clock: Callable[[], int] = wall_clock_us,
 ) -> str | None:
     """None when this process can serve, else why not (for `/readyz`).
 
-    Ready means: publishing is not in an outage (when this process publishes),
-    the broker answers, and every underlying's data is fresher than
-    `settings.fresh_within_s`.
+    Ready means: the source is connected (when this process runs one that can
+    tell), publishing is not in an outage (when this process publishes), the
+    broker answers, and every underlying's data is fresher than
+    `settings.fresh_within_s` (so a feed that goes silent fails it, wherever the
+    source runs).
     """
+    if source_health is not None and (why := source_health()) is not None:
+        return why
     if status is not None and not status.connected:
         return f"publishing stopped: {status.reason}"
     try:
@@ -95,6 +100,7 @@ async def _run(settings: Settings, *, process: bool, http: bool) -> None:
         tasks: list[asyncio.Task[None]] = []
         status: PublisherStatus | None = None
         service: ProcessingService | None = None
+        source_health: Callable[[], str | None] | None = None
         if process:
             source = open_source(settings)
             service = ProcessingService(
@@ -105,13 +111,14 @@ async def _run(settings: Settings, *, process: bool, http: bool) -> None:
                 clock=getattr(source, "clock", wall_clock_us),
             )
             status = service.status
+            source_health = getattr(source, "health", None)
             tasks.append(asyncio.create_task(service.run(), name="processing"))
         runner: web.AppRunner | None = None
         gateway: Gateway | None = None
         if http:
 
             async def ready() -> str | None:
-                return await readiness(broker, settings, status=status)
+                return await readiness(broker, settings, status=status, source_health=source_health)
 
             tokens = (
                 load_tokens(settings.tokens, redis_url=settings.redis)

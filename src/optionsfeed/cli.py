@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from .config import Settings
-from .errors import ConfigError
+from .errors import ConfigError, OptionsFeedError
 
 
 def _common(p: argparse.ArgumentParser, *, source: bool, http: bool, redis_required: bool) -> None:
@@ -36,6 +36,7 @@ def _common(p: argparse.ArgumentParser, *, source: bool, http: bool, redis_requi
         p.add_argument(
             "--stale-after-s", help="flag a contract stale after this long unquoted (60)"
         )
+        _provider_flags(p)
     p.add_argument("--fresh-within-s", help="/readyz fails when data is older than this (10)")
     if http:
         p.add_argument(
@@ -44,6 +45,17 @@ def _common(p: argparse.ArgumentParser, *, source: bool, http: bool, redis_requi
         )
         p.add_argument("--allow-origins", help="comma-separated browser origins (default: any)")
         p.add_argument("--max-connections", help="WebSocket connections per process (10000)")
+
+
+def _provider_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--deribit-url", help="Deribit WebSocket (default wss://www.deribit.com/ws/api/v2)"
+    )
+    p.add_argument(
+        "--massive-url", help="Massive options WebSocket (wss://socket.massive.com/options)"
+    )
+    p.add_argument("--massive-rest-url", help="Massive REST API (default https://api.massive.com)")
+    p.add_argument("--max-contracts", help="contracts one Massive connection subscribes (1000)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -69,6 +81,7 @@ def parser() -> argparse.ArgumentParser:
     rec.add_argument("--underlyings", help="comma-separated (default: the source's own)")
     rec.add_argument("--rate", help="simulated updates per second (default 2000)")
     rec.add_argument("--seed", help="simulator seed (default 1)")
+    _provider_flags(rec)
     bench = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
     bench.add_argument(
         "what",
@@ -125,10 +138,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"optionsfeed: {exc}", file=sys.stderr)
             return 2
+    problem = _source_problem(settings)
+    if problem is not None:
+        print(f"optionsfeed: {problem}", file=sys.stderr)
+        return 2
     from .app import run
 
-    run(settings, args.command)
+    try:
+        run(settings, args.command)
+    except OptionsFeedError as exc:  # e.g. the venue rejected the API key
+        print(f"optionsfeed: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _source_problem(settings: Settings) -> str | None:
+    """Why the settings' source cannot start (checked before anything runs), or None."""
+    if settings.source == "massive" and not settings.massive_api_key:
+        return "--source massive needs an API key: set OPTIONSFEED_MASSIVE_API_KEY"
+    return None
 
 
 def _record(args: argparse.Namespace) -> int:
@@ -136,16 +164,26 @@ def _record(args: argparse.Namespace) -> int:
 
     from .app import record
 
-    flags = {k: getattr(args, k) for k in ("source", "underlyings", "rate", "seed")}
+    names = ("source", "underlyings", "rate", "seed", "deribit_url", "massive_url",
+             "massive_rest_url", "max_contracts")  # fmt: skip
+    flags = {k: getattr(args, k) for k in names}
     try:
         settings = Settings.load(flags, dict(os.environ))
     except ConfigError as exc:
         print(f"optionsfeed: {exc}", file=sys.stderr)
         return 2
-    if settings.source != "sim":
-        print("optionsfeed record: only --source sim can be recorded so far", file=sys.stderr)
+    if settings.source.startswith("replay:"):
+        print("optionsfeed record: a replay is a recording already", file=sys.stderr)
         return 2
-    return record(settings, Path(args.out), seconds=args.seconds, roll_mb=args.roll_mb)
+    problem = _source_problem(settings)
+    if problem is not None:
+        print(f"optionsfeed: {problem}", file=sys.stderr)
+        return 2
+    try:
+        return record(settings, Path(args.out), seconds=args.seconds, roll_mb=args.roll_mb)
+    except OptionsFeedError as exc:
+        print(f"optionsfeed: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -252,3 +252,65 @@ async def test_a_gateway_restart_reconnects_without_reload_and_ends_equal_to_res
     finally:
         stop(gw)
         stop(processor)
+
+
+def coin_recording(path: Path) -> None:
+    """A short recording of a coin-quoted chain (prices in BTC, a forward per quote)."""
+    from datetime import UTC, datetime, timedelta
+
+    from optionsfeed.model.contract import Contract
+    from optionsfeed.sources.base import Listing, UnderlyingTick
+    from optionsfeed.sources.feed import FeedBuffer
+    from optionsfeed.sources.record import RecordWriter
+    from optionsfeed.sources.sim.source import wall_clock_us
+
+    now = wall_clock_us()
+    expiry = (datetime.now(UTC) + timedelta(days=30)).replace(
+        hour=8, minute=0, second=0, microsecond=0
+    )
+    tag = expiry.strftime("%d%b%y").upper().lstrip("0")
+    contracts = [
+        Contract(f"BTC-{tag}-{k}-{r}", "BTC", "BTC", expiry.date(), int(expiry.timestamp() * 1e6),
+                 float(k), r, 1, "BTC")
+        for k in range(50_000, 100_001, 2_500) for r in ("C", "P")
+    ]  # fmt: skip
+    buf = FeedBuffer()
+    buf.listing(Listing("BTC", contracts, 0.0, 0.0, inverse=True))
+    buf.tick(UnderlyingTick("BTC", 75_000.0, None, None, now))
+    for c in contracts:
+        otm = c.strike > 75_000 if c.right == "C" else c.strike < 75_000
+        mark = 0.012 if otm else abs(c.strike - 75_000) / 75_000 + 0.012
+        buf.quote("BTC", c.symbol, bid=mark - 0.0005, ask=mark + 0.0005, bid_size=5.0,
+                  ask_size=5.0, ts=now, mark=mark, forward=75_100.0)  # fmt: skip
+    writer = RecordWriter(path, source="test", started_us=now)
+    writer.write(buf.take(), now)
+    writer.close()
+
+
+@pytest.mark.timeout(60)
+async def test_a_coin_quoted_chain_and_a_silent_feed_are_shown(
+    tmp_path: Path, browser: Browser
+) -> None:
+    """BTC prices show 4 decimals and say their currency; once the feed (a replay
+    that ended) is silent for 10 s the page says so, with the gateway's reason."""
+    path = tmp_path / "btc.ofr"
+    coin_recording(path)
+    with run_up(tmp_path, "--source", f"replay:{path}", "--speed", "max",
+                "--fresh-within-s", "2") as url:  # fmt: skip
+        page, errors, _ = await open_page(browser, url)
+        await page.wait_for_function(
+            "document.querySelectorAll('#chain tbody tr').length >= 20", timeout=15000
+        )
+        assert await page.locator("#currency").text_content() == "prices in BTC, greeks in USD"
+        marks = await page.eval_on_selector_all(
+            "#chain tbody td[data-f=mark]", "els => els.map(e => e.textContent)"
+        )
+        assert "0.0120" in marks
+        assert not await page.locator("#feed").is_visible()
+        await page.wait_for_selector("#feed:not([hidden])", timeout=20000)
+        text = await page.locator("#feed").text_content() or ""
+        assert text.startswith("feed silent for ")
+        assert "BTC: newest data is" in text
+        # The one console error allowed: the browser's note of /readyz answering 503.
+        assert all("503" in e for e in errors), errors
+        await page.close()

@@ -84,10 +84,10 @@ class Processor:
         stale_check = now_us >= self._stale_due
         if stale_check:
             self._stale_due = now_us + STALE_CHECK_US
+        # A chain listed in this batch is priced too (its quotes may have come with the
+        # listing), so its reset publication carries values, not an empty chain.
         work: list[tuple[ChainState, NDArray[np.intp]]] = []
         for name, chain in self.chains.items():
-            if name in resets:
-                continue
             rows = touched.get(name, [])
             if stale_check:
                 rows.append(chain.stale_rows(now_us))

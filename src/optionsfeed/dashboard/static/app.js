@@ -25,6 +25,8 @@ const state = {
   // Latency samples (ms) in a fixed ring, and update counts per second: bounded
   // memory and a bounded cost per second, whatever the update rate.
   lat: new Float64Array(4096), latN: 0, updatesThisSecond: 0, rate: 0,
+  // Prices of coin-quoted chains (currency "BTC") are small numbers: more digits.
+  currency: null, priceDigits: 2,
 };
 
 // The longest any one of our handlers ran (ms): tests and curious users read it,
@@ -63,7 +65,7 @@ function fmt(field, v) {
     case "delta": return v.toFixed(3);
     case "gamma": return v.toFixed(4);
     case "theta": case "vega": return v.toFixed(3);
-    default: return v.toFixed(2);
+    default: return v.toFixed(state.priceDigits);
   }
 }
 
@@ -95,6 +97,7 @@ function connect() {
   ws = new WebSocket(url);
   ws.onopen = () => {
     backoff = 250;
+    lastData = performance.now();
     lastHeard = performance.now();
     setConn("live");
     // Resume where each channel left off: missed updates, or a fresh snapshot.
@@ -137,6 +140,7 @@ function applySnapshot(m) {
   state.channels[m.channel] = { epoch: m.epoch, seq: m.seq };
   if (m.channel.startsWith("chain.")) {
     state.rows = new Map(m.data.map((r) => [r.symbol, r]));
+    setCurrency(m.data.find((r) => r.currency)?.currency ?? null);
     state.rebuild = true;
   } else {
     for (const r of m.data) mergeSide(m.channel, r);
@@ -155,6 +159,7 @@ function applyUpdate(m) {
     return;
   }
   c.seq = m.seq;
+  lastData = performance.now();
   const now = Date.now() * 1000;
   state.updatesThisSecond += m.data.length;
   for (const r of m.data) {
@@ -169,6 +174,14 @@ function applyUpdate(m) {
     }
   }
   schedule();
+}
+
+function setCurrency(currency) {
+  state.currency = currency;
+  state.priceDigits = currency ? 4 : 2;
+  const el = $("currency");
+  el.hidden = !currency;
+  el.textContent = currency ? `prices in ${currency}, greeks in USD` : "";
 }
 
 function mergeSide(channel, r) {
@@ -399,6 +412,32 @@ function notice(text) {
   $("notice").textContent = text;
 }
 
+// A feed that goes silent while the connection is live (the source lost its venue,
+// the processor stopped, a market closed) is shown, with the gateway's reason from
+// /readyz. Only asked while silent, so a healthy page makes no extra requests.
+const SILENT_MS = 10000;
+const FEED_CHECK_MS = 2000;
+let lastData = performance.now();
+let reason = "";
+async function checkFeed() {
+  const el = $("feed");
+  const quiet = performance.now() - lastData;
+  if (ws && ws.readyState === WebSocket.OPEN && quiet > SILENT_MS) {
+    try {
+      const res = await fetch("/readyz", { cache: "no-store" });
+      reason = res.ok ? "" : (await res.json()).reason;
+    } catch {
+      reason = "";
+    }
+    el.hidden = false;
+    el.textContent = `feed silent for ${Math.round(quiet / 1000)} s` + (reason ? `: ${reason}` : "");
+    el.title = el.textContent;
+  } else {
+    el.hidden = true;
+  }
+  setTimeout(checkFeed, FEED_CHECK_MS);
+}
+
 // ---- controls -----------------------------------------------------------------------
 
 function renderExpiries() {
@@ -475,6 +514,7 @@ async function start() {
   $("range").onchange = (e) => { state.range = Math.max(5, Number(e.target.value) || 25); state.rebuild = true; schedule(); };
   $("greeks").onchange = (e) => { state.greeks = e.target.checked; state.rebuild = true; schedule(); };
   connect();
+  checkFeed();
 }
 
 function authHeaders() {
