@@ -121,7 +121,7 @@ def test_venue_figures_missing_from_a_message_keep_their_value() -> None:
     assert delta["bid"] == 0.0105
     assert not {"last", "volume", "open_interest"} & set(delta)
     r = records(pubs)[sym]
-    assert (r.last, r.volume, r.open_interest) == (0.02, 12, 300)
+    assert (r.last, r.volume, r.open_interest) == (0.02, 12.5, 300)
 
 
 def test_a_halted_contract_is_flagged() -> None:

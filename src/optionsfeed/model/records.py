@@ -30,7 +30,11 @@ FLAG_ORDER: tuple[Flag, ...] = (Flag.STALE, Flag.CROSSED, Flag.NO_BID, Flag.IV_F
 
 
 class OptionRecord(msgspec.Struct, omit_defaults=False):
-    """A full option record (a snapshot row). Only `currency` may be absent."""
+    """A full option record (a snapshot row). Only `currency` may be absent.
+
+    Sizes, volume and open interest are integers, except on venues that trade
+    fractions of a contract (Deribit), where they may be fractional.
+    """
 
     symbol: str
     underlying: str
@@ -41,13 +45,13 @@ class OptionRecord(msgspec.Struct, omit_defaults=False):
     multiplier: int
     bid: float | None
     ask: float | None
-    bid_size: int | None
-    ask_size: int | None
+    bid_size: int | float | None
+    ask_size: int | float | None
     mark: float | None
     last: float | None
-    last_size: int | None
-    volume: int | None
-    open_interest: int | None
+    last_size: int | float | None
+    volume: int | float | None
+    open_interest: int | float | None
     iv: float | None
     delta: float | None
     gamma: float | None

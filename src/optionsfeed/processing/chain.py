@@ -37,7 +37,10 @@ NEW_YORK = ZoneInfo("America/New_York")
 DECIMALS: dict[str, int] = {
     "bid": 4, "ask": 4, "mark": 4, "last": 4, "underlying_price": 4,
     "iv": 5, "delta": 5, "gamma": 6, "theta": 5, "vega": 5, "rho": 5,
+    "bid_size": 4, "ask_size": 4, "last_size": 4, "volume": 4, "open_interest": 4,
 }  # fmt: skip
+# Counts of contracts: whole numbers go on the wire as integers. Some venues trade
+# fractions of a contract (Deribit: 0.1 BTC), and those stay as they are (34.5).
 INT_FIELDS = ("bid_size", "ask_size", "last_size", "volume", "open_interest")
 # Fields of a delta, in wire order (after symbol, before ts and flags).
 DELTA_FIELDS = (
@@ -62,7 +65,7 @@ class ChainDelta:
 
 
 _INT_FIELD_INDEX = frozenset(DELTA_FIELDS.index(f) for f in INT_FIELDS)
-# Per delta field, 10**decimals (1 for integer fields), as a column for the matrix.
+# Per delta field, 10**decimals, as a column for the matrix.
 _SCALE = np.array([10.0 ** DECIMALS.get(f, 0) for f in DELTA_FIELDS])[:, None]
 
 
@@ -117,8 +120,14 @@ def _nan(n: int) -> F64:
     return np.full(n, np.nan)
 
 
-def _ints(values: list[float]) -> list[int | None]:
-    return [None if v != v else int(v) for v in values]
+def _count(v: float) -> int | float | None:
+    if v != v:
+        return None
+    return int(v) if v.is_integer() else v
+
+
+def _counts(values: list[float]) -> list[int | float | None]:
+    return [_count(v) for v in values]
 
 
 class ChainState:
@@ -308,8 +317,7 @@ class ChainState:
         flags |= np.where(np.isfinite(mark) & np.isnan(iv), _BITS[Flag.IV_FAILED], 0)
         flags |= np.where(now_us - self.quote_ts[rows] > self.stale_after_us, _BITS[Flag.STALE], 0)
         flags |= np.where(self.halted[rows], _BITS[Flag.HALTED], 0)
-        # One (fields x rows) matrix, rounded to wire precision in one step: a row of
-        # scale 1 leaves integer fields as they are.
+        # One (fields x rows) matrix, rounded to wire precision in one step.
         new = np.stack(
             [
                 bid, ask, self.bid_size[rows], self.ask_size[rows], mark, self.last[rows],
@@ -337,7 +345,7 @@ class ChainState:
         fields, at = np.nonzero(masks)
         for f, i, v in zip(fields.tolist(), at.tolist(), new[fields, at].tolist(), strict=True):
             if f in _INT_FIELD_INDEX:
-                deltas[i][DELTA_FIELDS[f]] = None if v != v else int(v)
+                deltas[i][DELTA_FIELDS[f]] = _count(v)
             else:
                 deltas[i][DELTA_FIELDS[f]] = v
         # Unchanged fields hold their published value already, so the whole block is written.
@@ -369,7 +377,7 @@ class ChainState:
         p = self.pub
         col = {name: p[name][rows].tolist() for name in DELTA_FIELDS}
         for name in INT_FIELDS:
-            col[name] = _ints(col[name])
+            col[name] = _counts(col[name])
         flags = self.pub_flags[rows].tolist()
         ts = self.pub_ts[rows].tolist()
         contracts = self.contracts

@@ -1,0 +1,1 @@
+"""Deribit: inverse BTC/ETH options over the venue's public JSON-RPC WebSocket API."""
