@@ -140,7 +140,7 @@ async def _run(settings: Settings, *, process: bool, http: bool) -> None:
             print(f"optionsfeed: open http://{settings.host}:{settings.port}/", flush=True)
         log.info(
             "broker %s%s", settings.broker_url,
-            f"; source {settings.source}: {','.join(settings.underlyings_for())}" if process else "",
+            f"; source {settings.source}" if process else "",
         )  # fmt: skip
         waiter = asyncio.create_task(_until_signal())
         try:

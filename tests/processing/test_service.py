@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections.abc import AsyncIterator
 
 from optionsfeed.aio import cancel_and_wait
 from optionsfeed.broker import open_broker
 from optionsfeed.processing.service import ProcessingService
+from optionsfeed.sources.base import SourceBatch
 from optionsfeed.sources.sim.source import SimSource
 
 
@@ -46,3 +49,54 @@ async def test_a_service_publishing_into_redis_at_full_load_stops_when_cancelled
             await asyncio.wait_for(svc.ready.wait(), 20)
             await asyncio.sleep(0.3)
             assert await cancel_and_wait(task, limit_s=10)
+
+
+class _FallsSilent:
+    """A source that lists SPY, quotes it once and then says nothing, forever."""
+
+    name = "silent"
+
+    def __init__(self) -> None:
+        from optionsfeed.bench.processing import REFERENCE_START
+        from optionsfeed.sources.sim.market import SimMarket
+        from optionsfeed.sources.sim.universe import spec_for
+
+        self.market = SimMarket([spec_for("SPY")], seed=1, start_us=REFERENCE_START)
+        self.closed = asyncio.Event()
+
+    async def batches(self) -> AsyncIterator[SourceBatch]:
+        try:
+            yield SourceBatch(listings=self.market.listings())
+            await asyncio.Event().wait()
+        finally:
+            self.closed.set()
+
+
+async def test_a_silent_source_still_gets_stale_flags_and_is_closed_on_cancel() -> None:
+    """With no batch coming, the service ticks on its own: contracts go stale on time.
+    Cancelling the service closes the source's iterator."""
+    from optionsfeed.bench.processing import REFERENCE_START
+
+    now = [REFERENCE_START]
+    source = _FallsSilent()
+    async with open_broker("memory://") as broker:
+        svc = ProcessingService(
+            source, broker, stale_after_us=2_000_000, clock=lambda: now[0], idle_s=0.02
+        )
+        task = asyncio.create_task(svc.run())
+        try:
+            await asyncio.wait_for(svc.ready.wait(), 20)
+            now[0] += 3_000_000  # three silent seconds
+            async with asyncio.timeout(10):
+                while True:
+                    snap = await broker.snapshot("SPY")
+                    assert snap is not None
+                    if snap.seq > 1:
+                        break
+                    await asyncio.sleep(0.02)
+            records = [json.loads(r) for r in snap.option_records()]
+            assert records
+            assert all("stale" in r["flags"] for r in records)
+        finally:
+            assert await cancel_and_wait(task)
+        assert source.closed.is_set()

@@ -157,7 +157,7 @@ def test_record_then_up_from_the_recording(tmp_path: Path) -> None:
         status, body = 0, dict[str, Any]()
         for _ in range(100):
             status, body = get(f"http://127.0.0.1:{port}/api/v1/chain/SPY")
-            if status == 200:
+            if status == 200 and body["seq"] > 1:  # the listing, then the quotes
                 break
             asyncio.run(asyncio.sleep(0.1))
         assert status == 200

@@ -12,15 +12,17 @@ either sees a continuous sequence or a new epoch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from ..aio import cancel_requested
+from ..aio import cancel_and_wait, cancel_requested
 from ..broker.base import Broker, Publication
 from ..errors import BrokerUnavailable, SequenceConflict
-from ..sources.base import Source
+from ..sources.base import Source, SourceBatch
 from ..sources.sim.source import wall_clock_us
 from .processor import Processor
 
@@ -29,6 +31,9 @@ log = logging.getLogger("optionsfeed.processing")
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 5.0
 PROBE_TIMEOUT_S = 1.0
+# With no batch for this long the processor runs an empty one, so contracts of a
+# silent feed still get the `stale` flag and a lost broker is still probed.
+IDLE_S = 1.0
 
 
 @dataclass(slots=True)
@@ -54,8 +59,10 @@ class ProcessingService:
         *,
         stale_after_us: int = 60_000_000,
         clock: Callable[[], int] = wall_clock_us,
+        idle_s: float = IDLE_S,
     ) -> None:
         self.source = source
+        self.idle_s = idle_s
         self.broker = broker
         self.processor = Processor(stale_after_us=stale_after_us)
         self.clock = clock
@@ -66,20 +73,46 @@ class ProcessingService:
 
     async def run(self) -> None:
         """Consume the source forever; returns only if the source ends."""
-        async for batch in self.source.batches():
-            pubs = self.processor.apply(batch, self.clock())
-            if self.status.connected:
-                if pubs:
-                    await self._publish(pubs)
-            else:
-                self.status.dropped += len(pubs)
-                await self._probe()
-            # A source that is always ready (a fast feed, a replay at max speed) and a
-            # broker that answers without blocking would otherwise never yield: HTTP,
-            # timers and health checks on this loop would starve while we fall behind.
-            await asyncio.sleep(0)
-            if cancel_requested():  # a cancel that redis-py turned into an error
-                raise asyncio.CancelledError
+        batches = aiter(self.source.batches())
+        pending: asyncio.Task[SourceBatch] | None = None
+        try:
+            while True:
+                if pending is None:
+                    pending = cast(
+                        "asyncio.Task[SourceBatch]", asyncio.ensure_future(anext(batches))
+                    )
+                done, _ = await asyncio.wait({pending}, timeout=self.idle_s)
+                if done:
+                    try:
+                        batch = pending.result()
+                    except StopAsyncIteration:
+                        return
+                    pending = None
+                else:
+                    batch = SourceBatch()  # a silent source: time passes all the same
+                await self._step(batch)
+        finally:
+            if pending is not None:
+                await cancel_and_wait(pending)
+            close = getattr(batches, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+
+    async def _step(self, batch: SourceBatch) -> None:
+        pubs = self.processor.apply(batch, self.clock())
+        if self.status.connected:
+            if pubs:
+                await self._publish(pubs)
+        else:
+            self.status.dropped += len(pubs)
+            await self._probe()
+        # A source that is always ready (a fast feed, a replay at max speed) and a
+        # broker that answers without blocking would otherwise never yield: HTTP,
+        # timers and health checks on this loop would starve while we fall behind.
+        await asyncio.sleep(0)
+        if cancel_requested():  # a cancel that redis-py turned into an error
+            raise asyncio.CancelledError
 
     async def _publish(self, pubs: Sequence[Publication]) -> None:
         try:
