@@ -125,17 +125,6 @@ def test_the_filter_keeps_listed_symbols_in_time_order() -> None:
     assert flt.listed == {}
 
 
-def test_drop_log_logs_the_first_then_at_most_once_per_interval() -> None:
-    """Counts everything; says how many to log, per reason, at most every interval."""
-    log = n.DropLog(interval_s=10.0)
-    assert log.add("a", 0.0) == 1
-    assert log.add("a", 1.0) is None
-    assert log.add("a", 2.0) is None
-    assert log.add("b", 2.0) == 1
-    assert log.add("a", 10.5) == 3
-    assert log.counts == {"a": 4, "b": 1}
-
-
 def test_vendor_symbols() -> None:
     """The O: form becomes compact OSI; anything else is not an option ticker."""
     assert n.vendor_to_osi("O:SPY251219C00650000") == "SPY251219C00650000"

@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -162,40 +160,3 @@ def _closed_reason(code: int | None) -> str:
     if code is None or code == aiohttp.WSCloseCode.ABNORMAL_CLOSURE:
         return "connection reset"
     return f"closed by the venue (code {code})"
-
-
-@dataclass(slots=True)
-class _Reported:
-    next_at: float
-    suppressed: int = 0
-
-
-class DropLog:
-    """Logs dropped messages without flooding: per reason, the first at once, then at
-    most one line per `every_s` saying how many more were dropped meanwhile.
-
-    Bounded by the closed list of drop reasons.
-    """
-
-    def __init__(
-        self,
-        logger: logging.Logger,
-        *,
-        every_s: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.logger = logger
-        self.every_s = every_s
-        self.clock = clock
-        self._state: dict[str, _Reported] = {}
-
-    def note(self, reason: str, detail: str) -> None:
-        """One more message dropped for `reason`; log it unless one was logged recently."""
-        now = self.clock()
-        st = self._state.get(reason)
-        if st is not None and now < st.next_at:
-            st.suppressed += 1
-            return
-        more = f" ({st.suppressed} more since the last report)" if st and st.suppressed else ""
-        self.logger.warning("deribit: dropped a message (%s): %s%s", reason, detail, more)
-        self._state[reason] = _Reported(now + self.every_s)

@@ -29,9 +29,10 @@ import msgspec
 
 from ...aio import cancel_and_wait, cancel_requested
 from ..base import SourceBatch, UnderlyingTick
+from ..droplog import DropLog
 from ..feed import FeedBuffer, feed_batches
 from ..sim.source import wall_clock_us
-from .connection import ConnectionLost, DropLog, RpcConnection, VenueError
+from .connection import ConnectionLost, RpcConnection, VenueError
 from .normalize import (
     Decoder,
     Dropped,
@@ -107,7 +108,7 @@ class DeribitSource:
         self.rng = rng or random.Random()
         self.buffer = buffer or FeedBuffer()
         self.decoder = Decoder()
-        self.drop_log = DropLog(log)
+        self.drop_log = DropLog(log, "deribit")
         self.connections = 0  # WebSocket connections opened
         self.subscribed: set[str] = set()  # channels the venue confirmed, this connection
         self.rejected_channels = 0  # channels the venue left out of a subscribe result

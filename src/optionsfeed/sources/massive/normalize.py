@@ -13,7 +13,6 @@ OSI (``O:SPY251219C00650000``); we use the compact OSI symbol.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -212,31 +211,6 @@ class EventFilter:
             return R_OUT_OF_ORDER
         last[osi] = t
         return hit
-
-
-class DropLog:
-    """Counts dropped provider data by reason and says when to log it.
-
-    The first drop of a reason is logged at once, later ones at most once per
-    `interval_s` per reason (with how many were dropped meanwhile), so a venue that
-    sends garbage at a high rate cannot flood the log. Bounded: one entry per reason.
-    """
-
-    def __init__(self, interval_s: float = 10.0) -> None:
-        self.interval_s = interval_s
-        self.counts: Counter[str] = Counter()
-        self._unlogged: Counter[str] = Counter()
-        self._next: dict[str, float] = {}
-
-    def add(self, reason: str, now: float) -> int | None:
-        """Count one drop at `now` (seconds); the number to log now, or None to stay quiet."""
-        self.counts[reason] += 1
-        self._unlogged[reason] += 1
-        if now < self._next.get(reason, -math.inf):
-            return None
-        self._next[reason] = now + self.interval_s
-        n = self._unlogged.pop(reason)
-        return n
 
 
 # -- REST ------------------------------------------------------------------------------

@@ -52,10 +52,11 @@ from ...aio import cancel_and_wait, cancel_requested
 from ...errors import SourceError
 from ...model.contract import Contract
 from ..base import Listing, SourceBatch, UnderlyingTick
+from ..droplog import DropCounter
 from ..feed import FeedBuffer, feed_batches
 from ..sim.source import wall_clock_us
 from .connection import Connection, Disconnected, SubscriptionBook, params_for
-from .normalize import R_UNKNOWN_SYMBOL, DropLog, EventFilter, decode_frame
+from .normalize import R_UNKNOWN_SYMBOL, EventFilter, decode_frame
 from .rest import ChainSnapshot, MassiveRest, RestUnavailable
 from .window import DEFAULT_MAX_EXPIRIES, Window, choose_window
 
@@ -145,7 +146,7 @@ class MassiveSource:
         budget = max_contracts // len(underlyings)
         self._chains = {u: _Chain(u, budget) for u in underlyings}
         self._filter = EventFilter()
-        self._drops = DropLog(log_interval_s)
+        self._drops = DropCounter(log_interval_s)
         self._buffer_drops = (0, 0)
         # Counters (read by tests and health): sessions established, listings put,
         # events taken.
