@@ -89,6 +89,31 @@ async def test_up_serves_the_venues_chain(tmp_path: Path) -> None:
                 async with asyncio.timeout(20):
                     while (await get(http, f"{base}/readyz"))[0] != 200:  # noqa: ASYNC110
                         await asyncio.sleep(0.1)
+                # The stream speaks the venue's names: option.{instrument} and chain.BTC.{date}.
+                name = BTC[2]["instrument_name"]
+                day = rec["expiry"].replace("-", "")
+                async with http.ws_connect(f"ws://127.0.0.1:{port}/ws") as ws:
+                    await ws.send_json(
+                        {
+                            "op": "subscribe",
+                            "id": 1,
+                            "channels": [f"option.{name}", f"chain.BTC.{day}"],
+                        }
+                    )
+                    snaps: dict[str, Any] = {}
+                    async with asyncio.timeout(10):
+                        while len(snaps) < 2:
+                            frame = await ws.receive_json()
+                            for msg in frame if isinstance(frame, list) else [frame]:
+                                if msg["type"] == "ack":
+                                    assert all(r["ok"] for r in msg["results"]), msg
+                                if msg["type"] == "snapshot":
+                                    snaps[msg["channel"]] = msg
+                    (one,) = snaps[f"option.{name}"]["data"]
+                    assert (one["symbol"], one["currency"]) == (name, "BTC")
+                    assert all(
+                        r["expiry"] == rec["expiry"] for r in snaps[f"chain.BTC.{day}"]["data"]
+                    )
         finally:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
