@@ -85,7 +85,7 @@ def parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
     bench.add_argument(
         "what",
-        choices=["processing", "encode", "all", "gateway", "wslib"],
+        choices=["processing", "encode", "all", "gateway", "wslib", "venues"],
         nargs="?",
         default="all",
     )

@@ -221,7 +221,12 @@ def _time(f: Callable[[], None]) -> float:
 
 
 def main(what: str, *, redis: str | None, runs: int) -> int:
-    """Run the benchmarks named by `what` ("processing", "encode" or "all") and print figures."""
+    """Run the benchmarks named by `what` ("processing", "encode", "venues" or "all";
+    "all" leaves out "venues") and print figures."""
+    if what == "venues":
+        from .venues import main as venues_main
+
+        return venues_main(runs)
     if what in ("encode", "all"):
         print("encode: µs per full option record, built from values and encoded (median)")
         for name, us in bench_encode(runs).items():
