@@ -6,6 +6,7 @@ import json
 import logging
 from datetime import UTC, date, datetime, timedelta
 
+import msgspec
 import pytest
 
 from optionsfeed.sources.deribit import normalize as n
@@ -245,3 +246,16 @@ async def test_venue_errors_and_refusals_are_logged(caplog: pytest.LogCaptureFix
     assert any("public/set_heartbeat: error -32602 Invalid params" in m for m in messages)
     assert any("SOL: no inverse options listed" in m for m in messages)
     assert any("did not subscribe 1 of" in m and "sol_usd" in m for m in messages)
+
+
+def test_the_next_relisting_comes_just_after_the_nearest_expiry() -> None:
+    """Every refresh_s, or 30 s after the nearest expiry instant when that is sooner."""
+    first = min(i["expiration_timestamp"] for i in BTC) * 1000  # µs
+    clock = [first - 5_000_000]
+    source = fast_source(["BTC"], "ws://127.0.0.1:9/", refresh_s=600.0, clock=lambda: clock[0])
+    assert source._until_refresh() == 600.0  # nothing listed yet
+    raw = [msgspec.Raw(json.dumps(i).encode()) for i in BTC]
+    source.listings["BTC"] = n.build_listing("BTC", raw, now_us=clock[0])
+    assert source._until_refresh() == pytest.approx(35.0)
+    clock[0] = first - 3_600_000_000  # an hour before: the regular refresh comes first
+    assert source._until_refresh() == 600.0

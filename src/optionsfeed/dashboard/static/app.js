@@ -70,7 +70,12 @@ function fmt(field, v) {
 }
 
 const compactDate = (iso) => iso.replaceAll("-", "");
-const dte = (iso) => Math.max(0, Math.round((Date.parse(iso + "T21:00:00Z") - Date.now()) / 86400000));
+// Days to expiry, to the expiry instant: 16:00 New York (about 21:00 UTC) for US
+// equity options, 08:00 UTC for coin-quoted (Deribit) ones.
+const dte = (iso) => {
+  const at = state.currency ? "T08:00:00Z" : "T21:00:00Z";
+  return Math.max(0, Math.round((Date.parse(iso + at) - Date.now()) / 86400000));
+};
 
 // ---- the wire -----------------------------------------------------------------------
 
@@ -177,7 +182,10 @@ function applyUpdate(m) {
 }
 
 function setCurrency(currency) {
-  state.currency = currency;
+  if (currency !== state.currency) {
+    state.currency = currency;
+    renderExpiries();  // days to expiry count to another instant
+  }
   state.priceDigits = currency ? 4 : 2;
   const el = $("currency");
   el.hidden = !currency;

@@ -5,9 +5,10 @@ One connection carries everything. On connect it asks for heartbeats
 puts a `Listing` per currency into the buffer and subscribes, in chunks, to every
 option's `ticker.{instrument}.100ms` and the currency's `deribit_price_index`.
 Tickers become quotes (prices in the coin, with the venue's mark and forward),
-index prices become underlying ticks. Every `refresh_s` the instruments are listed
-again; when a currency's set changed (expiries roll at 08:00 UTC, new strikes are
-added) a new Listing goes out and the difference is (un)subscribed.
+index prices become underlying ticks. Every `refresh_s`, and just after the
+nearest expiry's 08:00 UTC, the instruments are listed again; when a currency's
+set changed (expiries roll, new strikes are added) a new Listing goes out and the
+difference is (un)subscribed.
 
 After any disconnect, error or silence it reconnects with capped exponential
 backoff and jitter, and starts over: a fresh Listing of every currency (processing
@@ -53,6 +54,7 @@ log = logging.getLogger("optionsfeed.sources.deribit")
 DEFAULT_URL = "wss://www.deribit.com/ws/api/v2"
 HEARTBEAT_S = 15.0  # Deribit's minimum is 10; we call the connection dead after 2 intervals
 REFRESH_S = 600.0
+EXPIRY_MARGIN_S = 30.0  # relist this long after an expiry instant
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 30.0
 REQUEST_TIMEOUT_S = 10.0
@@ -178,7 +180,7 @@ class DeribitSource:
             try:
                 await self._start(conn)
                 while True:
-                    done, _ = await asyncio.wait({reader}, timeout=self.refresh_s)
+                    done, _ = await asyncio.wait({reader}, timeout=self._until_refresh())
                     if done:
                         reader.result()  # raises ConnectionLost
                         raise ConnectionLost("the reader stopped")
@@ -189,6 +191,19 @@ class DeribitSource:
                         log.error("deribit: refreshing the instruments failed: %s", exc)
             finally:
                 await cancel_and_wait(reader)
+
+    def _until_refresh(self) -> float:
+        """Seconds to the next relisting: `refresh_s`, or sooner when an expiry passes
+        (the venue takes a few seconds to settle and delist, hence the margin)."""
+        now = self.clock()
+        expiries = [
+            c.expiry_us
+            for r in self.listings.values() if r.listing is not None
+            for c in r.listing.contracts if c.expiry_us > now
+        ]  # fmt: skip
+        if not expiries:
+            return self.refresh_s
+        return min(self.refresh_s, (min(expiries) - now) / 1e6 + EXPIRY_MARGIN_S)
 
     async def _start(self, conn: RpcConnection) -> None:
         hb = self.heartbeat_s
