@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import pytest
 
 from optionsfeed.broker.base import Publication
 from optionsfeed.model.contract import Contract
@@ -159,3 +160,24 @@ def test_relisting_starts_a_new_epoch_and_keeps_what_is_known() -> None:
     assert recs["BTC-30JUN26-60000-P"].open_interest == 9
     assert recs["BTC-30JUN26-64000-C"].bid is None
     assert recs["BTC-30JUN26-64000-C"].open_interest == 10
+
+
+def test_open_interest_from_quotes_gives_max_pain_and_atm_iv_uses_the_forward() -> None:
+    """A venue whose open interest comes with its quotes (none in the listing) still
+    gets max pain; ATM IV is read at the venue's forward."""
+    strikes = [58_000.0, 60_000.0, 62_000.0]
+    proc = started(coin_listing(strikes))
+    assert proc._stats["BTC"]["max_pain"] == {}
+    fwd, sigma = 61_000.0, 0.6
+    syms = [c.symbol for c in coin_contracts(strikes)]
+    calls = np.array([s.endswith("-C") for s in syms])
+    ks = np.array([float(s.split("-")[2]) for s in syms])
+    marks = (bsm_price(calls, fwd, ks, T, 0.0, 0.0, sigma) / fwd).tolist()
+    oi = [500.0, 10.0, 30.0, 40.0, 50.0, 60.0]  # most on the 58,000 call: it pays above 58,000
+    proc.apply(
+        SourceBatch(quotes=[quotes(syms, mark=marks, forward=[fwd] * 6, open_interest=oi)]),
+        NOW + 2_000_000,
+    )
+    stats = proc._stats["BTC"]
+    assert stats["max_pain"] == {"2026-06-30": 58_000.0}
+    assert stats["atm_iv"] == pytest.approx(sigma, abs=1e-4)

@@ -1,8 +1,8 @@
 """Chain analytics of one underlying (`stats.{U}`), computed from the chain state.
 
 Conventions (docs/conventions.md says the same for users):
-- `atm_iv`: implied volatility at the forward F = S e^{(r-q)T} of the nearest expiry
-  at least one day out, linearly interpolated in strike between the two listed
+- `atm_iv`: implied volatility at the forward of the nearest expiry at least one
+  day out (the venue's forward where it publishes one, else F = S e^{(r-q)T}), linearly interpolated in strike between the two listed
   strikes around F; at each strike the out-of-the-money side's IV is used (the put
   below F, the call at or above it), the other side when that one has none.
 - `put_call_volume_ratio` / `put_call_oi_ratio`: puts over calls (null when calls are 0).
@@ -39,8 +39,14 @@ def atm_iv(chain: ChainState, now_us: int) -> float | None:
         return None
     exp_us = int(future[0])
     t = (exp_us - now_us) / US_PER_YEAR
-    fwd = chain.spot * np.exp((chain.rate - chain.dividend_yield) * t)
     rows = np.flatnonzero(chain.expiry_us == exp_us)
+    venue_fwd = chain.forward[rows]
+    venue_fwd = venue_fwd[np.isfinite(venue_fwd)]
+    fwd = (
+        float(np.median(venue_fwd))
+        if len(venue_fwd)
+        else chain.spot * np.exp((chain.rate - chain.dividend_yield) * t)
+    )
     iv = chain.pub["iv"][rows]
     strikes = chain.strike[rows]
     calls = chain.is_call[rows]
@@ -91,7 +97,7 @@ def compute_stats(
     """The full `stats.{U}` record of `chain` at `now_us`.
 
     `max_pain`, when given, is reused instead of recomputed (it only depends on
-    open interest and strikes, which are fixed per listing).
+    open interest and strikes).
     """
     calls = chain.is_call
     vol = chain.volume

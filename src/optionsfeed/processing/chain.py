@@ -191,6 +191,7 @@ class ChainState:
         self.spot_ts = listed_us
         self.volume_day: str | None = None
         self.unknown_events = 0
+        self.oi_version = 0  # grows whenever a quote changes some open interest
         if previous is not None:
             self._carry_over(previous)
 
@@ -264,7 +265,10 @@ class ChainState:
             if col is not None:
                 given = col[pos]
                 have = ~np.isnan(given)
-                getattr(self, name)[rows[have]] = given[have]
+                target = getattr(self, name)
+                if name == "open_interest" and (target[rows[have]] != given[have]).any():
+                    self.oi_version += 1
+                target[rows[have]] = given[have]
         return rows
 
     def apply_trades(self, t: Trades) -> NDArray[np.intp]:

@@ -51,7 +51,9 @@ class Processor:
         self._stats: dict[str, dict[str, Any]] = {}
         self._stats_due: dict[str, int] = {}
         self._stale_due = 0
-        self._max_pain: dict[str, dict[str, float]] = {}
+        # Max pain depends on open interest and strikes only: recomputed when the
+        # chain's open interest changed (its `oi_version`), not every second.
+        self._max_pain: dict[str, tuple[int, dict[str, float]]] = {}
         self.updates_in = 0
 
     def apply(self, batch: SourceBatch, now_us: int) -> list[Publication]:
@@ -126,9 +128,11 @@ class Processor:
         return {"underlying": chain.underlying, "ts": now_us, **delta}
 
     def _compute_stats(self, chain: ChainState, now_us: int) -> dict[str, Any]:
-        rec = compute_stats(chain, now_us, max_pain=self._max_pain.get(chain.underlying))
+        cached = self._max_pain.get(chain.underlying)
+        mp = cached[1] if cached is not None and cached[0] == chain.oi_version else None
+        rec = compute_stats(chain, now_us, max_pain=mp)
         # Max pain depends on open interest and strikes only: once per listing.
-        self._max_pain[chain.underlying] = rec.max_pain
+        self._max_pain[chain.underlying] = (chain.oi_version, rec.max_pain)
         return msgspec.structs.asdict(rec)
 
     def _publication(
