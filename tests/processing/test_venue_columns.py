@@ -17,7 +17,7 @@ from optionsfeed.model.records import OptionRecord
 from optionsfeed.processing.chain import US_PER_YEAR
 from optionsfeed.processing.pricing import bsm_price
 from optionsfeed.processing.processor import Processor
-from optionsfeed.sources.base import Listing, Quotes, SourceBatch, UnderlyingTick
+from optionsfeed.sources.base import Listing, Quotes, SourceBatch, Trades, UnderlyingTick
 
 NOW = 1_780_000_000_000_000  # µs
 EXPIRY_US = NOW + int(30 * 86_400e6)
@@ -181,3 +181,16 @@ def test_open_interest_from_quotes_gives_max_pain_and_atm_iv_uses_the_forward() 
     stats = proc._stats["BTC"]
     assert stats["max_pain"] == {"2026-06-30": 58_000.0}
     assert stats["atm_iv"] == pytest.approx(sigma, abs=1e-4)
+
+
+def test_trades_set_last_but_leave_a_venue_volume_alone() -> None:
+    """Where the venue publishes volume, trades set last and last size only; elsewhere
+    they add to the counted volume."""
+    proc = started(coin_listing([60_000.0]))
+    call, put = "BTC-30JUN26-60000-C", "BTC-30JUN26-60000-P"
+    proc.apply(SourceBatch(quotes=[quotes([call], volume=[12.5])]), NOW)
+    prints = Trades("BTC", [call, put], np.array([0.02, 0.03]), np.array([0.5, 2.0]),
+                    np.full(2, NOW + 10, dtype=np.int64))  # fmt: skip
+    recs = records(proc.apply(SourceBatch(trades=[prints]), NOW + 10))
+    assert (recs[call].last, recs[call].last_size, recs[call].volume) == (0.02, 0.5, 12.5)
+    assert (recs[put].last, recs[put].last_size, recs[put].volume) == (0.03, 2, 2)

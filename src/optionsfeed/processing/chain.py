@@ -168,6 +168,8 @@ class ChainState:
         self.venue_mark, self.forward = _nan(n), _nan(n)
         self.last, self.last_size = _nan(n), _nan(n)
         self.volume = np.zeros(n)
+        # Rows whose volume the venue publishes (Quotes.volume): trades do not add to it.
+        self.venue_volume = np.zeros(n, dtype=np.bool_)
         self.open_interest = (
             listing.open_interest.astype(np.float64)
             if listing.open_interest is not None
@@ -197,7 +199,8 @@ class ChainState:
 
     # Columns copied row for row from an earlier listing's state.
     _CARRIED = ("bid", "ask", "bid_size", "ask_size", "venue_mark", "forward", "last",
-                "last_size", "volume", "quote_ts", "halted", "pub_flags", "pub_ts")  # fmt: skip
+                "last_size", "volume", "venue_volume", "quote_ts", "halted", "pub_flags",
+                "pub_ts")  # fmt: skip
 
     def _carry_over(self, old: ChainState) -> None:
         pairs = [(i, old.index[s]) for i, s in enumerate(self.symbols) if s in old.index]
@@ -269,6 +272,8 @@ class ChainState:
                 if name == "open_interest" and (target[rows[have]] != given[have]).any():
                     self.oi_version += 1
                 target[rows[have]] = given[have]
+                if name == "volume":
+                    self.venue_volume[rows[have]] = True
         return rows
 
     def apply_trades(self, t: Trades) -> NDArray[np.intp]:
@@ -277,12 +282,14 @@ class ChainState:
         if len(rows) and len(pos):
             day = datetime.fromtimestamp(int(t.ts[pos[-1]]) / 1e6, NEW_YORK).date().isoformat()
             if day != self.volume_day:
-                # Volume counts one session; a new New York date starts it again.
+                # Volume counts one session; a new New York date starts it again
+                # (a venue's own volume figure is its own business).
                 self.volume_day = day
-                self.volume[:] = 0.0
+                self.volume[~self.venue_volume] = 0.0
         self.last[rows] = t.price[pos]
         self.last_size[rows] = t.size[pos]
-        np.add.at(self.volume, rows, t.size[pos])
+        counted = ~self.venue_volume[rows]
+        np.add.at(self.volume, rows[counted], t.size[pos][counted])
         return rows
 
     # -- reprice + diff ---------------------------------------------------------

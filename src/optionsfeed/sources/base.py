@@ -55,7 +55,8 @@ class Quotes:
       `underlying_price`); the row is priced by Black-76 on it with the listing's
       `rate` (`dividend_yield` then plays no part). NaN: price on the spot.
     - `last`, `volume`, `open_interest`: the venue's own figures; NaN in a row
-      keeps the previous value. A venue `volume` replaces the one counted from trades.
+      keeps the previous value. Once a venue gives a contract's `volume`, that
+      figure is the contract's volume: its trades set `last` but add nothing.
     - `halted`: the venue says the contract does not trade now.
     """
 

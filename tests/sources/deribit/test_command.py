@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from optionsfeed.sources.deribit.symbols import index_channel, ticker_channel
+from optionsfeed.sources.deribit.symbols import index_channel, ticker_channel, trades_channel
 
 from .fixtures import chain, now_ms, ticker
 from .venue import DeribitVenue
@@ -59,9 +59,11 @@ async def test_up_serves_the_venues_chain(tmp_path: Path) -> None:
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), 30)
             assert f":{port}/" in line.decode(), (line, log.read_text())
-            wanted = {index_channel("BTC"), index_channel("ETH")} | {
-                ticker_channel(i["instrument_name"]) for i in BTC + ETH
-            }
+            wanted = (
+                {index_channel(c) for c in ("BTC", "ETH")}
+                | {trades_channel(c) for c in ("BTC", "ETH")}
+                | {ticker_channel(i["instrument_name"]) for i in BTC + ETH}
+            )
             await venue.wait_for(
                 lambda: any(c.channels == wanted for c in venue.clients.values()), 30
             )

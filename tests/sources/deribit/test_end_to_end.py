@@ -138,6 +138,14 @@ async def test_tickers_and_the_index_become_records_in_redis(redis_url: str) -> 
         assert (und.rate, und.dividend_yield) == (0.0, 0.0)
         assert len(await sys.records("ETH")) == len(ETH)
 
+        # A trade sets last and its size; the volume stays the ticker's 24 h figure.
+        name = BTC[0]["instrument_name"]
+        trade = {"instrument_name": name, "timestamp": ts + 1, "price": 0.0123, "amount": 0.7,
+                 "trade_id": "1", "trade_seq": 1, "direction": "buy"}  # fmt: skip
+        assert await sys.venue.push_trades("BTC", [trade]) == 1
+        recs = await sys.wait_records(lambda r: r[name].last_size == 0.7, "the trade")
+        assert (recs[name].last, recs[name].volume) == (0.0123, 12.3)
+
         await sys.venue.wait_for(lambda: len(sys.venue.sent("public/test")) >= 3)
         assert sys.venue.connections == 1
         assert sys.venue.heartbeat_closes == 0
@@ -175,7 +183,7 @@ async def test_a_dropped_connection_gives_a_new_epoch_and_readiness_says_why(
             c for m in sys.venue.sent("public/subscribe", n_conn) for c in m["params"]["channels"]
         }
         assert ticker_channel(first["instrument_name"]) in channels
-        assert len(channels) == len(BTC) + len(ETH) + 2
+        assert len(channels) == len(BTC) + len(ETH) + 4  # + an index and trades per currency
         # The quote from before the drop carried over into the new epoch's snapshot.
         recs = await sys.records()
         assert recs[first["instrument_name"]].bid == ticker(first, ts, FORWARD)["best_bid_price"]

@@ -225,6 +225,51 @@ def test_index_prices_become_underlying_ticks() -> None:
         assert item.reason == reason
 
 
+def test_option_trades_become_prints_and_bad_ones_are_counted() -> None:
+    """A trades notification (a list) gives the usable trades; an unlisted instrument or
+    a bad amount is counted and skipped without losing the others."""
+    d = decoder()
+    channel = "trades.option.BTC.100ms"
+
+    def trade(name: str = NAME, **kw: Any) -> dict[str, Any]:
+        base = {
+            "trade_seq": 7,
+            "trade_id": "BTC-1",
+            "timestamp": TS,
+            "tick_direction": 0,
+            "price": 0.0215,
+            "mark_price": 0.021,
+            "iv": 50.1,
+            "instrument_name": name,
+            "index_price": 94_990.0,
+            "direction": "buy",
+            "amount": 2.5,
+            "contracts": 2.5,
+        }
+        return {**base, **kw}  # fmt: skip
+
+    msg = [
+        trade(),
+        trade("BTC-1JAN27-1000-C"),
+        trade(amount=-1),
+        trade(timestamp=TS + 1, amount=0.1),
+    ]
+    item = d.decode(json.dumps(notification(channel, msg)))
+    assert isinstance(item, n.Prints)
+    assert item.trades == [
+        n.Print("BTC", NAME, 0.0215, 2.5, TS * 1000),
+        n.Print("BTC", NAME, 0.0215, 0.1, (TS + 1) * 1000),
+    ]
+    assert (d.dropped[n.UNKNOWN_INSTRUMENT], d.dropped[n.BAD_VALUE]) == (1, 1)
+    buf = FeedBuffer()
+    put(buf, item)
+    (trades,) = buf.take().trades
+    assert trades.size.tolist() == [2.5, 0.1]
+    bad = d.decode(json.dumps(notification(channel, {"not": "a list"})))
+    assert isinstance(bad, Dropped)
+    assert bad.reason == n.MALFORMED
+
+
 def test_delisted_instruments_are_forgotten() -> None:
     """set_instruments replaces an underlying's set; its tickers become unknown."""
     d = decoder()

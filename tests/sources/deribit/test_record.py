@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from optionsfeed.sources.deribit.symbols import index_channel, ticker_channel
+from optionsfeed.sources.deribit.symbols import index_channel, ticker_channel, trades_channel
 from optionsfeed.sources.record import read_recording
 
 from ..test_record_replay import _replay
@@ -33,7 +33,9 @@ async def test_a_recorded_deribit_session_replays_to_identical_output(tmp_path: 
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env,
         )  # fmt: skip
         try:
-            wanted = {index_channel("BTC")} | {ticker_channel(i["instrument_name"]) for i in BTC}
+            wanted = {index_channel("BTC"), trades_channel("BTC")} | {
+                ticker_channel(i["instrument_name"]) for i in BTC
+            }
             await venue.wait_for(
                 lambda: any(c.channels == wanted for c in venue.clients.values()), 30
             )

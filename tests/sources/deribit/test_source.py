@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from optionsfeed.sources.deribit import normalize as n
-from optionsfeed.sources.deribit.symbols import index_channel, ticker_channel
+from optionsfeed.sources.deribit.symbols import index_channel, ticker_channel, trades_channel
 
 from .fixtures import (
     Feed,
@@ -44,6 +44,7 @@ def expected_channels(*chains: list[dict[str, object]]) -> set[str]:
     out = set()
     for c in chains:
         out.add(index_channel(str(c[0]["base_currency"])))
+        out.add(trades_channel(str(c[0]["base_currency"])))
         out.update(ticker_channel(str(i["instrument_name"])) for i in c)
     return out
 
@@ -216,7 +217,7 @@ async def test_instruments_are_refreshed_as_expiries_roll() -> None:
             await venue.wait_for(
                 lambda: ticker_channel(added["instrument_name"]) in channels_of(1, venue)
             )
-            assert channels_of(1, venue) == {index_channel("BTC")} | {
+            assert channels_of(1, venue) == {index_channel("BTC"), trades_channel("BTC")} | {
                 ticker_channel(s) for s in names
             }
             unsubscribed = {
@@ -238,14 +239,14 @@ async def test_venue_errors_and_refusals_are_logged(caplog: pytest.LogCaptureFix
         async with Feed(source) as feed:
             await feed.wait_for(lambda: len(feed.listings()) == 1)
             await until(lambda: source.health() is None, "subscribed")
-            assert source.rejected_channels == 1
+            assert source.rejected_channels == 2  # SOL: its index and its trades
             assert index_channel("SOL") not in source.subscribed
             assert await venue.push_ticker(ticker(BTC[0], now_ms(), 90_000.0)) == 1
             await feed.wait_for(lambda: len(feed.quoted()) == 1)
     messages = [r.getMessage() for r in caplog.records]
     assert any("public/set_heartbeat: error -32602 Invalid params" in m for m in messages)
     assert any("SOL: no inverse options listed" in m for m in messages)
-    assert any("did not subscribe 1 of" in m and "sol_usd" in m for m in messages)
+    assert any("did not subscribe 2 of" in m and "sol_usd" in m for m in messages)
 
 
 def test_the_next_relisting_comes_just_after_the_nearest_expiry() -> None:

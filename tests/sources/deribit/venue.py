@@ -146,6 +146,10 @@ class DeribitVenue:
         """`data` (a ticker, with its instrument_name) on ``ticker.{name}.{interval}``."""
         return await self.push(f"ticker.{data['instrument_name']}.{interval}", data)
 
+    async def push_trades(self, currency: str, trades: list[dict[str, Any]]) -> int:
+        """Option trades of `currency` on ``trades.option.{currency}.100ms`` (a list)."""
+        return await self.push(f"trades.option.{currency}.100ms", trades)
+
     async def push_index(self, currency: str, price: float, timestamp_ms: int) -> int:
         """An index price of `currency` ("BTC") on ``deribit_price_index.btc_usd``."""
         index = f"{currency.lower()}_usd"
@@ -332,6 +336,9 @@ class DeribitVenue:
         if channel.startswith("ticker."):
             name, _, interval = channel.removeprefix("ticker.").rpartition(".")
             return interval in INTERVALS and name in names
+        if channel.startswith("trades.option."):
+            currency, _, interval = channel.removeprefix("trades.option.").rpartition(".")
+            return interval in INTERVALS and currency in ("BTC", "ETH", "any")
         return False
 
     def _subscribe(self, client: VenueClient, params: dict[str, Any]) -> Any:

@@ -30,6 +30,7 @@ from ..base import Listing, UnderlyingTick
 from ..feed import FeedBuffer
 from .symbols import (
     INDEX_PREFIX,
+    TRADES_PREFIX,
     index_name,
     instrument_of_ticker_channel,
     parse_name,
@@ -103,6 +104,15 @@ class Ticker(msgspec.Struct):
     stats: _Stats | None = None
 
 
+class TradeMsg(msgspec.Struct):
+    """One trade of a `trades.option.{currency}.{interval}` notification (a list of them)."""
+
+    instrument_name: str
+    timestamp: int
+    price: float
+    amount: float
+
+
 class IndexPrice(msgspec.Struct):
     """A `deribit_price_index.{index_name}` notification."""
 
@@ -136,6 +146,7 @@ class _Request(msgspec.Struct):
 _message_decoder = msgspec.json.Decoder(_Message)
 _ticker_decoder = msgspec.json.Decoder(Ticker)
 _index_decoder = msgspec.json.Decoder(IndexPrice)
+_trades_decoder = msgspec.json.Decoder(list[TradeMsg])
 _raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _instrument_decoder = msgspec.json.Decoder(Instrument)
 _channels_decoder = msgspec.json.Decoder(list[str])
@@ -194,6 +205,24 @@ class Quote:
 
 
 @dataclass(frozen=True, slots=True)
+class Print:
+    """One trade as `FeedBuffer.trade` takes it: price in the coin, amount in contracts."""
+
+    underlying: str
+    symbol: str
+    price: float
+    size: float
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Prints:
+    """The usable trades of one notification (the unusable ones were counted as drops)."""
+
+    trades: list[Print]
+
+
+@dataclass(frozen=True, slots=True)
 class Dropped:
     """A message refused, `reason` one of the module's drop reasons, `detail` for the log."""
 
@@ -201,13 +230,17 @@ class Dropped:
     detail: str
 
 
-Incoming = Response | Heartbeat | Quote | UnderlyingTick | Dropped
+Incoming = Response | Heartbeat | Quote | UnderlyingTick | Prints | Dropped
 
 
-def put(buffer: FeedBuffer, item: Quote | UnderlyingTick) -> None:
-    """Hand a decoded quote or tick to `buffer` (FeedBuffer.quote / FeedBuffer.tick)."""
+def put(buffer: FeedBuffer, item: Quote | UnderlyingTick | Prints) -> None:
+    """Hand a decoded quote, tick or trades to `buffer`."""
     if isinstance(item, UnderlyingTick):
         buffer.tick(item)
+        return
+    if isinstance(item, Prints):
+        for t in item.trades:
+            buffer.trade(t.underlying, t.symbol, t.price, t.size, t.ts)
         return
     buffer.quote(
         item.underlying, item.symbol, bid=item.bid, ask=item.ask, bid_size=item.bid_size,
@@ -271,6 +304,8 @@ class Decoder:
             return self._ticker(channel, instrument, data)
         if channel.startswith(INDEX_PREFIX):
             return self._index(channel, data)
+        if channel.startswith(TRADES_PREFIX):
+            return self._trades(channel, data)
         return self._drop(UNKNOWN_CHANNEL, f"notification on channel {channel!r}")
 
     def _ticker(self, channel: str, instrument: str, data: msgspec.Raw) -> Incoming:
@@ -316,6 +351,28 @@ class Decoder:
             NAN if t.open_interest is None else t.open_interest,
             t.state != "open",
         )  # fmt: skip
+
+    def _trades(self, channel: str, data: msgspec.Raw) -> Incoming:
+        """Trades of listed instruments; an unusable one is counted and skipped, so one
+        bad print does not cost the others (trades add to volume: none may be lost)."""
+        try:
+            trades = _trades_decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            return self._drop(MALFORMED, f"{channel}: {exc}")
+        out: list[Print] = []
+        for t in trades:
+            underlying = self.instruments.get(t.instrument_name)
+            if underlying is None:
+                self._drop(UNKNOWN_INSTRUMENT, f"{channel}: {t.instrument_name} is not listed")
+            elif t.timestamp <= 0 or _bad(t.price) or _bad(t.amount) or t.amount == 0.0:
+                self._drop(BAD_VALUE, f"{channel}: a trade's price, amount or timestamp")
+            else:
+                out.append(Print(underlying, t.instrument_name, t.price, t.amount,
+                                 t.timestamp * 1000))  # fmt: skip
+        if not out:
+            return self._drop(UNKNOWN_INSTRUMENT if trades else MALFORMED,
+                              f"{channel}: no usable trade")  # fmt: skip
+        return Prints(out)
 
     def _index(self, channel: str, data: msgspec.Raw) -> Incoming:
         try:

@@ -3,7 +3,9 @@
 One connection carries everything. On connect it asks for heartbeats
 (`public/set_heartbeat`), lists each currency's options (`public/get_instruments`),
 puts a `Listing` per currency into the buffer and subscribes, in chunks, to every
-option's `ticker.{instrument}.100ms` and the currency's `deribit_price_index`.
+option's `ticker.{instrument}.100ms`, the currency's option trades
+(`trades.option.{currency}.100ms`: last price and size) and its
+`deribit_price_index`.
 Tickers become quotes (prices in the coin, with the venue's mark and forward),
 index prices become underlying ticks. Every `refresh_s`, and just after the
 nearest expiry's 08:00 UTC, the instruments are listed again; when a currency's
@@ -39,6 +41,7 @@ from .normalize import (
     Dropped,
     Incoming,
     ListingResult,
+    Prints,
     Quote,
     build_listing,
     chunks,
@@ -47,7 +50,7 @@ from .normalize import (
     describe_skips,
     put,
 )
-from .symbols import index_channel, ticker_channel
+from .symbols import index_channel, ticker_channel, trades_channel
 
 log = logging.getLogger("optionsfeed.sources.deribit")
 
@@ -220,6 +223,7 @@ class DeribitSource:
             # and a new epoch makes clients resnapshot.
             self._apply_listing(currency, result)
             channels.append(index_channel(currency))
+            channels.append(trades_channel(currency))
             channels.extend(ticker_channel(n) for n in result.names)
         await self._subscribe(conn, channels)
         self._health = None
@@ -288,12 +292,15 @@ class DeribitSource:
     # -- events ---------------------------------------------------------------------
 
     def _on_item(self, item: Incoming) -> None:
-        if isinstance(item, Quote | UnderlyingTick):
+        if isinstance(item, Quote | UnderlyingTick | Prints):
             put(self.buffer, item)
-            if self.buffer.dropped_quotes != self._buffer_drops:
-                self._buffer_drops = n = self.buffer.dropped_quotes
+            drops = self.buffer.dropped_quotes + self.buffer.dropped_trades
+            if drops != self._buffer_drops:
+                self._buffer_drops = drops
                 self.drop_log.note(
-                    "buffer_full", f"{n} quotes dropped so far: processing is behind"
+                    "buffer_full",
+                    f"{self.buffer.dropped_quotes} quotes and {self.buffer.dropped_trades} "
+                    "trades dropped so far: processing is behind",
                 )
         elif isinstance(item, Dropped):
             self.drop_log.note(item.reason, item.detail)

@@ -30,6 +30,7 @@ _NAME_RE = re.compile(
 )
 TICKER_PREFIX = "ticker."
 INDEX_PREFIX = "deribit_price_index."
+TRADES_PREFIX = "trades.option."
 TICKER_INTERVAL = "100ms"
 
 
@@ -106,6 +107,11 @@ def index_name(currency: str) -> str:
 def index_channel(currency: str) -> str:
     """``deribit_price_index.{currency}_usd``: the index the options are priced on."""
     return f"{INDEX_PREFIX}{index_name(currency)}"
+
+
+def trades_channel(currency: str, interval: str = TICKER_INTERVAL) -> str:
+    """``trades.option.{currency}.{interval}``: every option trade of `currency`."""
+    return f"{TRADES_PREFIX}{currency}.{interval}"
 
 
 def instrument_of_ticker_channel(channel: str) -> str | None:
