@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Iterable
 import aiohttp
 import msgspec
 
-from ...errors import SourceError
+from ...errors import OptionsFeedError, SourceError
 from ...model.osi import VENDOR_PREFIX
 from .normalize import Status, decode_frame
 
@@ -35,7 +35,7 @@ _ACK = re.compile(r"^(subscribed|unsubscribed) to: (.+)$")
 _REFUSALS_KEPT = 1000
 
 
-class Disconnected(Exception):
+class Disconnected(OptionsFeedError):
     """The session ended or could not start; reconnecting may help."""
 
 

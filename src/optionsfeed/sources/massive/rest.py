@@ -21,7 +21,7 @@ import aiohttp
 import msgspec
 from yarl import URL
 
-from ...errors import SourceError
+from ...errors import OptionsFeedError, SourceError
 from ...model.contract import Contract
 from ..sim.calendar import trading_day
 from .normalize import BadPage, SnapshotRow, parse_contracts_page, parse_snapshot_page
@@ -35,7 +35,7 @@ KEY_HINT = "check OPTIONSFEED_MASSIVE_API_KEY"
 _EXCERPT = 200
 
 
-class RestUnavailable(Exception):
+class RestUnavailable(OptionsFeedError):
     """A REST call failed in a way that may pass (outage, rate limit, bad page)."""
 
 
