@@ -347,19 +347,24 @@ function drawCharts() {
   const byKey = new Map();
   for (const r of state.rows.values()) byKey.set(`${r.strike}|${r.right}`, r);
   const pts = (right, f) => strikes.map((k) => [k, byKey.get(`${k}|${right}`)?.[f] ?? null]);
+  // At least 4 vol points tall: a flat smile must look flat, not like rounding noise.
   plot($("smile"), strikes, [[pts("C", "iv"), "#58a6ff"], [pts("P", "iv"), "#f0883e"]], "line",
-       (v) => (v * 100).toFixed(0) + "%");
+       (v) => (v * 100).toFixed(1) + "%", 0.04);
   plot($("oi"), strikes, [[pts("C", "open_interest"), "#58a6ff"], [pts("P", "open_interest"), "#f0883e"]],
        "bars", (v) => (v >= 1000 ? (v / 1000).toFixed(0) + "k" : String(v)));
 }
 
-function plot(canvas, strikes, series, kind, label) {
+function plot(canvas, strikes, series, kind, label, minSpan = 0) {
   const ctx = canvas.getContext("2d");
   const W = canvas.width, H = canvas.height, L = 44, B = 22, T = 8, R = 8;
   ctx.clearRect(0, 0, W, H);
   const vals = series.flatMap(([p]) => p.map(([, v]) => v)).filter((v) => v !== null && isFinite(v));
   if (!vals.length) return;
-  const lo = kind === "bars" ? 0 : Math.min(...vals), hi = Math.max(...vals);
+  let lo = kind === "bars" ? 0 : Math.min(...vals), hi = Math.max(...vals);
+  if (hi - lo < minSpan) {
+    const mid = (hi + lo) / 2;
+    [lo, hi] = [mid - minSpan / 2, mid + minSpan / 2];
+  }
   const span = hi - lo || 1;
   const x = (i) => L + ((W - L - R) * (i + 0.5)) / strikes.length;
   const y = (v) => T + (H - T - B) * (1 - (v - lo) / span);
