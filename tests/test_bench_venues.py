@@ -1,5 +1,5 @@
 """`optionsfeed bench venues` runs at a tiny size, counts every message and reports sane
-figures (no timing is asserted)."""
+figures (no timing is asserted); Deribit first, then Massive."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from typing import Any
 import msgspec
 import pytest
 
+from optionsfeed.bench import venues_massive
 from optionsfeed.bench.venues import REFERENCE_US, bench_decode, build_stream, ingest, main
 from optionsfeed.sources.deribit.normalize import build_listing, decode_instruments
 from optionsfeed.sources.deribit.symbols import instrument_of_ticker_channel
 from optionsfeed.sources.feed import FeedBuffer
+from optionsfeed.sources.massive.normalize import decode_frame
 
 
 def test_the_stream_lists_about_1500_instruments_and_every_one_is_usable() -> None:
@@ -69,8 +71,61 @@ async def test_every_ticker_is_decoded_and_the_rows_add_up(process: bool) -> Non
 
 
 def test_main_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
-    """The command prints one line per stage."""
-    assert main(1, messages=1500) == 0
+    """The command prints one line per stage, Deribit's table, then Massive's."""
+    assert main(1, messages=1500, massive_events=1000) == 0
     out = capsys.readouterr().out
+    deribit, massive = out.split("venues: Massive adapter")
     for stage in ("decode", "Decoder.decode", "ingest", "pipeline"):
-        assert stage in out
+        assert stage in deribit
+    for stage in ("decode_frame", "one event per frame", "ingest", "pipeline"):
+        assert stage in massive
+
+
+# -- Massive ---------------------------------------------------------------------------
+
+
+def test_the_massive_stream_quotes_the_window_the_adapter_streams() -> None:
+    """992 contracts over 8 expiries; every event is of the window and passes decode_frame."""
+    stream = venues_massive.build_stream(2000)
+    assert len(stream.window) == 992
+    assert stream.expiries == 8
+    assert len(stream.rest_rows) == len(stream.snapshot_rows) > len(stream.window)
+    vendor = {f"O:{c.symbol}" for c in stream.window}
+    quotes = trades = 0
+    for text in stream.single:
+        frame = decode_frame(text)
+        assert not frame.rejects
+        assert {q.sym for q in frame.quotes} | {t.sym for t in frame.trades} <= vendor
+        quotes += len(frame.quotes)
+        trades += len(frame.trades)
+    assert quotes + trades == len(stream.single) == stream.events == 2000
+    assert trades == stream.trades
+    assert 1 < stream.events / stream.frame_count < 2 * venues_massive.EVENTS_PER_FRAME
+    assert 80 < stream.mean_bytes < 200
+
+
+def test_massive_decode_reports_positive_figures() -> None:
+    """The three decode figures are finite and positive."""
+    figures = venues_massive.bench_decode(venues_massive.build_stream(500), runs=1)
+    assert set(figures) == {"decode", "decode_frame", "single"}
+    assert all(v > 0 and math.isfinite(v) for v in figures.values())
+
+
+@pytest.mark.parametrize("process", [False, True], ids=["ingest", "pipeline"])
+async def test_massive_takes_every_event_and_the_rows_add_up(process: bool) -> None:
+    """All N events are taken, none dropped; rows lie between the contracts touched and N."""
+    stream = venues_massive.build_stream(3000)
+    run = await venues_massive.ingest(stream, process=process, limit_s=30.0)
+    assert run.events == run.taken == 3000
+    assert run.dropped == 0
+    # Each contract's newest quote and every trade reach processing; older quotes
+    # may be conflated.
+    quoted: set[str] = set()
+    for text in stream.single:
+        quoted.update(q.sym for q in decode_frame(text).quotes)
+    assert len(quoted) + stream.trades <= run.rows <= run.events
+    assert 0 < run.rows_share <= 1
+    assert run.batches >= 1
+    assert run.seconds > 0
+    assert run.rate > 0
+    assert run.cpu_seconds >= 0

@@ -1,5 +1,7 @@
 """`optionsfeed bench venues`: how fast the Deribit adapter ingests ticker notifications.
 
+The Massive adapter's figures follow in a second table (venues_massive.py).
+
 Deribit's full public options feed (`ticker.{instrument}.100ms` of every BTC and ETH
 option, about 1,500 instruments) reaches about 15,000 ticker messages/s. Three
 figures say whether one core keeps up, and what each stage costs:
@@ -62,8 +64,11 @@ from ..sources.deribit.symbols import (
     format_name,
     index_channel,
     ticker_channel,
+    trades_channel,
 )
 from ..sources.feed import FeedBuffer
+from .venues_massive import DEFAULT_EVENTS as MASSIVE_EVENTS
+from .venues_massive import main as massive_main
 
 DEFAULT_MESSAGES = 60_000  # 40 rounds of every instrument: 4 s of Deribit's full feed
 DECODE_MESSAGES = 15_000  # the decode figure runs over the first 10 rounds
@@ -350,6 +355,7 @@ class LocalDeribit:
         names = [n for v in stream.names().values() for n in v]
         self._known = {ticker_channel(n) for n in names}
         self._known.update(index_channel(c) for c in stream.instruments)
+        self._known.update(trades_channel(c) for c in stream.instruments)
         self._subscribed: set[str] = set()
         self.subscribed = asyncio.Event()
         self._transport: asyncio.Transport | None = None
@@ -562,8 +568,11 @@ def _median_run(runs: list[IngestRun]) -> tuple[float, float, float, float]:
     )
 
 
-def main(runs: int, *, messages: int = DEFAULT_MESSAGES) -> int:
-    """Build the stream, run the three figures `runs` times each and print their medians."""
+def main(
+    runs: int, *, messages: int = DEFAULT_MESSAGES, massive_events: int = MASSIVE_EVENTS
+) -> int:
+    """Build the stream, run the three figures `runs` times each and print their medians;
+    then the same for the Massive adapter (venues_massive.py, `massive_events` events)."""
     t0 = time.perf_counter()
     stream = build_stream(messages)
     counts = {c: len(v) for c, v in stream.instruments.items()}
@@ -603,4 +612,5 @@ def main(runs: int, *, messages: int = DEFAULT_MESSAGES) -> int:
         f"  x full feed: against Deribit's full BTC + ETH options feed, ~{full:,} tickers/s."
         " CPU: this process's CPU time / wall time."
     )
-    return 0
+    print()
+    return massive_main(runs, events=massive_events)

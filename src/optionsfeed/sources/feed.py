@@ -100,8 +100,15 @@ class FeedBuffer:
             self._quotes += 1
         row = (bid, ask, bid_size, ask_size, ts, mark, forward, last, volume, open_interest, halted)
         p.quotes[symbol] = row
+        # An `or` chain, not any() over a generator: this runs for every quote of a venue
+        # without venue columns (Massive), where the generator cost 0.25 µs a quote.
         if not p.extras and (
-            halted or any(v == v for v in (mark, forward, last, volume, open_interest))
+            halted
+            or mark == mark
+            or forward == forward
+            or last == last
+            or volume == volume
+            or open_interest == open_interest
         ):
             p.extras = True
         self._ready.set()

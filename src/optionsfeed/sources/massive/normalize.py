@@ -86,8 +86,11 @@ class Frame:
     rejects: list[str] = field(default_factory=list)
 
 
-def _finite_nonneg(*values: float) -> bool:
-    return all(math.isfinite(v) and v >= 0 for v in values)
+def _finite_nonneg(v: float) -> bool:
+    # A chained comparison (NaN and infinity fail it), called per value: this runs
+    # for every quote, and all() over a generator cost 0.4 µs of Massive's ~2 µs per
+    # event (bench venues).
+    return 0.0 <= v < math.inf
 
 
 def _time_ok(t: int) -> bool:
@@ -117,9 +120,9 @@ def decode_frame(data: str | bytes) -> Frame:
             out.rejects.append(_why_not(raw))
             continue
         if isinstance(ev, Quote):
-            if not _finite_nonneg(ev.bp, ev.ap):
+            if not (_finite_nonneg(ev.bp) and _finite_nonneg(ev.ap)):
                 out.rejects.append(R_BAD_PRICE)
-            elif not _finite_nonneg(ev.bs, ev.as_):
+            elif not (_finite_nonneg(ev.bs) and _finite_nonneg(ev.as_)):
                 out.rejects.append(R_BAD_SIZE)
             elif not _time_ok(ev.t):
                 out.rejects.append(R_BAD_TIME)
@@ -410,10 +413,10 @@ def _seed(q: _SnapQuote | None, rejects: list[str]) -> SeedQuote | None:
     if bid is None or ask is None or bs is None or as_ is None or ns is None:
         rejects.append(R_MALFORMED)
         return None
-    if not _finite_nonneg(bid, ask):
+    if not (_finite_nonneg(bid) and _finite_nonneg(ask)):
         rejects.append(R_BAD_PRICE)
         return None
-    if not _finite_nonneg(bs, as_):
+    if not (_finite_nonneg(bs) and _finite_nonneg(as_)):
         rejects.append(R_BAD_SIZE)
         return None
     if not _time_ok(ns // 1_000_000):
