@@ -7,10 +7,12 @@ import math
 from typing import Any
 
 import msgspec
+import numpy as np
 import pytest
 
 from optionsfeed.bench import venues_massive
 from optionsfeed.bench.venues import REFERENCE_US, bench_decode, build_stream, ingest, main
+from optionsfeed.sources import feed
 from optionsfeed.sources.deribit.normalize import build_listing, decode_instruments
 from optionsfeed.sources.deribit.symbols import instrument_of_ticker_channel
 from optionsfeed.sources.feed import FeedBuffer
@@ -71,14 +73,17 @@ async def test_every_ticker_is_decoded_and_the_rows_add_up(process: bool) -> Non
 
 
 def test_main_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
-    """The command prints one line per stage, Deribit's table, then Massive's."""
-    assert main(1, messages=1500, massive_events=1000) == 0
+    """The command prints one line per stage, Deribit's table, Massive's, then the paced one."""
+    assert main(1, messages=1500, massive_events=1000, paced_seconds=0.02) == 0
     out = capsys.readouterr().out
     deribit, massive = out.split("venues: Massive adapter")
+    massive, live = massive.split("venues: Massive at the live rate")
     for stage in ("decode", "Decoder.decode", "ingest", "pipeline"):
         assert stage in deribit
     for stage in ("decode_frame", "one event per frame", "ingest", "pipeline"):
         assert stage in massive
+    for setting in venues_massive.REST_SETTINGS:
+        assert setting.title in live
 
 
 # -- Massive ---------------------------------------------------------------------------
@@ -129,3 +134,49 @@ async def test_massive_takes_every_event_and_the_rows_add_up(process: bool) -> N
     assert run.seconds > 0
     assert run.rate > 0
     assert run.cpu_seconds >= 0
+
+
+def test_a_paced_stream_has_frames_of_one_interval_each() -> None:
+    """At 0.5 ms a frame holds the 25 events of its interval; the byte ends tile the frames."""
+    stream = venues_massive.paced_stream(0.0005, seconds=0.01)
+    assert stream.events == 500
+    assert stream.frame_events == (25,) * 20
+    assert stream.frame_count == len(stream.frame_ends) == 20
+    assert stream.frame_ends[-1] == len(stream.frames)
+    assert list(stream.frame_ends) == sorted(set(stream.frame_ends))
+
+
+def test_handoff_delays_count_from_each_frame_to_the_batch_holding_it() -> None:
+    """A frame belongs to the first batch whose count reaches its last event."""
+    stream = venues_massive.build_stream(60, frame_events=25)  # frames of 25, 25, 10
+    written = np.array([0.5, 0.9, 1.5])
+    delays = venues_massive.handoff_delays(stream, written, [(1.0, 25), (2.0, 60)])
+    assert delays.tolist() == pytest.approx([0.5] * 25 + [1.1] * 25 + [0.5] * 10)
+    with pytest.raises(RuntimeError, match="last frame"):
+        venues_massive.handoff_delays(stream, written, [(1.0, 25), (2.0, 50)])
+    with pytest.raises(RuntimeError, match="before its frame"):
+        venues_massive.handoff_delays(stream, written, [(0.1, 25), (2.0, 60)])
+
+
+async def test_paced_runs_take_every_event_and_restore_the_rest_ratio() -> None:
+    """Tiny paced runs add up, and the feed's REST_RATIO / MAX_REST_S are restored."""
+    before = feed.REST_RATIO, feed.MAX_REST_S
+    settings = (*venues_massive.REST_SETTINGS, venues_massive.RestSetting("capped", 1.0, 0.001))
+    stream = venues_massive.paced_stream(0.0005, seconds=0.05)
+    results = await venues_massive.bench_paced(stream, 1, interval_s=0.0005, settings=settings)
+    assert before == (feed.REST_RATIO, feed.MAX_REST_S)
+    assert list(results) == list(settings)
+    for (run,) in results.values():
+        assert run.events == run.taken == 2500
+        assert run.dropped == 0
+        assert 1 <= run.batches <= stream.frame_count
+        assert 0 < run.rows <= run.events
+        assert run.events_per_batch * run.batches == pytest.approx(run.events)
+        assert run.seconds > 0
+        assert run.cpu_seconds > 0
+        assert 0 < run.apply_seconds <= run.seconds
+        assert 0 < run.delay_p50 <= run.delay_p99
+        assert run.batches_per_s > 0
+        assert run.venue_cpu_seconds >= 0
+    with pytest.raises(ValueError, match="twice"):
+        await venues_massive.bench_paced(stream, 1, interval_s=0.0005, settings=settings[:1] * 2)

@@ -1,6 +1,7 @@
 """`optionsfeed bench venues`: how fast the Deribit adapter ingests ticker notifications.
 
-The Massive adapter's figures follow in a second table (venues_massive.py).
+The Massive adapter's figures follow in a second table, and its pipeline at the live
+rate (paced, REST_RATIO 0 against 1) in a third (venues_massive.py).
 
 Deribit's full public options feed (`ticker.{instrument}.100ms` of every BTC and ETH
 option, about 1,500 instruments) reaches about 15,000 ticker messages/s. Three
@@ -68,7 +69,9 @@ from ..sources.deribit.symbols import (
 )
 from ..sources.feed import FeedBuffer
 from .venues_massive import DEFAULT_EVENTS as MASSIVE_EVENTS
+from .venues_massive import PACED_SECONDS
 from .venues_massive import main as massive_main
+from .venues_massive import paced_main as massive_paced_main
 
 DEFAULT_MESSAGES = 60_000  # 40 rounds of every instrument: 4 s of Deribit's full feed
 DECODE_MESSAGES = 15_000  # the decode figure runs over the first 10 rounds
@@ -569,10 +572,15 @@ def _median_run(runs: list[IngestRun]) -> tuple[float, float, float, float]:
 
 
 def main(
-    runs: int, *, messages: int = DEFAULT_MESSAGES, massive_events: int = MASSIVE_EVENTS
+    runs: int,
+    *,
+    messages: int = DEFAULT_MESSAGES,
+    massive_events: int = MASSIVE_EVENTS,
+    paced_seconds: float = PACED_SECONDS,
 ) -> int:
     """Build the stream, run the three figures `runs` times each and print their medians;
-    then the same for the Massive adapter (venues_massive.py, `massive_events` events)."""
+    then the same for the Massive adapter (venues_massive.py, `massive_events` events),
+    and its pipeline at the live rate (`paced_seconds` per run)."""
     t0 = time.perf_counter()
     stream = build_stream(messages)
     counts = {c: len(v) for c, v in stream.instruments.items()}
@@ -613,4 +621,6 @@ def main(
         " CPU: this process's CPU time / wall time."
     )
     print()
-    return massive_main(runs, events=massive_events)
+    code = massive_main(runs, events=massive_events)
+    print()
+    return code or massive_paced_main(runs, seconds=paced_seconds)

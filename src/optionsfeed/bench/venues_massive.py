@@ -4,7 +4,8 @@ Massive's options WebSocket streams the quotes (`Q`) and trades (`T`) of at most
 1,000 contracts per connection; at busy times OPRA's quote rate for 1,000
 near-the-money contracts reaches tens of thousands of events/s. The figures are
 set against `BUSY_RATE`, 50,000 events/s, the high end of that (our assumption:
-no per-connection rate is published). Three figures, as for Deribit (venues.py):
+no per-connection rate is published). Three figures, as for Deribit (venues.py),
+then the pipeline at the live rate:
 
 - ``decode``: µs per event through `decode_frame`, the adapter's `EventFilter` and
   `FeedBuffer.quote` / `.trade`, as `MassiveSource._read` does it (pure CPU); also
@@ -19,11 +20,24 @@ no per-connection rate is published). Three figures, as for Deribit (venues.py):
   counters `quotes + trades` reach N). Quotes are conflated per contract in the
   buffer, so batches carry fewer rows than N; the share is reported.
 - ``pipeline``: the same, each batch also applied to a `Processor`.
+- ``paced``: the pipeline at `BUSY_RATE`, under `feed.REST_RATIO` 0 (the default:
+  processing takes the next batch at once) and 1 (a rest when busy), alternating. The
+  venue runs in a process of its own (`VenueProcess`) and writes one frame of
+  `BUSY_RATE x interval` events every `interval` (0.5 ms; others through
+  `paced_main`'s `intervals`) for `PACED_SECONDS`, sleeping in between. Per run: this process's CPU time / wall time, batches/s,
+  events per batch, the mean `Processor.apply` per batch, and the added delay of
+  each event: from the venue's write of its frame (`time.monotonic()` in the
+  venue, just before the write) to the moment the batch holding it is handed to
+  the Processor (the same clock in this process). Each hand-off notes the
+  adapter's counters (`quotes + trades + dropped`); the reader decodes a frame
+  whole between two awaits, so the first hand-off whose count reaches a frame's
+  last event is the one that holds the frame (`handoff_delays`). p50 and p99 are
+  over the events.
 
-Server and client share this process and its one event loop: the figures are one
-core's. During the run the server only writes bytes built before the clock (one
-`transport.write`). Plain `ws://`, no permessage-deflate: Massive is `wss://`, so
-TLS would add to the client's cost.
+For decode, ingest and pipeline, server and client share this process and its
+one event loop: the figures are one core's. During the run the server only
+writes bytes built before the clock (one `transport.write`). Plain `ws://`, no
+permessage-deflate: Massive is `wss://`, so TLS would add to the client's cost.
 
 The stream (`build_stream`): SPY at 680 on 2026-11-30 10:00 New York, 13 expiries
 (dailies, the December monthly and quarterly, January's monthly) with strikes $1
@@ -46,27 +60,28 @@ import math
 import random
 import statistics
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, cast
 
 import msgspec
 import numpy as np
-from aiohttp import WSMsgType, web
+from numpy.typing import NDArray
 
 from ..aio import cancel_and_wait
 from ..gateway.frames import text_frame
 from ..model.contract import Contract
 from ..processing.pricing import bsm_price
 from ..processing.processor import Processor
+from ..sources import feed
 from ..sources.base import SourceBatch
 from ..sources.feed import FeedBuffer
 from ..sources.massive import MassiveSource
 from ..sources.massive.normalize import EventFilter, decode_frame, parse_contracts_page
 from ..sources.massive.window import choose_window
 from ..sources.sim.calendar import expiry_instant_us
+from .massive_venue import API_KEY, UNDERLYING, EventStream, LocalMassive, VenueProcess
 
 DEFAULT_EVENTS = 100_000  # 2 s at BUSY_RATE
 DECODE_EVENTS = 20_000  # the decode figures run over the first frames holding these
@@ -75,10 +90,8 @@ EVENTS_PER_FRAME = 20  # the mean; a frame holds 1 to 2 * EVENTS_PER_FRAME - 1
 TRADE_SHARE = 0.01  # OPRA carries far more quotes than trades
 TAKE_EVERY = 1_000  # decode: events between two takes of the buffer (outside the clock)
 MAX_CONTRACTS = 1000  # the venue's cap per connection, the adapter's default
-API_KEY = "bench-venues-key"
-WS_PATH = "/options"
-CONTRACTS_PATH = "/v3/reference/options/contracts"
-SNAPSHOT_PATH = "/v3/snapshot/options/{underlying}"
+PACED_SECONDS = 1.0  # paced: how long the venue writes at BUSY_RATE
+PACED_INTERVALS = (0.0005, 0.002)  # paced: seconds between two frames: busy, and not
 
 REFERENCE = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)  # 10:00 in New York, a Monday
 REFERENCE_MS = int(REFERENCE.timestamp() * 1000)
@@ -87,7 +100,6 @@ SNAPSHOT_MS = REFERENCE_MS - 1_000  # the snapshot's quotes: before every stream
 WARMUP_MS = REFERENCE_MS - 500
 US_PER_YEAR = 365 * 86_400_000_000
 
-UNDERLYING = "SPY"
 SPOT = 680.0
 RATE = 0.04
 STRIKE_SPAN = 0.10
@@ -100,37 +112,6 @@ EXPIRIES = (
 EXCHANGES = (300, 301, 302, 303, 304, 307, 308, 309, 312, 313, 315, 316, 319, 322, 323, 325)
 
 # -- the events ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class EventStream:
-    """What the local venue lists and sends, built once per bench run.
-
-    `rest_rows`: the contracts endpoint's rows of every listed contract, sorted by
-    expiry; `snapshot_rows`: the chain snapshot's row of each (same order);
-    `window`: the contracts the adapter streams (its own `choose_window`).
-    `frames`: every frame of the stream as an unmasked WebSocket text frame, back
-    to back; `sample` the text of the first frames (at least `DECODE_EVENTS`
-    events), `single` the same events one per frame; `warmup` the text of one
-    quote older than every streamed event.
-    """
-
-    rest_rows: list[dict[str, Any]]
-    snapshot_rows: list[dict[str, Any]]
-    window: tuple[Contract, ...]
-    frames: bytes
-    frame_count: int
-    events: int
-    trades: int
-    sample: list[str]
-    single: list[str]
-    warmup: str
-    mean_bytes: float  # the frames' JSON per event
-
-    @property
-    def expiries(self) -> int:
-        """How many expiries the window spans."""
-        return len({c.expiry for c in self.window})
 
 
 def _vendor(expiry: date, right: str, strike: float) -> str:
@@ -193,8 +174,11 @@ def streamed_window(rest_rows: list[dict[str, Any]]) -> tuple[Contract, ...]:
     return choose_window(page.contracts, SPOT, REFERENCE_US, max_contracts=MAX_CONTRACTS).contracts
 
 
-def build_stream(events: int = DEFAULT_EVENTS, *, seed: int = 1) -> EventStream:
-    """`events` events of the streamed window, in frames of 1-39 (see the module docstring).
+def build_stream(
+    events: int = DEFAULT_EVENTS, *, seed: int = 1, frame_events: int | None = None
+) -> EventStream:
+    """`events` events of the streamed window, in frames of 1-39 (see the module docstring),
+    or of `frame_events` each when given (the last may hold fewer).
 
     Event times run from `REFERENCE_MS` at `BUSY_RATE` (rising, so none is out of
     order); spot follows a random walk, repriced every 1,000 events. Deterministic
@@ -218,10 +202,12 @@ def build_stream(events: int = DEFAULT_EVENTS, *, seed: int = 1) -> EventStream:
     mids: list[float] = []
     out: list[dict[str, Any]] = []
     frames: list[bytes] = []
+    ends: list[int] = []
+    counts: list[int] = []
     sample: list[str] = []
     single: list[str] = []
-    total_bytes = trades = 0
-    size = 0
+    total_bytes = trades = offset = 0
+    size = frame_events or 0
     for i, j in enumerate(picks):
         t_ms = REFERENCE_MS + i * 1000 // BUSY_RATE
         if i % 1000 == 0:
@@ -247,16 +233,20 @@ def build_stream(events: int = DEFAULT_EVENTS, *, seed: int = 1) -> EventStream:
         if len(out) == size or i == events - 1:
             payload = enc.encode(out)
             frames.append(text_frame(payload))
+            offset += len(frames[-1])
+            ends.append(offset)
+            counts.append(len(out))
             total_bytes += len(payload)
             if len(single) < DECODE_EVENTS:
                 sample.append(payload.decode())
                 single += [enc.encode([e]).decode() for e in out]
-            out, size = [], 0
+            out, size = [], frame_events or 0
     warmup = {"ev": "Q", "sym": syms[0], "bx": 300, "ax": 300, "bp": 1.0, "ap": 1.02, "bs": 1,
               "as": 1, "t": WARMUP_MS, "q": 1}  # fmt: skip
     return EventStream(
         rest_rows, snapshot_rows, window, b"".join(frames), len(frames), events, trades,
         sample, single, enc.encode([warmup]).decode(), total_bytes / max(events, 1),
+        tuple(ends), tuple(counts),
     )  # fmt: skip
 
 
@@ -334,173 +324,6 @@ def bench_decode(stream: EventStream, runs: int) -> dict[str, float]:
 # -- ingest and pipeline: a real WebSocket ---------------------------------------------
 
 
-def _status(*pairs: tuple[str, str]) -> str:
-    return msgspec.json.encode(
-        [{"ev": "status", "status": s, "message": m} for s, m in pairs]
-    ).decode()
-
-
-def _matches(query: Any, name: str, value: Any, conv: Callable[[str], Any]) -> bool:
-    """Whether `value` passes the query's `name`, `name.gte` and `name.lte` filters."""
-    eq, gte, lte = (query.get(name + s) for s in ("", ".gte", ".lte"))
-    return (
-        (eq is None or value == conv(eq))
-        and (gte is None or value >= conv(gte))
-        and (lte is None or value <= conv(lte))
-    )
-
-
-class LocalMassive:
-    """A minimal Massive on 127.0.0.1, port 0; an async context manager.
-
-    REST (`Authorization: Bearer API_KEY`, else 401): the contracts endpoint
-    (`underlying_ticker`, `expiration_date[.gte|.lte]`, sorted by expiry) and the
-    chain snapshot (`expiration_date`, `strike_price[.gte|.lte]`), paged by `limit`
-    and an absolute `next_url`. WebSocket at `/options`: the `connected` greeting,
-    `auth` (`auth_success` or `auth_failed`), `subscribe` / `unsubscribe` acknowledged
-    with one `success` status per param, in one frame per action. Once quotes and
-    trades of the whole window are subscribed it sends the warm-up quote and sets
-    `subscribed`; `send_stream()` then writes every frame of the stream at once.
-    """
-
-    def __init__(self, stream: EventStream) -> None:
-        self.stream = stream
-        self._wanted = {f"{ch}.{_vendor(c.expiry, c.right, c.strike)}"
-                        for c in stream.window for ch in ("Q", "T")}  # fmt: skip
-        self._subscribed: set[str] = set()
-        self.subscribed = asyncio.Event()
-        self._transport: asyncio.Transport | None = None
-        self._sockets: list[web.WebSocketResponse] = []
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    @property
-    def ws_url(self) -> str:
-        """The WebSocket URL (valid inside the `async with` block)."""
-        return f"ws://127.0.0.1:{self.port}{WS_PATH}"
-
-    @property
-    def rest_url(self) -> str:
-        """The REST base URL (valid inside the `async with` block)."""
-        return f"http://127.0.0.1:{self.port}"
-
-    async def __aenter__(self) -> Self:
-        app = web.Application()
-        app.router.add_get(WS_PATH, self._ws)
-        app.router.add_get(CONTRACTS_PATH, self._contracts)
-        app.router.add_get(SNAPSHOT_PATH, self._snapshot)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        for ws in list(self._sockets):
-            await ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    def send_stream(self) -> None:
-        """Hand every frame to the subscribed connection's socket (asyncio paces the writes)."""
-        if self._transport is None or self._transport.is_closing():
-            raise RuntimeError("no subscribed connection to stream to")
-        self._transport.write(self.stream.frames)
-
-    # -- WebSocket ------------------------------------------------------------------------
-
-    async def _ws(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(compress=False)  # plain text frames, as pre-built
-        await ws.prepare(request)
-        self._sockets.append(ws)
-        authed = False
-        try:
-            await ws.send_str(_status(("connected", "Connected Successfully")))
-            async for msg in ws:
-                if msg.type != WSMsgType.TEXT:
-                    continue
-                req = msgspec.json.decode(msg.data)
-                action = req.get("action") if isinstance(req, dict) else None
-                params = req.get("params") if isinstance(req, dict) else None
-                if not isinstance(params, str):
-                    await ws.send_str(_status(("error", "Invalid message")))
-                elif action == "auth":
-                    authed = params == API_KEY
-                    ok = ("auth_success", "authenticated")
-                    await ws.send_str(_status(ok if authed else ("auth_failed", "bad key")))
-                elif not authed:
-                    await ws.send_str(_status(("error", "not authorized")))
-                elif action in ("subscribe", "unsubscribe"):
-                    await self._subscribe(ws, request, action, params)
-                else:
-                    await ws.send_str(_status(("error", f"unknown action {action!r}")))
-        finally:
-            self._sockets.remove(ws)
-        return ws
-
-    async def _subscribe(
-        self, ws: web.WebSocketResponse, request: web.Request, action: str, params: str
-    ) -> None:
-        ps = [p.strip() for p in params.split(",") if p.strip()]
-        if action == "subscribe":
-            self._subscribed.update(ps)
-        else:
-            self._subscribed.difference_update(ps)
-        await ws.send_str(_status(*(("success", f"{action}d to: {p}") for p in ps)))
-        done = action == "subscribe" and self._wanted <= self._subscribed
-        if done and not self.subscribed.is_set():
-            await ws.send_str(self.stream.warmup)
-            self._transport = request.transport
-            self.subscribed.set()
-
-    # -- REST -----------------------------------------------------------------------------
-
-    def _refused(self, request: web.Request) -> web.Response | None:
-        if request.headers.get("Authorization") != f"Bearer {API_KEY}":
-            return web.json_response({"status": "ERROR", "error": "Unknown API Key"}, status=401)
-        return None
-
-    @staticmethod
-    def _page(request: web.Request, rows: list[dict[str, Any]], max_limit: int) -> web.Response:
-        limit = min(max(int(request.query.get("limit", "10")), 1), max_limit)
-        start = int(request.query.get("cursor", "0"))
-        body: dict[str, Any] = {"status": "OK", "request_id": f"r{start}",
-                                "results": rows[start : start + limit]}  # fmt: skip
-        if start + limit < len(rows):
-            body["next_url"] = str(request.url.update_query(cursor=str(start + limit)))
-        return web.Response(body=msgspec.json.encode(body), content_type="application/json")
-
-    async def _contracts(self, request: web.Request) -> web.Response:
-        refused = self._refused(request)
-        if refused is not None:
-            return refused
-        q = request.query
-        rows = [
-            r for r in self.stream.rest_rows
-            if q.get("underlying_ticker") == UNDERLYING
-            and _matches(q, "expiration_date", r["expiration_date"], str)
-        ]  # fmt: skip
-        return self._page(request, rows, 1000)
-
-    async def _snapshot(self, request: web.Request) -> web.Response:
-        refused = self._refused(request)
-        if refused is not None:
-            return refused
-        q = request.query
-        rows = [
-            r for r in self.stream.snapshot_rows
-            if request.match_info["underlying"] == UNDERLYING
-            and _matches(q, "expiration_date", r["details"]["expiration_date"], str)
-            and _matches(q, "strike_price", r["details"]["strike_price"], float)
-        ]  # fmt: skip
-        return self._page(request, rows, 250)
-
-
 @dataclass(frozen=True, slots=True)
 class IngestRun:
     """One ingest (or pipeline) run.
@@ -533,7 +356,9 @@ class _Consumer:
     """Reads `source.batches()` (applying each to `processor`, when given) in a task.
 
     `ready` is set once the listing and the warm-up quote came through; `done` once
-    the adapter took (or dropped) the warm-up quote and `events` more.
+    the adapter took (or dropped) the warm-up quote and `events` more. While
+    `handoffs` is a list, each batch appends (`time.monotonic()` as it is handed
+    over, events the adapter had taken or dropped by then, the warm-up included).
     """
 
     def __init__(self, source: MassiveSource, processor: Processor | None, events: int) -> None:
@@ -542,8 +367,9 @@ class _Consumer:
         self.target = events + 1  # the warm-up quote
         self.ready = asyncio.Event()
         self.done = asyncio.Event()
-        self.started_at = self.finished_at = 0.0
+        self.started_at = self.finished_at = self.apply_seconds = 0.0
         self.listings = self.rows = self.batches = 0
+        self.handoffs: list[tuple[float, int]] | None = None
 
     async def run(self) -> None:
         source = self.source
@@ -551,10 +377,13 @@ class _Consumer:
         batches = cast(AsyncGenerator[SourceBatch, None], source.batches())
         async with contextlib.aclosing(batches) as feed:
             async for batch in feed:
+                # No await between the buffer's take and here: the counters say which
+                # events the batches so far hold (the reader decodes whole frames).
+                taken = source.quotes + source.trades + sum(source.dropped.values())
+                if self.handoffs is not None:
+                    self.handoffs.append((time.monotonic(), taken))
                 self._apply(batch)
-                # No await between the buffer's take and this check: once the counters
-                # say the last event was taken, the batches so far hold all of them.
-                if source.quotes + source.trades + sum(source.dropped.values()) >= self.target:
+                if taken >= self.target:
                     self.finished_at = time.perf_counter()
                     self.done.set()
                     return
@@ -563,8 +392,9 @@ class _Consumer:
 
     def _apply(self, batch: SourceBatch) -> None:
         if self.processor is not None:
-            now = REFERENCE_US + int((time.perf_counter() - self.started_at) * 1e6)
-            self.processor.apply(batch, now)
+            t0 = time.perf_counter()
+            self.processor.apply(batch, REFERENCE_US + int((t0 - self.started_at) * 1e6))
+            self.apply_seconds += time.perf_counter() - t0
         self.listings += len(batch.listings)
         if self.ready.is_set():
             self.batches += 1
@@ -585,6 +415,20 @@ async def _until(event: asyncio.Event, task: asyncio.Task[None]) -> None:
         raise RuntimeError("the consumer ended before the stream was taken")
 
 
+def _source(ws_url: str, rest_url: str) -> MassiveSource:
+    return MassiveSource(
+        [UNDERLYING], api_key=API_KEY, ws_url=ws_url, rest_url=rest_url,
+        snapshot_interval_s=3600.0,  # no poll during a run
+        clock=lambda: REFERENCE_US, rng=random.Random(1),
+    )  # fmt: skip
+
+
+def _check_window(source: MassiveSource, stream: EventStream) -> None:
+    window = source.windows[UNDERLYING]
+    if window is None or window.contracts != stream.window:
+        raise RuntimeError("the adapter streamed another window than the bench built")
+
+
 async def ingest(stream: EventStream, *, process: bool, limit_s: float = 60.0) -> IngestRun:
     """One run: a MassiveSource on a `LocalMassive` streaming `stream` (see module docstring).
 
@@ -593,11 +437,7 @@ async def ingest(stream: EventStream, *, process: bool, limit_s: float = 60.0) -
     RuntimeError when it streams another window than the stream's.
     """
     async with LocalMassive(stream) as venue:
-        source = MassiveSource(
-            [UNDERLYING], api_key=API_KEY, ws_url=venue.ws_url, rest_url=venue.rest_url,
-            snapshot_interval_s=3600.0,  # no poll during a run
-            clock=lambda: REFERENCE_US, rng=random.Random(1),
-        )  # fmt: skip
+        source = _source(venue.ws_url, venue.rest_url)
         consumer = _Consumer(source, Processor() if process else None, stream.events)
         task = asyncio.create_task(consumer.run(), name="bench-venues-massive-consumer")
         try:
@@ -611,9 +451,7 @@ async def ingest(stream: EventStream, *, process: bool, limit_s: float = 60.0) -
             await task
         finally:
             await cancel_and_wait(task)
-    window = source.windows[UNDERLYING]
-    if window is None or window.contracts != stream.window:
-        raise RuntimeError("the adapter streamed another window than the bench built")
+    _check_window(source, stream)
     taken = source.quotes + source.trades - 1
     return IngestRun(
         stream.events, taken, sum(source.dropped.values()), consumer.rows, consumer.batches,
@@ -682,5 +520,238 @@ def main(runs: int, *, events: int = DEFAULT_EVENTS) -> int:
     print(
         f"  x busy: against ~{busy:,} events/s, 1,000 near-the-money contracts at busy times"
         " (assumed). CPU: this process's CPU time / wall time."
+    )
+    return 0
+
+
+# -- paced: the pipeline at the live rate ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RestSetting:
+    """A paced run's `feed.REST_RATIO` (and `feed.MAX_REST_S`, unless None) and its label."""
+
+    label: str
+    ratio: float
+    max_rest_s: float | None = None
+
+    @property
+    def title(self) -> str:
+        """The label, with MAX_REST_S when the setting sets it."""
+        if self.max_rest_s is None:
+            return self.label
+        return f"{self.label}, MAX_REST_S {self.max_rest_s * 1e3:g} ms"
+
+
+REST_SETTINGS = (
+    RestSetting("rest ratio 0 (default)", 0.0),
+    RestSetting("rest ratio 1", 1.0),
+)
+
+
+@contextlib.contextmanager
+def rest_setting(setting: RestSetting) -> Iterator[None]:
+    """Set `feed.REST_RATIO` (and `MAX_REST_S`) to `setting` for the block, then restore
+    both: `feed_batches` reads them at every batch."""
+    saved = feed.REST_RATIO, feed.MAX_REST_S
+    feed.REST_RATIO = setting.ratio
+    if setting.max_rest_s is not None:
+        feed.MAX_REST_S = setting.max_rest_s
+    try:
+        yield
+    finally:
+        feed.REST_RATIO, feed.MAX_REST_S = saved
+
+
+@dataclass(frozen=True, slots=True)
+class PacedRun:
+    """One paced run (`paced`); `taken + dropped == events` (0 drops expected).
+
+    `delay_p50` / `delay_p99`: over the events, the seconds from the venue's write
+    of the event's frame to the hand-off of the batch holding it to the Processor
+    (`handoff_delays`). `venue_late_p99`: how late the venue wrote its frames
+    against their schedule (its pacing's accuracy).
+    """
+
+    events: int
+    taken: int
+    dropped: int
+    rows: int  # reached processing (see IngestRun)
+    batches: int
+    seconds: float  # start_paced -> the adapter has taken the last event
+    cpu_seconds: float  # this process's CPU time over the same span (not the venue's)
+    apply_seconds: float  # of the span, in Processor.apply
+    delay_p50: float
+    delay_p99: float
+    venue_late_p99: float
+    venue_cpu_seconds: float  # the venue process's, while it wrote
+
+    @property
+    def cpu_share(self) -> float:
+        """This process's CPU time / wall time (1.0 = one core busy all the time)."""
+        return self.cpu_seconds / self.seconds
+
+    @property
+    def batches_per_s(self) -> float:
+        """Batches handed to the Processor per second."""
+        return self.batches / self.seconds
+
+    @property
+    def events_per_batch(self) -> float:
+        """Events taken per batch (before conflation)."""
+        return self.events / max(self.batches, 1)
+
+    @property
+    def rows_share(self) -> float:
+        """The share of the events that reached processing as rows (1 = no conflation)."""
+        return self.rows / self.events
+
+
+def handoff_delays(
+    stream: EventStream, written: NDArray[np.float64], handoffs: list[tuple[float, int]]
+) -> NDArray[np.float64]:
+    """Per event of `stream`: seconds from the write of its frame to the hand-off of the
+    batch holding it.
+
+    `written[k]`: when frame k was written; `handoffs`: (time, stream events taken by
+    then) of each batch, in order, on the same clock. The adapter decodes a frame
+    whole between two awaits, so a batch holds frame k's events when it is the first
+    whose count reaches the end of frame k. Raises RuntimeError when no batch holds
+    the last frame, or a batch was handed over before its frame was written (clocks
+    that differ).
+    """
+    sizes = np.array(stream.frame_events, dtype=np.int64)
+    times = np.array([t for t, _ in handoffs], dtype=np.float64)
+    taken = np.array([n for _, n in handoffs], dtype=np.int64)
+    at = np.searchsorted(taken, np.cumsum(sizes), side="left")
+    if not len(taken) or at[-1] >= len(taken):
+        raise RuntimeError("no batch handed over the stream's last frame")
+    delays = times[at] - written
+    if delays.min() < 0.0:
+        raise RuntimeError("a batch was handed over before its frame was written")
+    return np.repeat(delays, sizes)
+
+
+async def paced(
+    stream: EventStream, venue: VenueProcess, *, interval_s: float, limit_s: float = 60.0
+) -> PacedRun:
+    """One run: a MassiveSource on `venue`, which writes `stream` one frame every
+    `interval_s`; each batch is applied to a fresh `Processor`, under the current
+    `feed.REST_RATIO` / `MAX_REST_S`.
+
+    Raises TimeoutError when the adapter has not taken the last event within
+    `limit_s`, RuntimeError when the venue fails or the adapter streams another
+    window than the stream's.
+    """
+    source = _source(venue.ws_url, venue.rest_url)
+    consumer = _Consumer(source, Processor(), stream.events)
+    task = asyncio.create_task(consumer.run(), name="bench-venues-massive-paced")
+    try:
+        async with asyncio.timeout(limit_s):
+            await _until(consumer.ready, task)
+            handoffs = consumer.handoffs = []
+            apply0 = consumer.apply_seconds
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            venue.start_paced(interval_s)
+            await _until(consumer.done, task)
+            cpu1 = time.process_time()
+            writes = await venue.writes(limit_s)
+        await task
+    finally:
+        await cancel_and_wait(task)
+    _check_window(source, stream)
+    # The warm-up quote is counted in `taken`, before the stream's events.
+    delays = handoff_delays(stream, writes.written, [(t, n - 1) for t, n in handoffs])
+    p50, p99 = np.percentile(delays, [50, 99])
+    due = writes.start + np.arange(len(writes.written)) * interval_s
+    return PacedRun(
+        stream.events, source.quotes + source.trades - 1, sum(source.dropped.values()),
+        consumer.rows, len(handoffs), consumer.finished_at - t0, cpu1 - cpu0,
+        consumer.apply_seconds - apply0, float(p50), float(p99),
+        float(np.percentile(writes.written - due, 99)), writes.cpu_seconds,
+    )  # fmt: skip
+
+
+async def bench_paced(
+    stream: EventStream,
+    runs: int,
+    *,
+    interval_s: float,
+    settings: Sequence[RestSetting] = REST_SETTINGS,
+) -> dict[RestSetting, list[PacedRun]]:
+    """`runs` paced runs of each setting, alternating, against one `VenueProcess`;
+    the feed's module values are restored after each run. Raises ValueError when
+    two settings are equal (their runs would be pooled)."""
+    if len(set(settings)) != len(settings):
+        raise ValueError(f"the same setting twice in {settings}")
+    out: dict[RestSetting, list[PacedRun]] = {s: [] for s in settings}
+    async with VenueProcess(stream) as venue:
+        for _ in range(runs):
+            for s in settings:
+                with rest_setting(s):
+                    out[s].append(await paced(stream, venue, interval_s=interval_s))
+    return out
+
+
+def paced_stream(interval_s: float, seconds: float = PACED_SECONDS) -> EventStream:
+    """`seconds` of events at `BUSY_RATE`, in frames of what arrives in `interval_s`."""
+    per_frame = max(1, round(BUSY_RATE * interval_s))
+    return build_stream(
+        max(1, round(BUSY_RATE * seconds / per_frame)) * per_frame, frame_events=per_frame
+    )
+
+
+def _paced_row(s: RestSetting, interval_s: float, rs: list[PacedRun]) -> tuple[str, ...]:
+    def med(figure: Callable[[PacedRun], float]) -> float:
+        return statistics.median(figure(r) for r in rs)
+
+    return (
+        s.title, f"{interval_s * 1e3:g} ms", f"{med(lambda r: r.cpu_share):.2f}",
+        f"{med(lambda r: r.batches_per_s):,.0f}", f"{med(lambda r: r.events_per_batch):,.0f}",
+        f"{med(lambda r: r.rows_share):.1%}",
+        f"{med(lambda r: r.apply_seconds / max(r.batches, 1)) * 1e3:.2f} ms",
+        f"{med(lambda r: r.delay_p50) * 1e3:.2f} ms", f"{med(lambda r: r.delay_p99) * 1e3:.2f} ms",
+    )  # fmt: skip
+
+
+def paced_main(
+    runs: int,
+    *,
+    seconds: float = PACED_SECONDS,
+    intervals: Sequence[float] = PACED_INTERVALS,
+    settings: Sequence[RestSetting] = REST_SETTINGS,
+) -> int:
+    """Run every setting `runs` times (alternating) at each frame interval; print medians."""
+    print(
+        f"venues: Massive at the live rate, {BUSY_RATE:,} events/s for {seconds:g} s from a "
+        f"venue process, one frame every {' / '.join(f'{i * 1e3:g}' for i in intervals)} ms; "
+        f"each batch applied to a Processor; medians of {runs} runs, settings alternating "
+        f"(MAX_REST_S = {feed.MAX_REST_S * 1e3:g} ms unless shown)"
+    )
+    rows: list[tuple[str, ...]] = [("setting", "frame every", "CPU", "batches/s", "events/batch", "as rows",
+             "apply/batch", "delay p50", "delay p99")]  # fmt: skip
+    late = venue_cpu = 0.0
+    for interval_s in intervals:
+        stream = paced_stream(interval_s, seconds)
+        results = asyncio.run(bench_paced(stream, runs, interval_s=interval_s, settings=settings))
+        for s in settings:
+            rs = results[s]
+            bad = [r for r in rs if r.dropped or r.taken != r.events]
+            if bad:
+                raise RuntimeError(f"{s.title}: events were dropped: {bad[0]}")
+            rows.append(_paced_row(s, interval_s, rs))
+            late = max(late, max(r.venue_late_p99 for r in rs))
+            venue_cpu = max(venue_cpu, max(r.venue_cpu_seconds / r.seconds for r in rs))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        cells = [r[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
+        ]
+        print("  " + "  ".join(cells))
+    print(
+        "  CPU: this process's CPU time / wall time; the venue's process is not counted "
+        f"(at most {venue_cpu:.2f} core), and wrote 99 % of its frames within "
+        f"{late * 1e3:.2f} ms of their time. delay: per event, from the venue's write of its "
+        "frame to the hand-off of the batch holding it to the Processor."
     )
     return 0
