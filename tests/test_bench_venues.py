@@ -10,7 +10,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from optionsfeed.bench import venues_massive
+from optionsfeed.bench import venues_massive, venues_paced
 from optionsfeed.bench.venues import REFERENCE_US, bench_decode, build_stream, ingest, main
 from optionsfeed.sources import feed
 from optionsfeed.sources.deribit.normalize import build_listing, decode_instruments
@@ -82,7 +82,7 @@ def test_main_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
         assert stage in deribit
     for stage in ("decode_frame", "one event per frame", "ingest", "pipeline"):
         assert stage in massive
-    for setting in venues_massive.REST_SETTINGS:
+    for setting in venues_paced.REST_SETTINGS:
         assert setting.title in live
 
 
@@ -138,7 +138,7 @@ async def test_massive_takes_every_event_and_the_rows_add_up(process: bool) -> N
 
 def test_a_paced_stream_has_frames_of_one_interval_each() -> None:
     """At 0.5 ms a frame holds the 25 events of its interval; the byte ends tile the frames."""
-    stream = venues_massive.paced_stream(0.0005, seconds=0.01)
+    stream = venues_paced.paced_stream(0.0005, seconds=0.01)
     assert stream.events == 500
     assert stream.frame_events == (25,) * 20
     assert stream.frame_count == len(stream.frame_ends) == 20
@@ -150,20 +150,20 @@ def test_handoff_delays_count_from_each_frame_to_the_batch_holding_it() -> None:
     """A frame belongs to the first batch whose count reaches its last event."""
     stream = venues_massive.build_stream(60, frame_events=25)  # frames of 25, 25, 10
     written = np.array([0.5, 0.9, 1.5])
-    delays = venues_massive.handoff_delays(stream, written, [(1.0, 25), (2.0, 60)])
+    delays = venues_paced.handoff_delays(stream, written, [(1.0, 25), (2.0, 60)])
     assert delays.tolist() == pytest.approx([0.5] * 25 + [1.1] * 25 + [0.5] * 10)
     with pytest.raises(RuntimeError, match="last frame"):
-        venues_massive.handoff_delays(stream, written, [(1.0, 25), (2.0, 50)])
+        venues_paced.handoff_delays(stream, written, [(1.0, 25), (2.0, 50)])
     with pytest.raises(RuntimeError, match="before its frame"):
-        venues_massive.handoff_delays(stream, written, [(0.1, 25), (2.0, 60)])
+        venues_paced.handoff_delays(stream, written, [(0.1, 25), (2.0, 60)])
 
 
 async def test_paced_runs_take_every_event_and_restore_the_rest_ratio() -> None:
     """Tiny paced runs add up, and the feed's REST_RATIO / MAX_REST_S are restored."""
     before = feed.REST_RATIO, feed.MAX_REST_S
-    settings = (*venues_massive.REST_SETTINGS, venues_massive.RestSetting("capped", 1.0, 0.001))
-    stream = venues_massive.paced_stream(0.0005, seconds=0.05)
-    results = await venues_massive.bench_paced(stream, 1, interval_s=0.0005, settings=settings)
+    settings = (*venues_paced.REST_SETTINGS, venues_paced.RestSetting("capped", 1.0, 0.001))
+    stream = venues_paced.paced_stream(0.0005, seconds=0.05)
+    results = await venues_paced.bench_paced(stream, 1, interval_s=0.0005, settings=settings)
     assert before == (feed.REST_RATIO, feed.MAX_REST_S)
     assert list(results) == list(settings)
     for (run,) in results.values():
@@ -179,4 +179,4 @@ async def test_paced_runs_take_every_event_and_restore_the_rest_ratio() -> None:
         assert run.batches_per_s > 0
         assert run.venue_cpu_seconds >= 0
     with pytest.raises(ValueError, match="twice"):
-        await venues_massive.bench_paced(stream, 1, interval_s=0.0005, settings=settings[:1] * 2)
+        await venues_paced.bench_paced(stream, 1, interval_s=0.0005, settings=settings[:1] * 2)

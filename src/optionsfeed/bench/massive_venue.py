@@ -29,6 +29,7 @@ from aiohttp import WSMsgType, web
 from numpy.typing import NDArray
 
 from ..model.contract import Contract
+from .venue_common import LocalVenue
 
 UNDERLYING = "SPY"  # the only underlying the venue lists
 API_KEY = "bench-venues-key"
@@ -113,7 +114,23 @@ def _write_all(fd: int, data: memoryview) -> None:
                 raise RuntimeError(f"the client read nothing for {WRITE_STALL_S:g} s") from None
 
 
-class LocalMassive:
+class _Addresses:
+    """The URLs of a Massive venue on 127.0.0.1 at `port`."""
+
+    port: int
+
+    @property
+    def ws_url(self) -> str:
+        """The WebSocket URL (valid inside the `async with` block)."""
+        return f"ws://127.0.0.1:{self.port}{WS_PATH}"
+
+    @property
+    def rest_url(self) -> str:
+        """The REST base URL (valid inside the `async with` block)."""
+        return f"http://127.0.0.1:{self.port}"
+
+
+class LocalMassive(_Addresses, LocalVenue):
     """A minimal Massive on 127.0.0.1, port 0; an async context manager.
 
     REST (`Authorization: Bearer API_KEY`, else 401): the contracts endpoint
@@ -129,55 +146,15 @@ class LocalMassive:
     """
 
     def __init__(self, stream: EventStream) -> None:
+        super().__init__(stream.frames)
         self.stream = stream
         self._wanted = {f"{ch}.O:{c.symbol}" for c in stream.window for ch in ("Q", "T")}
         self._subscribed: set[str] = set()
-        self.subscribed = asyncio.Event()
-        self._transport: asyncio.Transport | None = None
-        self._sockets: list[web.WebSocketResponse] = []
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
-    @property
-    def ws_url(self) -> str:
-        """The WebSocket URL (valid inside the `async with` block)."""
-        return f"ws://127.0.0.1:{self.port}{WS_PATH}"
-
-    @property
-    def rest_url(self) -> str:
-        """The REST base URL (valid inside the `async with` block)."""
-        return f"http://127.0.0.1:{self.port}"
-
-    async def __aenter__(self) -> Self:
-        app = web.Application()
-        app.router.add_get(WS_PATH, self._ws)
-        app.router.add_get(CONTRACTS_PATH, self._contracts)
-        app.router.add_get(SNAPSHOT_PATH, self._snapshot)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        for ws in list(self._sockets):
-            await ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    def _streaming(self) -> asyncio.Transport:
-        if self._transport is None or self._transport.is_closing():
-            raise RuntimeError("no subscribed connection to stream to")
-        return self._transport
-
-    def send_stream(self) -> None:
-        """Hand every frame to the subscribed connection's socket (asyncio paces the writes)."""
-        self._streaming().write(self.stream.frames)
+    def _route(self, router: web.UrlDispatcher) -> None:
+        router.add_get(WS_PATH, self._ws)
+        router.add_get(CONTRACTS_PATH, self._contracts)
+        router.add_get(SNAPSHOT_PATH, self._snapshot)
 
     def send_paced(self, interval_s: float) -> PacedWrites:
         """Write frame k of the stream at `start + k * interval_s`, one write each.
@@ -213,14 +190,11 @@ class LocalMassive:
     # -- WebSocket ------------------------------------------------------------------------
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(compress=False)  # plain text frames, as pre-built
-        await ws.prepare(request)
-        self._sockets.append(ws)
-        self._subscribed = set()
-        self.subscribed.clear()
-        self._transport = None
-        authed = False
-        try:
+        async with self._websocket(request) as ws:
+            self._subscribed = set()
+            self.subscribed.clear()
+            self._transport = None
+            authed = False
             await ws.send_str(_status(("connected", "Connected Successfully")))
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
@@ -240,8 +214,6 @@ class LocalMassive:
                     await self._subscribe(ws, request, action, params)
                 else:
                     await ws.send_str(_status(("error", f"unknown action {action!r}")))
-        finally:
-            self._sockets.remove(ws)
         return ws
 
     async def _subscribe(
@@ -256,50 +228,51 @@ class LocalMassive:
         done = action == "subscribe" and self._wanted <= self._subscribed
         if done and not self.subscribed.is_set():
             await ws.send_str(self.stream.warmup)
-            self._transport = request.transport
-            self.subscribed.set()
+            self._stream_to(request)
 
     # -- REST -----------------------------------------------------------------------------
 
-    def _refused(self, request: web.Request) -> web.Response | None:
+    @staticmethod
+    def _page(
+        request: web.Request,
+        rows: list[dict[str, Any]],
+        keep: Callable[[dict[str, Any]], bool],
+        max_limit: int,
+    ) -> web.Response:
+        """401 without the API key; else the page of the `rows` to `keep` that the
+        request's `cursor` and `limit` (at most `max_limit`) select."""
         if request.headers.get("Authorization") != f"Bearer {API_KEY}":
             return web.json_response({"status": "ERROR", "error": "Unknown API Key"}, status=401)
-        return None
-
-    @staticmethod
-    def _page(request: web.Request, rows: list[dict[str, Any]], max_limit: int) -> web.Response:
+        kept = [r for r in rows if keep(r)]
         limit = min(max(int(request.query.get("limit", "10")), 1), max_limit)
         start = int(request.query.get("cursor", "0"))
         body: dict[str, Any] = {"status": "OK", "request_id": f"r{start}",
-                                "results": rows[start : start + limit]}  # fmt: skip
-        if start + limit < len(rows):
+                                "results": kept[start : start + limit]}  # fmt: skip
+        if start + limit < len(kept):
             body["next_url"] = str(request.url.update_query(cursor=str(start + limit)))
         return web.Response(body=msgspec.json.encode(body), content_type="application/json")
 
     async def _contracts(self, request: web.Request) -> web.Response:
-        refused = self._refused(request)
-        if refused is not None:
-            return refused
         q = request.query
-        rows = [
-            r for r in self.stream.rest_rows
-            if q.get("underlying_ticker") == UNDERLYING
-            and _matches(q, "expiration_date", r["expiration_date"], str)
-        ]  # fmt: skip
-        return self._page(request, rows, 1000)
+
+        def keep(r: dict[str, Any]) -> bool:
+            return q.get("underlying_ticker") == UNDERLYING and _matches(
+                q, "expiration_date", r["expiration_date"], str
+            )
+
+        return self._page(request, self.stream.rest_rows, keep, 1000)
 
     async def _snapshot(self, request: web.Request) -> web.Response:
-        refused = self._refused(request)
-        if refused is not None:
-            return refused
         q = request.query
-        rows = [
-            r for r in self.stream.snapshot_rows
-            if request.match_info["underlying"] == UNDERLYING
-            and _matches(q, "expiration_date", r["details"]["expiration_date"], str)
-            and _matches(q, "strike_price", r["details"]["strike_price"], float)
-        ]  # fmt: skip
-        return self._page(request, rows, 250)
+
+        def keep(r: dict[str, Any]) -> bool:
+            return (
+                request.match_info["underlying"] == UNDERLYING
+                and _matches(q, "expiration_date", r["details"]["expiration_date"], str)
+                and _matches(q, "strike_price", r["details"]["strike_price"], float)
+            )
+
+        return self._page(request, self.stream.snapshot_rows, keep, 250)
 
 
 # -- the venue in a process of its own ---------------------------------------------------
@@ -376,7 +349,7 @@ def _venue_entry(conn: Connection) -> None:
         raise
 
 
-class VenueProcess:
+class VenueProcess(_Addresses):
     """A `LocalMassive` serving `stream` in a child process (spawn); an async context
     manager that starts it, and on exit stops it (killed if it has not ended within
     `STOP_LIMIT_S`).
@@ -395,16 +368,6 @@ class VenueProcess:
         self._ctx = multiprocessing.get_context("spawn")
         self._conn, self._child = self._ctx.Pipe()
         self._proc: SpawnProcess | None = None
-
-    @property
-    def ws_url(self) -> str:
-        """The WebSocket URL (valid inside the `async with` block)."""
-        return f"ws://127.0.0.1:{self.port}{WS_PATH}"
-
-    @property
-    def rest_url(self) -> str:
-        """The REST base URL (valid inside the `async with` block)."""
-        return f"http://127.0.0.1:{self.port}"
 
     async def __aenter__(self) -> Self:
         self._proc = proc = self._ctx.Process(

@@ -1,7 +1,9 @@
 """`optionsfeed bench venues`: how fast the Deribit adapter ingests ticker notifications.
 
-The Massive adapter's figures follow in a second table, and its pipeline at the live
-rate (paced, REST_RATIO 0 against 1) in a third (venues_massive.py).
+The Massive adapter's figures follow in a second table (venues_massive.py), and its
+pipeline at the live rate (paced, REST_RATIO 0 against 1) in a third (venues_paced.py).
+What the three share (runs, the consumer, the local server's plumbing, the tables)
+is in venue_common.py.
 
 Deribit's full public options feed (`ticker.{instrument}.100ms` of every BTC and ETH
 option, about 1,500 instruments) reaches about 15,000 ticker messages/s. Three
@@ -35,28 +37,22 @@ once, in a fresh random order, as the full 100ms feed does.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
 import random
-import socket
 import statistics
 import time
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any
 
 import msgspec
 import numpy as np
 from aiohttp import WSMsgType, web
 
-from ..aio import cancel_and_wait
 from ..gateway.frames import text_frame
 from ..processing.pricing import bsm_greeks, bsm_price
 from ..processing.processor import Processor
-from ..sources.base import SourceBatch, UnderlyingTick
+from ..sources.base import UnderlyingTick
 from ..sources.deribit.normalize import Decoder, Quote, put
 from ..sources.deribit.source import DeribitSource
 from ..sources.deribit.symbols import (
@@ -68,10 +64,18 @@ from ..sources.deribit.symbols import (
     trades_channel,
 )
 from ..sources.feed import FeedBuffer
+from .venue_common import (
+    BatchConsumer,
+    IngestRun,
+    LocalVenue,
+    decode_row,
+    print_ingest_table,
+    timed_run,
+)
 from .venues_massive import DEFAULT_EVENTS as MASSIVE_EVENTS
-from .venues_massive import PACED_SECONDS
 from .venues_massive import main as massive_main
-from .venues_massive import paced_main as massive_paced_main
+from .venues_paced import PACED_SECONDS
+from .venues_paced import paced_main as massive_paced_main
 
 DEFAULT_MESSAGES = 60_000  # 40 rounds of every instrument: 4 s of Deribit's full feed
 DECODE_MESSAGES = 15_000  # the decode figure runs over the first 10 rounds
@@ -342,7 +346,7 @@ def bench_decode(stream: TickerStream, runs: int) -> dict[str, float]:
 # -- ingest and pipeline: a real WebSocket -----------------------------------------------
 
 
-class LocalDeribit:
+class LocalDeribit(LocalVenue):
     """A minimal Deribit at ws://127.0.0.1:<port 0>/ws/api/v2; an async context manager.
 
     Answers `public/set_heartbeat` (sends no heartbeats: a run is short),
@@ -354,65 +358,30 @@ class LocalDeribit:
     """
 
     def __init__(self, stream: TickerStream) -> None:
+        super().__init__(stream.frames)
         self.stream = stream
         names = [n for v in stream.names().values() for n in v]
         self._known = {ticker_channel(n) for n in names}
         self._known.update(index_channel(c) for c in stream.instruments)
         self._known.update(trades_channel(c) for c in stream.instruments)
         self._subscribed: set[str] = set()
-        self.subscribed = asyncio.Event()
-        self._transport: asyncio.Transport | None = None
-        self._sockets: list[web.WebSocketResponse] = []
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     @property
     def url(self) -> str:
         """The WebSocket URL (valid inside the `async with` block)."""
         return f"ws://127.0.0.1:{self.port}{PATH}"
 
-    async def __aenter__(self) -> Self:
-        app = web.Application()
-        app.router.add_get(PATH, self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        for ws in list(self._sockets):
-            await ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    def send_stream(self) -> None:
-        """Hand every frame to the subscribed connection's socket (asyncio paces the writes)."""
-        if self._transport is None or self._transport.is_closing():
-            raise RuntimeError("no subscribed connection to stream to")
-        self._transport.write(self.stream.frames)
+    def _route(self, router: web.UrlDispatcher) -> None:
+        router.add_get(PATH, self._handle)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(compress=False)  # plain text frames, as pre-built
-        await ws.prepare(request)
-        self._sockets.append(ws)
-        try:
+        async with self._websocket(request) as ws:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
                     reply, subscribed = self._answer(msg.data)
                     await ws.send_str(reply)
                     if subscribed and self._known <= self._subscribed:
-                        self._transport = request.transport
-                        self.subscribed.set()
-        finally:
-            self._sockets.remove(ws)
+                        self._stream_to(request)
         return ws
 
     def _answer(self, text: str) -> tuple[str, bool]:
@@ -445,73 +414,44 @@ class LocalDeribit:
         return msgspec.json.encode(out).decode(), subscribed
 
 
-@dataclass(frozen=True, slots=True)
-class IngestRun:
-    """One ingest (or pipeline) run.
+class TickerRun(IngestRun):
+    """An ingest (or pipeline) run counted in ticker messages: `messages` are its
+    `events`, `decoded` its `taken` (drops by the decoder or the buffer)."""
 
-    `decoded + dropped == messages` (drops by the decoder or the buffer; 0 expected);
-    `rows` is how many quotes reached processing: at most `decoded`, fewer where a
-    newer quote of an instrument replaced a pending one (conflation).
-    """
-
-    messages: int
-    decoded: int
-    dropped: int
-    rows: int
-    batches: int
-    seconds: float  # the first frame written -> the adapter has decoded the last one
-    cpu_seconds: float  # this process's CPU time over the same span
+    __slots__ = ()
 
     @property
-    def rate(self) -> float:
-        """Ticker messages per second."""
-        return self.messages / self.seconds
+    def messages(self) -> int:
+        """Ticker messages sent."""
+        return self.events
 
     @property
-    def rows_share(self) -> float:
-        """The share of the messages that reached processing as rows (1 = no conflation)."""
-        return self.rows / self.messages
+    def decoded(self) -> int:
+        """Ticker messages decoded and buffered."""
+        return self.taken
 
 
-class _Consumer:
-    """Reads `source.batches()` (applying each to `processor`, when given) in a task."""
+class _Consumer(BatchConsumer[DeribitSource]):
+    """Ready once every currency is listed; done once the decoder has the stream's last
+    notification (`final`: instrument and timestamp, which no earlier one reaches)."""
 
-    def __init__(self, source: DeribitSource, processor: Processor | None, listings: int) -> None:
-        self.source = source
-        self.processor = processor
-        self.listings_wanted = listings
-        self.listed = asyncio.Event()
-        self.done = asyncio.Event()
-        self.started_at = 0.0
-        self.finished_at = 0.0
-        self.listings = self.rows = self.batches = 0
+    def __init__(
+        self,
+        source: DeribitSource,
+        processor: Processor | None,
+        final: tuple[str, int],
+        currencies: int,
+    ) -> None:
+        super().__init__(source, processor, REFERENCE_US)
+        self._final = final
+        self._currencies = currencies
 
-    async def run(self, final: tuple[str, int]) -> None:
-        name, ts = final
-        last_ts = self.source.decoder.last_ts
-        self.started_at = time.perf_counter()
-        batches = cast(AsyncGenerator[SourceBatch, None], self.source.batches())
-        async with contextlib.aclosing(batches) as feed:
-            async for batch in feed:
-                self._apply(batch)
-                # No await between the buffer's take and this check: when the decoder
-                # has the last notification, the batches so far hold all it decoded.
-                if last_ts.get(name, 0) >= ts:
-                    self.finished_at = time.perf_counter()
-                    self.done.set()
-                    return
-                if self.listings >= self.listings_wanted:
-                    self.listed.set()
+    def _arrived(self) -> bool:
+        name, ts = self._final
+        return self.source.decoder.last_ts.get(name, 0) >= ts
 
-    def _apply(self, batch: SourceBatch) -> None:
-        if self.processor is not None:
-            now = REFERENCE_US + int((time.perf_counter() - self.started_at) * 1e6)
-            self.processor.apply(batch, now)
-        self.listings += len(batch.listings)
-        if batch.listings:
-            return
-        self.batches += 1
-        self.rows += sum(len(q.symbols) for q in batch.quotes)
+    def _is_ready(self) -> bool:
+        return self.listings >= self._currencies
 
 
 async def ingest(
@@ -520,7 +460,7 @@ async def ingest(
     process: bool,
     limit_s: float = 120.0,
     buffer: FeedBuffer | None = None,
-) -> IngestRun:
+) -> TickerRun:
     """One run: a DeribitSource on a `LocalDeribit` streaming `stream` (see module docstring).
 
     With `process`, each batch is also applied to a fresh `Processor`. `buffer` is
@@ -532,43 +472,17 @@ async def ingest(
             list(stream.instruments), venue.url, clock=lambda: REFERENCE_US,
             rng=random.Random(1), buffer=buffer,
         )  # fmt: skip
-        consumer = _Consumer(source, Processor() if process else None, len(stream.instruments))
-        task = asyncio.create_task(consumer.run(stream.final), name="bench-venues-consumer")
-        try:
-            async with asyncio.timeout(limit_s):
-                await venue.subscribed.wait()
-                await consumer.listed.wait()
-                cpu0, t0 = time.process_time(), time.perf_counter()
-                venue.send_stream()
-                await consumer.done.wait()
-                cpu1 = time.process_time()
-            await task
-        finally:
-            await cancel_and_wait(task)
+        processor = Processor() if process else None
+        consumer = _Consumer(source, processor, stream.final, len(stream.instruments))
+        seconds, cpu_seconds = await timed_run(
+            consumer, venue.send_stream, name="bench-venues-consumer", limit_s=limit_s,
+            subscribed=venue.subscribed,
+        )  # fmt: skip
     dropped = sum(source.decoder.dropped.values()) + source.buffer.dropped_quotes
-    return IngestRun(
+    return TickerRun(
         stream.messages, stream.messages - dropped, dropped, consumer.rows, consumer.batches,
-        consumer.finished_at - t0, cpu1 - cpu0,
+        seconds, cpu_seconds,
     )  # fmt: skip
-
-
-async def bench_ingest(stream: TickerStream, runs: int) -> dict[str, list[IngestRun]]:
-    """`runs` runs of "ingest" and of "pipeline", alternating (noise spreads over both)."""
-    out: dict[str, list[IngestRun]] = {"ingest": [], "pipeline": []}
-    for _ in range(runs):
-        for name in out:
-            out[name].append(await ingest(stream, process=name == "pipeline"))
-    return out
-
-
-def _median_run(runs: list[IngestRun]) -> tuple[float, float, float, float]:
-    """Medians of (messages/s, rows share, CPU share, messages per batch)."""
-    return (
-        statistics.median(r.rate for r in runs),
-        statistics.median(r.rows_share for r in runs),
-        statistics.median(r.cpu_seconds / r.seconds for r in runs),
-        statistics.median(r.messages / max(r.batches, 1) for r in runs),
-    )
 
 
 def main(
@@ -580,7 +494,7 @@ def main(
 ) -> int:
     """Build the stream, run the three figures `runs` times each and print their medians;
     then the same for the Massive adapter (venues_massive.py, `massive_events` events),
-    and its pipeline at the live rate (`paced_seconds` per run)."""
+    and its pipeline at the live rate (venues_paced.py, `paced_seconds` per run)."""
     t0 = time.perf_counter()
     stream = build_stream(messages)
     counts = {c: len(v) for c, v in stream.instruments.items()}
@@ -591,31 +505,15 @@ def main(
         f"(built in {time.perf_counter() - t0:.1f} s); medians of {runs} runs"
     )
     dec = bench_decode(stream, runs)
-    results = asyncio.run(bench_ingest(stream, runs))
-    for name, rs in results.items():
-        bad = [r for r in rs if r.dropped or r.decoded != r.messages]
-        if bad:
-            raise RuntimeError(f"{name}: messages were dropped: {bad[0]}")
     full = DERIBIT_FULL_FEED
-    rows = [
-        ("stage", "µs/message", "messages/s", "x full feed", "reached processing", "CPU"),
-        ("decode (Decoder + FeedBuffer)", f"{dec['decode']:.2f}", f"{1e6 / dec['decode']:,.0f}",
-         f"{1e6 / dec['decode'] / full:.1f}", "", ""),
-        ("  of which Decoder.decode", f"{dec['Decoder.decode']:.2f}", "", "", "", ""),
-    ]  # fmt: skip
-    for name, rs in results.items():
-        rate, share, cpu, per_batch = _median_run(rs)
-        rows.append((
-            name, f"{1e6 / rate:.2f}", f"{rate:,.0f}", f"{rate / full:.1f}",
-            f"{share:.1%} as rows (batches of ~{per_batch:,.0f})", f"{cpu:.2f}",
-        ))  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        cells = [r[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(r[1:4], widths[1:4], strict=True)
-        ]
-        cells += [c.ljust(w) for c, w in zip(r[4:], widths[4:], strict=True)]
-        print("  " + "  ".join(cells).rstrip())
+    print_ingest_table(
+        lambda process: ingest(stream, process=process), runs,
+        unit="message", versus="x full feed", reference=full,
+        decode_rows=[
+            decode_row("decode (Decoder + FeedBuffer)", dec["decode"], full),
+            decode_row("  of which Decoder.decode", dec["Decoder.decode"], None),
+        ],
+    )  # fmt: skip
     print(
         f"  x full feed: against Deribit's full BTC + ETH options feed, ~{full:,} tickers/s."
         " CPU: this process's CPU time / wall time."

@@ -1,0 +1,332 @@
+"""What the venue benches of `optionsfeed bench venues` share.
+
+venues.py measures the Deribit adapter, venues_massive.py and venues_paced.py the
+Massive one. Each builds its venue's stream and local server and says what "ready"
+and "the whole stream arrived" mean for its adapter; the rest is here: the run
+record (`IngestRun`), the consumer that reads an adapter's batches
+(`BatchConsumer`), the timed run (`timed_run`), the local servers' aiohttp
+plumbing (`LocalVenue`) and the tables.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import statistics
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
+
+from aiohttp import web
+
+from ..aio import cancel_and_wait
+from ..sources.base import Source, SourceBatch
+
+if TYPE_CHECKING:
+    from ..processing.processor import Processor
+
+S = TypeVar("S", bound=Source)
+
+# -- runs ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IngestRun:
+    """One ingest (or pipeline) run of `events` events (Deribit's: ticker messages).
+
+    `taken + dropped == events` (drops by the adapter's checks, decoder or buffer; 0
+    expected); `rows` is how many reached processing as rows: quote rows (at most one
+    per contract per batch: a newer quote replaces a pending one) plus every trade.
+    """
+
+    events: int
+    taken: int
+    dropped: int
+    rows: int
+    batches: int
+    seconds: float  # the first frame written -> the adapter has taken the last event
+    cpu_seconds: float  # this process's CPU time over the same span
+
+    @property
+    def rate(self) -> float:
+        """Events per second."""
+        return self.events / self.seconds
+
+    @property
+    def rows_share(self) -> float:
+        """The share of the events that reached processing as rows (1 = no conflation)."""
+        return self.rows / self.events
+
+    @property
+    def cpu_share(self) -> float:
+        """This process's CPU time / wall time (1.0 = one core busy all the time)."""
+        return self.cpu_seconds / self.seconds
+
+    @property
+    def events_per_batch(self) -> float:
+        """Events taken per batch (before conflation)."""
+        return self.events / max(self.batches, 1)
+
+
+def check_none_dropped(label: str, runs: Iterable[IngestRun], unit: str) -> None:
+    """Raise RuntimeError, naming `label`, `unit` and the first such run, when one of
+    `runs` dropped events or took fewer than it was sent: its figures would flatter."""
+    bad = [r for r in runs if r.dropped or r.taken != r.events]
+    if bad:
+        raise RuntimeError(f"{label}: {unit} were dropped: {bad[0]}")
+
+
+async def _ingest_and_pipeline(
+    run: Callable[[bool], Awaitable[IngestRun]], runs: int
+) -> dict[str, list[IngestRun]]:
+    """`runs` runs of "ingest" (`run(False)`) and of "pipeline" (`run(True)`: each batch
+    also applied to a Processor), alternating (noise spreads over both)."""
+    out: dict[str, list[IngestRun]] = {"ingest": [], "pipeline": []}
+    for _ in range(runs):
+        for name in out:
+            out[name].append(await run(name == "pipeline"))
+    return out
+
+
+# -- the consumer ----------------------------------------------------------------------
+
+
+class BatchConsumer(abc.ABC, Generic[S]):
+    """Reads `source.batches()` (`run`, in a task), applying each batch to `processor`
+    when given, at `reference_us` plus the time since `run` began.
+
+    `ready` is set once `_is_ready()` holds after a batch: what the venue sends before
+    its stream (the listing, a warm-up) came through. `done` is set, and `run` returns,
+    once `_arrived()` says the batches so far hold the whole stream; `finished_at`
+    (`time.perf_counter()`) is when. From `ready` on, each batch counts in `batches`,
+    its quote and trade rows in `rows` and its `Processor.apply` in `apply_seconds`;
+    `listings` counts every listing.
+    """
+
+    def __init__(self, source: S, processor: Processor | None, reference_us: int) -> None:
+        self.source = source
+        self.processor = processor
+        self.reference_us = reference_us
+        self.ready = asyncio.Event()
+        self.done = asyncio.Event()
+        self.started_at = self.finished_at = self.apply_seconds = 0.0
+        self.listings = self.rows = self.batches = 0
+
+    async def run(self) -> None:
+        """Consume until the whole stream arrived; raises the source's failure."""
+        self.started_at = time.perf_counter()
+        batches = cast(AsyncGenerator[SourceBatch, None], self.source.batches())
+        async with contextlib.aclosing(batches) as feed:
+            async for batch in feed:
+                # No await between the buffer's take and `_arrived`: the adapter's
+                # state there says what the batches so far hold.
+                arrived = self._arrived()
+                self._apply(batch)
+                if arrived:
+                    self.finished_at = time.perf_counter()
+                    self.done.set()
+                    return
+                if self._is_ready():
+                    self.ready.set()
+
+    @abc.abstractmethod
+    def _arrived(self) -> bool:
+        """Called as each batch is handed over, before it is applied: whether the
+        batches so far hold the venue's whole stream."""
+
+    @abc.abstractmethod
+    def _is_ready(self) -> bool:
+        """Whether what the venue sends before its stream has come through."""
+
+    def _apply(self, batch: SourceBatch) -> None:
+        if self.processor is not None:
+            t0 = time.perf_counter()
+            self.processor.apply(batch, self.reference_us + int((t0 - self.started_at) * 1e6))
+            if self.ready.is_set():
+                self.apply_seconds += time.perf_counter() - t0
+        self.listings += len(batch.listings)
+        if self.ready.is_set():
+            self.batches += 1
+            self.rows += sum(len(q.symbols) for q in batch.quotes)
+            self.rows += sum(len(t.symbols) for t in batch.trades)
+
+
+async def _until(event: asyncio.Event, task: asyncio.Task[None]) -> None:
+    """Return once `event` is set; raise the consumer's failure if it ends first (a
+    source that cannot start ends with SourceError, rather than a wait until the limit)."""
+    waiter = asyncio.create_task(event.wait())
+    try:
+        await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_and_wait(waiter)
+    if not event.is_set():
+        task.result()
+        raise RuntimeError("the consumer ended before the stream was taken")
+
+
+async def timed_run(
+    consumer: BatchConsumer[Any],
+    send: Callable[[], None],
+    *,
+    name: str,
+    limit_s: float,
+    subscribed: asyncio.Event | None = None,
+) -> tuple[float, float]:
+    """Run `consumer` in a task named `name`; once `subscribed` (when given) and then
+    `consumer.ready` are set, call `send` (the venue starts its stream) and wait until
+    `consumer.done`.
+
+    Returns the seconds from `send` to the consumer's `finished_at`, and this
+    process's CPU seconds from `send` to `done`. Raises TimeoutError when it all takes
+    longer than `limit_s`, the consumer's failure (or RuntimeError) when the consumer
+    ends first. The task is cancelled and awaited on every way out.
+    """
+    task = asyncio.create_task(consumer.run(), name=name)
+    try:
+        async with asyncio.timeout(limit_s):
+            if subscribed is not None:
+                await _until(subscribed, task)
+            await _until(consumer.ready, task)
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            send()
+            await _until(consumer.done, task)
+            cpu1 = time.process_time()
+        await task
+    finally:
+        await cancel_and_wait(task)
+    return consumer.finished_at - t0, cpu1 - cpu0
+
+
+# -- the local servers -----------------------------------------------------------------
+
+
+class LocalVenue(abc.ABC):
+    """An aiohttp server on 127.0.0.1, port 0 (`port` once entered), that streams
+    pre-built WebSocket frames; an async context manager, which on exit closes the
+    WebSockets still open and stops the server.
+
+    A subclass adds its routes (`_route`), serves each WebSocket inside
+    `_websocket(request)` and calls `_stream_to(request)` once that connection has
+    subscribed what the venue streams: that sets `subscribed`, and `send_stream()`
+    then hands all of `frames` to the connection's socket at once.
+    """
+
+    def __init__(self, frames: bytes) -> None:
+        self.frames = frames
+        self.subscribed = asyncio.Event()
+        self.port = 0
+        self._transport: asyncio.Transport | None = None
+        self._sockets: list[web.WebSocketResponse] = []
+        self._runner: web.AppRunner | None = None
+
+    @abc.abstractmethod
+    def _route(self, router: web.UrlDispatcher) -> None:
+        """Add the venue's routes to `router`."""
+
+    async def __aenter__(self) -> Self:
+        app = web.Application()
+        self._route(app.router)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def send_stream(self) -> None:
+        """Hand every frame to the subscribed connection's socket (asyncio paces the
+        writes); raises RuntimeError without one."""
+        self._streaming().write(self.frames)
+
+    def _streaming(self) -> asyncio.Transport:
+        if self._transport is None or self._transport.is_closing():
+            raise RuntimeError("no subscribed connection to stream to")
+        return self._transport
+
+    def _stream_to(self, request: web.Request) -> None:
+        self._transport = request.transport
+        self.subscribed.set()
+
+    @contextlib.asynccontextmanager
+    async def _websocket(self, request: web.Request) -> AsyncIterator[web.WebSocketResponse]:
+        """The prepared WebSocket of `request`, closed by `__aexit__` while in the block."""
+        ws = web.WebSocketResponse(compress=False)  # plain text frames, as pre-built
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        try:
+            yield ws
+        finally:
+            self._sockets.remove(ws)
+
+
+# -- tables ----------------------------------------------------------------------------
+
+
+def decode_row(stage: str, us: float, reference: float | None) -> tuple[str, ...]:
+    """A decode stage's table row: µs per event and, given a `reference` rate
+    (events/s), the events/s that sustains and that against `reference`."""
+    if reference is None:
+        return (stage, f"{us:.2f}", "", "", "", "")
+    return (stage, f"{us:.2f}", f"{1e6 / us:,.0f}", f"{1e6 / us / reference:.1f}", "", "")
+
+
+def _ingest_row(stage: str, runs: Sequence[IngestRun], reference: float) -> tuple[str, ...]:
+    rate = statistics.median(r.rate for r in runs)
+    share = statistics.median(r.rows_share for r in runs)
+    cpu = statistics.median(r.cpu_share for r in runs)
+    per_batch = statistics.median(r.events_per_batch for r in runs)
+    return (
+        stage, f"{1e6 / rate:.2f}", f"{rate:,.0f}", f"{rate / reference:.1f}",
+        f"{share:.1%} as rows (batches of ~{per_batch:,.0f})", f"{cpu:.2f}",
+    )  # fmt: skip
+
+
+def print_ingest_table(
+    run: Callable[[bool], Awaitable[IngestRun]],
+    runs: int,
+    *,
+    unit: str,
+    versus: str,
+    reference: float,
+    decode_rows: Sequence[tuple[str, ...]],
+) -> None:
+    """Run "ingest" and "pipeline" `runs` times each (`_ingest_and_pipeline`) and print
+    the venue's table: `decode_rows` (`decode_row`), then per stage the medians of
+    its runs: µs per `unit`, `unit`s/s, that against `reference` (column `versus`),
+    the share that reached processing as rows (and the events per batch), the CPU
+    share. Raises RuntimeError when a run dropped any (`check_none_dropped`).
+    """
+    results = asyncio.run(_ingest_and_pipeline(run, runs))
+    for name, rs in results.items():
+        check_none_dropped(name, rs, f"{unit}s")
+    rows: list[tuple[str, ...]] = [
+        ("stage", f"µs/{unit}", f"{unit}s/s", versus, "reached processing", "CPU")
+    ]
+    rows += decode_rows
+    rows += [_ingest_row(name, rs, reference) for name, rs in results.items()]
+    print_table(rows, right_aligned=range(1, 4))
+
+
+def print_table(rows: Sequence[Sequence[str]], right_aligned: range) -> None:
+    """Print `rows` indented by two, columns two apart, the columns of `right_aligned`
+    aligned right and the others left (no trailing spaces)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        cells = [
+            c.rjust(w) if i in right_aligned else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ]
+        print("  " + "  ".join(cells).rstrip())
