@@ -70,7 +70,7 @@ def up(redis_url: str, tmp_path: Path) -> Iterator[str]:
 def test_up_moves_spy_through_redis(up: str, redis_url: str) -> None:
     """Within 10 s: >= 1,000 SPY records cached, a stream, pub/sub envelopes; REST serves them."""
     r = redis.Redis.from_url(redis_url)
-    pubsub = r.pubsub()  # type: ignore[no-untyped-call]
+    pubsub = r.pubsub()
     pubsub.subscribe("of:{SPY}:live")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and r.hlen("of:{SPY}:chain") < 1000:

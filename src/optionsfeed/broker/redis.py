@@ -81,7 +81,8 @@ def _packing_in_c(cls: type[AbstractConnection]) -> type[AbstractConnection]:
     """
     if not HIREDIS_AVAILABLE:
         return cls
-    serializer = HiredisRespSerializer()
+    # redis-py leaves this constructor unannotated.
+    serializer = HiredisRespSerializer()  # type: ignore[no-untyped-call]
 
     def pack_command(self: AbstractConnection, *args: Any) -> list[bytes]:
         return cast("list[bytes]", serializer.pack(*args))
@@ -379,7 +380,7 @@ class RedisSubscription:
                     if msg is not None and msg["type"] == "subscribe":
                         break
         except BaseException:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
             raise
         self._pubsub = pubsub
         async with self._changed:
@@ -389,7 +390,7 @@ class RedisSubscription:
     async def _close(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         backoff = RESUBSCRIBE_MIN_S
