@@ -19,6 +19,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("optionsfeed.gateway")
 
 LISTING_TTL_S = 5.0
+# Names nobody lists are remembered briefly, and listings at most MAX_LISTINGS at a
+# time (least recently used out): clients choose the names, so they must not
+# choose how much this process remembers.
+UNKNOWN_TTL_S = 1.0
+MAX_LISTINGS = 1024
 # Flush pacing: idle, a connection's frame goes out on the next turn of the loop;
 # when the loop runs late (it cannot keep up), frames wait BATCH_FLUSH_S so each
 # carries several envelopes' updates: fewer socket writes exactly when CPU is short.
@@ -341,9 +347,13 @@ class Hub:
         self.broker = broker
         self.feeds: dict[str, Feed] = {}
         self.infos: dict[str, ChainInfo] = {}
-        self.stats: dict[str, int] = {"gaps_healed": 0, "resyncs": 0, "buffer_overflows": 0}
+        self.stats: dict[str, int] = {
+            "gaps_healed": 0, "resyncs": 0, "buffer_overflows": 0, "join_resnapshots": 0,
+        }  # fmt: skip
         self.metrics: GatewayMetrics | None = None
-        self._listings: dict[str, tuple[float, ChainInfo | None]] = {}
+        self.clock = clock or time.monotonic
+        # underlying -> (when it expires, its listing or None); see MAX_LISTINGS.
+        self._listings: OrderedDict[str, tuple[float, ChainInfo | None]] = OrderedDict()
         self._listing_reads: dict[str, asyncio.Future[ChainInfo | None]] = {}
         self.flush_delay_s = 0.0  # 0: flush on the next loop turn; else batch (see pace)
         self.batched_ticks = 0
@@ -362,6 +372,7 @@ class Hub:
         if feed is not None and feed.remove(m):
             # The last member left: drop the subscription (reference counted).
             del self.feeds[m.channel.underlying]
+            self.infos.pop(m.channel.underlying, None)
             t = asyncio.create_task(cancel_and_wait(feed.task))
             self._closing.add(t)
             t.add_done_callback(self._closing.discard)
@@ -391,9 +402,9 @@ class Hub:
         info = self.infos.get(underlying)
         if info is not None and feed is not None and feed.ready.is_set():
             return info
-        now = time.monotonic()
         cached = self._listings.get(underlying)
-        if cached is not None and now - cached[0] < LISTING_TTL_S:
+        if cached is not None and self.clock() < cached[0]:
+            self._listings.move_to_end(underlying)
             return cached[1]
         # Single flight: a crowd subscribing at once shares one read and one decode.
         task = self._listing_reads.get(underlying)
@@ -406,7 +417,11 @@ class Hub:
     async def _read_listing(self, underlying: str) -> ChainInfo | None:
         meta = await self.broker.meta(underlying)
         info = None if meta is None else meta.info
-        self._listings[underlying] = (time.monotonic(), info)
+        ttl = UNKNOWN_TTL_S if info is None else LISTING_TTL_S
+        self._listings[underlying] = (self.clock() + ttl, info)
+        self._listings.move_to_end(underlying)
+        while len(self._listings) > MAX_LISTINGS:
+            self._listings.popitem(last=False)
         return info
 
     async def aclose(self) -> None:
