@@ -10,12 +10,12 @@ import msgspec
 import numpy as np
 
 from optionsfeed.broker.base import STATS_FIELD, UNDERLYING_FIELD, Publication
+from optionsfeed.model.calendar import expiry_instant_us
 from optionsfeed.model.contract import Contract
 from optionsfeed.model.envelope import decode_envelope
 from optionsfeed.model.records import OptionRecord
 from optionsfeed.processing.processor import Processor
 from optionsfeed.sources.base import Listing, Quotes, SourceBatch, Trades, UnderlyingTick
-from optionsfeed.sources.sim.calendar import expiry_instant_us
 
 NOW = 1_764_000_000_000_000  # 2025-11-24 in µs
 EXPIRY = date(2025, 12, 19)

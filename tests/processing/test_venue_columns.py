@@ -14,8 +14,8 @@ from optionsfeed.broker.base import Publication
 from optionsfeed.model.contract import Contract
 from optionsfeed.model.envelope import decode_envelope
 from optionsfeed.model.records import OptionRecord
+from optionsfeed.pricing import bsm_price
 from optionsfeed.processing.chain import US_PER_YEAR
-from optionsfeed.processing.pricing import bsm_price
 from optionsfeed.processing.processor import Processor
 from optionsfeed.sources.base import Listing, Quotes, SourceBatch, Trades, UnderlyingTick
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..broker.base import Snapshot
+from ..clock import wall_clock_us
 from ..errors import BrokerUnavailable
-from ..sources.sim.source import wall_clock_us
 from . import protocol
 from .auth import EVERYTHING, Entitlements
 from .channels import Channel, InvalidChannel, parse_channel

@@ -26,8 +26,8 @@ from numpy.typing import NDArray
 
 from ..model.contract import Contract
 from ..model.records import FLAG_ORDER, Flag, OptionRecord, UnderlyingRecord, encode
+from ..pricing import Greeks, iv_and_greeks
 from ..sources.base import Listing, Quotes, Trades, UnderlyingTick
-from .pricing import Greeks, iv_and_greeks
 
 F64 = NDArray[np.float64]
 US_PER_YEAR = 365.0 * 86_400.0 * 1e6
