@@ -22,12 +22,13 @@ from typing import Any, Protocol
 from ..broker.base import Snapshot
 from ..clock import wall_clock_us
 from ..errors import BrokerUnavailable
+from ..model.envelope import decode_envelope
 from . import protocol
 from .auth import EVERYTHING, Entitlements
 from .channels import Channel, InvalidChannel, parse_channel
 from .conflate import Pending
 from .frames import text_frame
-from .hub import ChannelUpdate, Hub, decode_envelope, listed
+from .hub import ChannelUpdate, Hub, listed
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,10 +15,10 @@ import pytest
 
 from optionsfeed.aio import cancel_and_wait
 from optionsfeed.app import readiness
-from optionsfeed.broker.base import UNDERLYING_FIELD
 from optionsfeed.broker.redis import RedisBroker
 from optionsfeed.clock import wall_clock_us
 from optionsfeed.config import Settings
+from optionsfeed.model.envelope import UNDERLYING_FIELD
 from optionsfeed.model.records import OptionRecord, UnderlyingRecord
 from optionsfeed.processing.service import ProcessingService
 from optionsfeed.sources.deribit import normalize as n
