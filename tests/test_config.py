@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from optionsfeed.config import Settings
+from optionsfeed.config import SOURCE_UNDERLYINGS, Settings
 from optionsfeed.errors import ConfigError
+from optionsfeed.sources.sim.universe import DEFAULT_UNDERLYINGS
 
 
 def test_defaults() -> None:
@@ -24,6 +25,11 @@ def test_each_source_has_its_default_underlyings() -> None:
     assert Settings.load({"source": "massive"}, {}).underlyings_for() == ("SPY",)
     given = Settings.load({"source": "deribit", "underlyings": "eth"}, {})
     assert given.underlyings_for() == ("ETH",)
+
+
+def test_sim_defaults_are_the_simulators_known_underlyings() -> None:
+    """The simulator streams by default exactly the underlyings it has parameters for."""
+    assert SOURCE_UNDERLYINGS["sim"] == DEFAULT_UNDERLYINGS
 
 
 def test_api_key_is_never_shown() -> None:

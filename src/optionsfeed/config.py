@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
-from .sources.sim.universe import DEFAULT_UNDERLYINGS
 
 ENV_PREFIX = "OPTIONSFEED_"
 UNDERLYING_RE = re.compile(r"^[A-Z0-9.^/-]{1,12}$")
@@ -62,9 +61,11 @@ def _log_level(value: str) -> str:
 
 
 SOURCES = ("sim", "deribit", "massive")
-# What each source streams when `--underlyings` is not given.
+# What each source streams when `--underlyings` is not given. The simulator's are the
+# underlyings it has hand-made parameters for (`sources/sim/universe.py`); written out
+# here, as the venues' are, because settings sit below the sources they configure.
 SOURCE_UNDERLYINGS: dict[str, tuple[str, ...]] = {
-    "sim": DEFAULT_UNDERLYINGS,
+    "sim": ("SPY", "QQQ", "AAPL", "TSLA", "NVDA"),
     "deribit": ("BTC", "ETH"),
     "massive": ("SPY",),
 }

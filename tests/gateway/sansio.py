@@ -19,10 +19,11 @@ from typing import Any
 
 import msgspec
 
-from optionsfeed.broker.base import ChainInfo, Publication, Snapshot
+from optionsfeed.broker.base import Snapshot
 from optionsfeed.broker.memory import MemoryBroker
 from optionsfeed.gateway.hub import Hub
 from optionsfeed.gateway.session import Limits, Session
+from optionsfeed.model.envelope import ChainInfo, Publication
 
 U = "SPY"
 EXPIRY = "2026-12-18"

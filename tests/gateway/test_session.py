@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from optionsfeed.broker.base import ChainInfo, Snapshot
+from optionsfeed.broker.base import Snapshot
 from optionsfeed.gateway.hub import MAX_LISTINGS
 from optionsfeed.gateway.session import Limits
+from optionsfeed.model.envelope import ChainInfo
 
 from .sansio import CALL, EXPIRY, PUT, Bench, GatedBroker, Market
 

@@ -20,11 +20,12 @@ import numpy as np
 from ..aio import cancel_and_wait
 from ..broker import open_broker
 from ..broker.base import Broker
-from ..processing.pricing import iv_and_greeks
+from ..clock import wall_clock_us
+from ..pricing import iv_and_greeks
 from ..processing.processor import Processor
 from ..sources.base import SourceBatch
 from ..sources.sim.market import SimMarket
-from ..sources.sim.source import SimSource, wall_clock_us
+from ..sources.sim.source import SimSource
 from ..sources.sim.universe import DEFAULT_UNDERLYINGS, spec_for
 from .redis_server import temporary_redis
 
@@ -47,7 +48,7 @@ def bench_pricing(runs: int, n: int = 10_000) -> float:
     t = rng.uniform(1 / 365, 2.0, n)
     vol = rng.uniform(0.1, 1.0, n)
     is_call = rng.random(n) < 0.5
-    from ..processing.pricing import bsm_price
+    from ..pricing import bsm_price
 
     price = bsm_price(is_call, spot, strike, t, 0.04, 0.01, vol)
     times = []

@@ -50,7 +50,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from ..gateway.frames import text_frame
-from ..processing.pricing import bsm_greeks, bsm_price
+from ..pricing import bsm_greeks, bsm_price
 from ..processing.processor import Processor
 from ..sources.base import UnderlyingTick
 from ..sources.deribit.normalize import Decoder, Quote, put

@@ -52,14 +52,14 @@ import msgspec
 import numpy as np
 
 from ..gateway.frames import text_frame
+from ..model.calendar import expiry_instant_us
 from ..model.contract import Contract
-from ..processing.pricing import bsm_price
+from ..pricing import bsm_price
 from ..processing.processor import Processor
 from ..sources.feed import FeedBuffer
 from ..sources.massive import MassiveSource
 from ..sources.massive.normalize import EventFilter, decode_frame, parse_contracts_page
 from ..sources.massive.window import choose_window
-from ..sources.sim.calendar import expiry_instant_us
 from .massive_venue import API_KEY, UNDERLYING, EventStream, LocalMassive
 from .venue_common import (
     BatchConsumer,

@@ -42,7 +42,8 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from ..aio import cancel_requested
 from ..errors import BrokerUnavailable, SequenceConflict
-from .base import ChainInfo, ChainMeta, Publication, Snapshot, info_decoder
+from ..model.envelope import ChainInfo, Publication, decode_info
+from .base import ChainMeta, Snapshot
 
 T = TypeVar("T")
 
@@ -271,7 +272,7 @@ class RedisBroker:
     ) -> ChainMeta | None:
         if epoch is None:
             return None
-        listing = info_decoder.decode(info) if info else ChainInfo({})
+        listing = decode_info(info) if info else ChainInfo({})
         return ChainMeta(u, epoch.decode(), int(seq or 0), int(updated or 0), listing)
 
     async def history(self, underlying: str, epoch: str, after_seq: int) -> list[bytes] | None:

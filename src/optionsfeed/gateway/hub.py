@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from ..aio import cancel_and_wait, cancel_requested
-from ..broker.base import STATS_FIELD, UNDERLYING_FIELD, Broker, ChainInfo, Snapshot
+from ..broker.base import Broker, Snapshot
 from ..errors import BrokerUnavailable
+from ..model.envelope import STATS_FIELD, UNDERLYING_FIELD, ChainInfo, Envelope, decode_envelope
 from . import protocol
 from .channels import Channel, Kind
 
@@ -54,25 +55,10 @@ RETRY_MAX_S = 2.0
 _NULL = b"null"
 
 
-class RawEnvelope(msgspec.Struct):
-    """A broker envelope with its records left as raw JSON (routed, not re-encoded)."""
-
-    u: str
-    epoch: str
-    prev: int
-    seq: int
-    ts: int
-    options: list[msgspec.Raw] = msgspec.field(default_factory=list)
-    underlying: msgspec.Raw = msgspec.Raw(_NULL)
-    stats: msgspec.Raw = msgspec.Raw(_NULL)
-    reset: bool = False
-
-
 class _Key(msgspec.Struct):
     symbol: str
 
 
-decode_envelope = msgspec.json.Decoder(RawEnvelope).decode
 _decode_key = msgspec.json.Decoder(_Key).decode
 
 
@@ -289,7 +275,7 @@ class Feed:
                 if waiting_too or not m.buffering:
                     m.session.apply_snapshot(m, snap, records)
 
-    def _route(self, env: RawEnvelope) -> None:
+    def _route(self, env: Envelope) -> None:
         self.seq = env.seq
         for ch, records in self._parts(env, list(self.channels.values())):
             upd = ChannelUpdate(ch.name, env.epoch, env.seq, records)
@@ -299,12 +285,12 @@ class Feed:
             # Queued behind the flushes the emits scheduled: runs once they are written.
             asyncio.get_running_loop().call_soon(self.hub.observe_end_to_end, env.ts)
 
-    def records_for(self, env: RawEnvelope, ch: Channel) -> list[bytes]:
+    def records_for(self, env: Envelope, ch: Channel) -> list[bytes]:
         """The part of `env` that `ch` carries (for a replay to one member)."""
         return next((records for _, records in self._parts(env, [ch])), [])
 
     def _parts(
-        self, env: RawEnvelope, channels: list[Channel]
+        self, env: Envelope, channels: list[Channel]
     ) -> Iterator[tuple[Channel, list[bytes]]]:
         """(channel, its records) for each of `channels` that `env` changes."""
         by_expiry: dict[str, list[bytes]] | None = None

@@ -29,16 +29,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..broker.base import ChainInfo, Snapshot
+from ..broker.base import Snapshot
+from ..clock import wall_clock_us
 from ..errors import BrokerUnavailable
+from ..model.envelope import ChainInfo, decode_envelope
 from ..sources.droplog import DropCounter
-from ..sources.sim.source import wall_clock_us
 from . import protocol
 from .auth import EVERYTHING, Entitlements
 from .channels import Channel, InvalidChannel, parse_channel
 from .conflate import Pending
 from .frames import text_frame
-from .hub import ChannelUpdate, Feed, Hub, decode_envelope, listed
+from .hub import ChannelUpdate, Feed, Hub, listed
 
 log = logging.getLogger("optionsfeed.gateway")
 # Failures caused by one client's input must not flood the log: per kind, the first

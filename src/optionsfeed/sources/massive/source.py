@@ -49,12 +49,12 @@ import aiohttp
 import numpy as np
 
 from ...aio import cancel_and_wait, cancel_requested
+from ...clock import wall_clock_us
 from ...errors import SourceError
 from ...model.contract import Contract
 from ..base import Listing, SourceBatch, UnderlyingTick
 from ..droplog import DropCounter
 from ..feed import FeedBuffer, feed_batches
-from ..sim.source import wall_clock_us
 from .connection import Connection, Disconnected, SubscriptionBook, params_for
 from .normalize import R_UNKNOWN_SYMBOL, EventFilter, decode_frame
 from .rest import ChainSnapshot, MassiveRest, RestUnavailable
