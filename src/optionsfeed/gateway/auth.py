@@ -1,4 +1,4 @@
-"""Bearer tokens and what each may see (PROTOCOL.md "Transport"), off by default.
+"""Bearer tokens and what each may see (docs/protocol.md "Transport"), off by default.
 
 A token maps to the underlyings it is entitled to, or `*` for all. Tokens come
 from a JSON object `{"token": ["SPY", "QQQ"], "ops-token": ["*"]}` given inline,

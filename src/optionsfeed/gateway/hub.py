@@ -1,6 +1,6 @@
 """Fan-out inside one gateway process: one broker subscription per underlying.
 
-A `Feed` holds the subscription of one underlying for as long as any client
+A `Fanout` holds the subscription of one underlying for as long as any client
 channel of it is open here (reference counted by its members), follows the
 envelopes' epoch and seq, heals a lost envelope from the broker's history (or,
 when it is gone, sends every member a fresh snapshot), and routes each envelope
@@ -110,7 +110,7 @@ def listed(channel: Channel, info: ChainInfo) -> str | None:
     return None
 
 
-class Feed:
+class Fanout:
     """The broker subscription of one underlying and the members it feeds."""
 
     def __init__(self, hub: Hub, underlying: str) -> None:
@@ -331,7 +331,7 @@ class Hub:
 
     def __init__(self, broker: Broker, *, clock: Callable[[], float] | None = None) -> None:
         self.broker = broker
-        self.feeds: dict[str, Feed] = {}
+        self.feeds: dict[str, Fanout] = {}
         self.infos: dict[str, ChainInfo] = {}
         self.stats: dict[str, int] = {
             "gaps_healed": 0, "resyncs": 0, "buffer_overflows": 0, "join_resnapshots": 0,
@@ -345,11 +345,11 @@ class Hub:
         self.batched_ticks = 0
         self._closing: set[asyncio.Task[bool]] = set()
 
-    def attach(self, m: Member) -> Feed:
+    def attach(self, m: Member) -> Fanout:
         u = m.channel.underlying
         feed = self.feeds.get(u)
         if feed is None:
-            feed = self.feeds[u] = Feed(self, u)
+            feed = self.feeds[u] = Fanout(self, u)
         feed.add(m)
         return feed
 

@@ -1,4 +1,4 @@
-"""The REST beside the stream (PROTOCOL.md "REST beside the stream"), over aiohttp.
+"""The REST beside the stream (docs/protocol.md, REST), over aiohttp.
 
 Handlers only read the broker's latest-value cache: the full records are stored
 as wire JSON, so a chain response is a join of cached bytes, no re-encoding.

@@ -5,7 +5,7 @@ when there are several): the first message schedules a flush for the next turn
 of the event loop, so an idle connection gets each update at once and a busy one
 gets them batched. When the socket stops draining (write buffer above
 `Limits.high_water`), updates are no longer written but merged per record and
-field (`conflate.Pending`), so memory stays bounded by the subscribed records;
+field (`conflate.MergedUpdates`), so memory stays bounded by the subscribed records;
 once the buffer is below `low_water` again the merged updates go out. A client
 that stays above the mark for `slow_close_s`, or whose unread bytes pass
 `max_unread`, is closed with 4008.
@@ -37,9 +37,9 @@ from ..sources.droplog import DropCounter
 from . import protocol
 from .auth import EVERYTHING, Entitlements
 from .channels import Channel, InvalidChannel, parse_channel
-from .conflate import Pending
+from .conflate import MergedUpdates
 from .frames import text_frame
-from .hub import ChannelUpdate, Feed, Hub, listed
+from .hub import ChannelUpdate, Fanout, Hub, listed
 
 log = logging.getLogger("optionsfeed.gateway")
 # Failures caused by one client's input must not flood the log: per kind, the first
@@ -49,7 +49,7 @@ _failures = DropCounter(10.0)
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Per-connection limits and timings (PROTOCOL.md `limits` and close codes)."""
+    """Per-connection limits and timings (docs/protocol.md: `limits` and close codes)."""
 
     max_channels: int = 500
     max_message_bytes: int = 65536
@@ -121,11 +121,11 @@ class Member:
         # (epoch, seq) of the newest update dropped from a full buffer: the base it
         # goes live on must contain it, else it needs a newer one.
         self.dropped: tuple[str, int] | None = None
-        self.pending: Pending | None = None
+        self.pending: MergedUpdates | None = None
         self.next_due = 0.0
         self.timer: Timer | None = None
         self.closed = False
-        self.feed: Feed | None = None
+        self.feed: Fanout | None = None
 
 
 class Session:
@@ -324,7 +324,7 @@ class Session:
             return protocol.refused(name, "unknown_symbol", why)
         return ch
 
-    def _join(self, ch: Channel, throttle_ms: int) -> tuple[Member, Feed]:
+    def _join(self, ch: Channel, throttle_ms: int) -> tuple[Member, Fanout]:
         """A new member for `ch`, replacing one held, attached to its feed and buffering."""
         m = Member(self, ch, throttle_ms)
         # Attached before the old member leaves, so the feed (and its broker
@@ -336,7 +336,7 @@ class Session:
         self.members[ch.name] = m
         return m, feed
 
-    async def _start(self, m: Member, feed: Feed, resume: protocol.ResumePoint | None) -> None:
+    async def _start(self, m: Member, feed: Fanout, resume: protocol.ResumePoint | None) -> None:
         """Serve `m` its base: the missed updates from `resume`, else a snapshot."""
         await feed.ready.wait()
         if m.closed or not m.buffering:
@@ -414,7 +414,7 @@ class Session:
         m.position = upd.seq
         if m.throttle_ms or self.slow_since is not None or m.pending is not None:
             if m.pending is None:
-                m.pending = Pending(m.sent)
+                m.pending = MergedUpdates(m.sent)
             m.pending.add(upd.seq, upd.records)
             self.conflated += len(upd.records)
             if m.throttle_ms and m.timer is None and self.slow_since is None:
