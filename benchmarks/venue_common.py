@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
 
 from aiohttp import web
 
-from ..aio import cancel_and_wait
-from ..sources.base import Source, SourceBatch
+from optionsfeed.aio import cancel_and_wait
+from optionsfeed.sources.base import Source, SourceBatch
 
 if TYPE_CHECKING:
-    from ..processing.processor import Processor
+    from optionsfeed.processing.processor import Processor
 
 S = TypeVar("S", bound=Source)
 

@@ -49,13 +49,13 @@ import msgspec
 import numpy as np
 from aiohttp import WSMsgType, web
 
-from ..gateway.frames import text_frame
-from ..processing.pricing import bsm_greeks, bsm_price
-from ..processing.processor import Processor
-from ..sources.base import UnderlyingTick
-from ..sources.deribit.normalize import Decoder, Quote, put
-from ..sources.deribit.source import DeribitSource
-from ..sources.deribit.symbols import (
+from optionsfeed.gateway.frames import text_frame
+from optionsfeed.processing.pricing import bsm_greeks, bsm_price
+from optionsfeed.processing.processor import Processor
+from optionsfeed.sources.base import UnderlyingTick
+from optionsfeed.sources.deribit.normalize import Decoder, Quote, put
+from optionsfeed.sources.deribit.source import DeribitSource
+from optionsfeed.sources.deribit.symbols import (
     Right,
     expiry_instant_us,
     format_name,
@@ -63,7 +63,8 @@ from ..sources.deribit.symbols import (
     ticker_channel,
     trades_channel,
 )
-from ..sources.feed import FeedBuffer
+from optionsfeed.sources.feed import FeedBuffer
+
 from .venue_common import (
     BatchConsumer,
     IngestRun,

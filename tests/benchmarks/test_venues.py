@@ -10,8 +10,8 @@ import msgspec
 import numpy as np
 import pytest
 
-from optionsfeed.bench import venues_massive, venues_paced
-from optionsfeed.bench.venues import REFERENCE_US, bench_decode, build_stream, ingest, main
+from benchmarks import venues_massive, venues_paced
+from benchmarks.venues import REFERENCE_US, bench_decode, build_stream, ingest, main
 from optionsfeed.sources import feed
 from optionsfeed.sources.deribit.normalize import build_listing, decode_instruments
 from optionsfeed.sources.deribit.symbols import instrument_of_ticker_channel

@@ -51,15 +51,16 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from ..gateway.frames import text_frame
-from ..model.contract import Contract
-from ..processing.pricing import bsm_price
-from ..processing.processor import Processor
-from ..sources.feed import FeedBuffer
-from ..sources.massive import MassiveSource
-from ..sources.massive.normalize import EventFilter, decode_frame, parse_contracts_page
-from ..sources.massive.window import choose_window
-from ..sources.sim.calendar import expiry_instant_us
+from optionsfeed.gateway.frames import text_frame
+from optionsfeed.model.contract import Contract
+from optionsfeed.processing.pricing import bsm_price
+from optionsfeed.processing.processor import Processor
+from optionsfeed.sources.feed import FeedBuffer
+from optionsfeed.sources.massive import MassiveSource
+from optionsfeed.sources.massive.normalize import EventFilter, decode_frame, parse_contracts_page
+from optionsfeed.sources.massive.window import choose_window
+from optionsfeed.sources.sim.calendar import expiry_instant_us
+
 from .massive_venue import API_KEY, UNDERLYING, EventStream, LocalMassive
 from .venue_common import (
     BatchConsumer,

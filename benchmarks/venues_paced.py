@@ -29,8 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from ..processing.processor import Processor
-from ..sources import feed
+from optionsfeed.processing.processor import Processor
+from optionsfeed.sources import feed
+
 from .massive_venue import EventStream, VenueProcess
 from .venue_common import IngestRun, check_none_dropped, print_table, timed_run
 from .venues_massive import BUSY_RATE, MassiveConsumer, build_stream, check_window, massive_source

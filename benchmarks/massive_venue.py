@@ -28,7 +28,8 @@ import numpy as np
 from aiohttp import WSMsgType, web
 from numpy.typing import NDArray
 
-from ..model.contract import Contract
+from optionsfeed.model.contract import Contract
+
 from .venue_common import LocalVenue
 
 UNDERLYING = "SPY"  # the only underlying the venue lists
