@@ -1,7 +1,7 @@
 """`optionsfeed bench venues`: how fast the Deribit adapter ingests ticker notifications.
 
 The Massive adapter's figures follow in a second table (venues_massive.py), and its
-pipeline at the live rate (paced, REST_RATIO 0 against 1) in a third (venues_paced.py).
+pipeline at the live rate (paced, rest ratio 0 against 1) in a third (venues_paced.py).
 What the three share (runs, the consumer, the local server's plumbing, the tables)
 is in venue_common.py.
 

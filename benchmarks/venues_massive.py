@@ -55,7 +55,7 @@ from optionsfeed.gateway.frames import text_frame
 from optionsfeed.model.contract import Contract
 from optionsfeed.processing.pricing import bsm_price
 from optionsfeed.processing.processor import Processor
-from optionsfeed.sources.feed import FeedBuffer
+from optionsfeed.sources.feed import DEFAULT_MAX_REST_S, DEFAULT_REST_RATIO, FeedBuffer
 from optionsfeed.sources.massive import MassiveSource
 from optionsfeed.sources.massive.normalize import EventFilter, decode_frame, parse_contracts_page
 from optionsfeed.sources.massive.window import choose_window
@@ -344,12 +344,20 @@ class MassiveConsumer(BatchConsumer[MassiveSource]):
         return self.listings > 0 and self.source.quotes > 0
 
 
-def massive_source(ws_url: str, rest_url: str) -> MassiveSource:
-    """A MassiveSource of `UNDERLYING` on the bench's venue at these URLs."""
+def massive_source(
+    ws_url: str,
+    rest_url: str,
+    *,
+    rest_ratio: float = DEFAULT_REST_RATIO,
+    max_rest_s: float = DEFAULT_MAX_REST_S,
+) -> MassiveSource:
+    """A MassiveSource of `UNDERLYING` on the bench's venue at these URLs, its batches
+    paced by `rest_ratio` and `max_rest_s` (FeedBuffer's; the defaults: no rest)."""
     return MassiveSource(
         [UNDERLYING], api_key=API_KEY, ws_url=ws_url, rest_url=rest_url,
         snapshot_interval_s=3600.0,  # no poll during a run
         clock=lambda: REFERENCE_US, rng=random.Random(1),
+        rest_ratio=rest_ratio, max_rest_s=max_rest_s,
     )  # fmt: skip
 
 

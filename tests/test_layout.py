@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _imports(path: Path) -> set[str]:
     """The top-level names of the modules `path` imports absolutely (`benchmarks`, ...)."""
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names.update(a.name.split(".")[0] for a in node.names)
