@@ -25,8 +25,8 @@ from optionsfeed.sources.deribit.source import DeribitSource
 from optionsfeed.sources.deribit.symbols import ticker_channel
 from optionsfeed.sources.sim.source import wall_clock_us
 
+from ...fakes.deribit import DeribitVenue
 from .fixtures import chain, fast_source, ticker, until
-from .venue import DeribitVenue
 
 TODAY = date.today()
 BTC = chain("BTC", TODAY, 90_000)
