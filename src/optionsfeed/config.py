@@ -40,6 +40,13 @@ def _positive(kind: type[int] | type[float]) -> Any:
     return conv
 
 
+def _non_negative(value: str) -> float:
+    v = float(value)
+    if not v >= 0.0:  # also refuses NaN
+        raise ValueError("must be 0 or more")
+    return v
+
+
 def _port(value: str) -> int:
     v = int(value)
     if not 0 <= v <= 65535:
@@ -125,6 +132,9 @@ class Settings:
     `massive_rest_url`) default to the real services; tests point them at local
     servers. `massive_api_key` is never shown (repr, logs). `max_contracts` caps the
     contracts one Massive connection subscribes (the venue's limit is 1,000).
+    `rest_ratio` lets a venue's events gather while processing is busy (0, the
+    default: never; 1 roughly halves processing's CPU on a busy feed for about a
+    millisecond of delay; see sources/feed.py).
     """
 
     host: str = field(default="127.0.0.1", metadata={"conv": str})
@@ -154,6 +164,8 @@ class Settings:
     )
     massive_api_key: str | None = field(default=None, repr=False, metadata={"conv": str})
     max_contracts: int = field(default=1000, metadata={"conv": _positive(int)})
+    # The same default as sources/feed.py DEFAULT_REST_RATIO (tests/test_config.py checks).
+    rest_ratio: float = field(default=0.0, metadata={"conv": _non_negative})
 
     def underlyings_for(self) -> tuple[str, ...]:
         """The underlyings to stream: the given ones, else the source's default."""

@@ -25,8 +25,8 @@ from optionsfeed.sources.deribit import normalize as n
 from optionsfeed.sources.deribit.source import DeribitSource
 from optionsfeed.sources.deribit.symbols import ticker_channel
 
+from ...fakes.deribit import DeribitVenue
 from .fixtures import chain, fast_source, ticker, until
-from .venue import DeribitVenue
 
 TODAY = date.today()
 BTC = chain("BTC", TODAY, 90_000)
