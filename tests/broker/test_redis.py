@@ -255,3 +255,10 @@ async def test_closing_the_broker_ends_its_subscriptions(redis_url: str) -> None
         async with asyncio.timeout(5):
             with pytest.raises(BrokerUnavailable, match="closed"):
                 await reader
+
+
+async def test_a_burst_of_reads_beyond_the_pool_waits_rather_than_fails(redis_url: str) -> None:
+    """1,000 reads at once (more than the pool's connections) all get their answers."""
+    async with RedisBroker(redis_url) as broker:
+        found = await asyncio.gather(*(broker.meta(f"NOPE{i}") for i in range(1000)))
+        assert found == [None] * 1000

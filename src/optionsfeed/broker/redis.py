@@ -50,6 +50,8 @@ T = TypeVar("T")
 DEFAULT_HISTORY = 2000
 TIMEOUT_S = 2.0
 HEALTH_CHECK_S = 10
+COMMAND_CONNECTIONS = 64
+SUBSCRIPTION_CONNECTIONS = 100_000  # bounded by the underlyings listed, not by clients
 # A silent subscription is PINGed after this long, and given up after twice this.
 SUBSCRIBER_IDLE_S = 5.0
 RESUBSCRIBE_MIN_S = 0.05
@@ -126,12 +128,22 @@ class RedisBroker:
         }
         # Before reusing a connection idle for HEALTH_CHECK_S, redis-py PINGs it, so a
         # half-open socket fails before a publish is sent, not with an unknown outcome.
-        self._pool = aioredis.ConnectionPool.from_url(
-            url, health_check_interval=HEALTH_CHECK_S, **common
+        # At most COMMAND_CONNECTIONS commands in flight; a burst beyond that (a crowd
+        # of joins, REST calls) waits up to timeout_s for a connection rather than
+        # failing at once, as redis-py 8's default pool (100, then an error) would.
+        self._pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            health_check_interval=HEALTH_CHECK_S,
+            max_connections=COMMAND_CONNECTIONS,
+            timeout=timeout_s,
+            **common,
         )
         self._pool.connection_class = _packing_in_c(self._pool.connection_class)
         # Subscriptions do their own liveness checks (PING when idle): no redis-py ones.
-        self._sub_pool = aioredis.ConnectionPool.from_url(url, **common)
+        # One connection per subscribed underlying, for as long as it is subscribed.
+        self._sub_pool = aioredis.ConnectionPool.from_url(
+            url, max_connections=SUBSCRIPTION_CONNECTIONS, **common
+        )
         self._redis = aioredis.Redis(connection_pool=self._pool)
         self._sub_redis = aioredis.Redis(connection_pool=self._sub_pool)
         self._sha = hashlib.sha1(_SCRIPT.encode("utf-8")).hexdigest()
