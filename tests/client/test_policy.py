@@ -181,7 +181,7 @@ async def test_out_of_range_numbers_are_refused_before_sending(throttle_ms: Any)
         with pytest.raises(InvalidRequest, match="throttle_ms") as info:
             await c.subscribe(["stats.X"], throttle_ms=throttle_ms)
         assert isinstance(info.value, ValueError)
-        for bad in ("stats.X", ["stats.X", 7]):
+        for bad in ("stats.X", ["stats.X", 7], ["chain.\ud800"]):
             with pytest.raises(InvalidRequest, match="channel"):
                 await c.subscribe(bad)  # type: ignore[arg-type]
         # Nothing went out: the next message the server reads is this one.

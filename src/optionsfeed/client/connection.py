@@ -43,8 +43,9 @@ log = logging.getLogger("optionsfeed.client")
 # refuses us (auth expired, entitlement); 1009 we sent something too big, which a
 # retry would send again. Every other close reconnects and resumes: 1000 (the server
 # is done with that connection, not with us), 1001 (going away: reach another
-# gateway), 1011, 1013, a lost connection, and 1007 too: our frames are msgspec's
-# UTF-8, so a 1007 means a frame was damaged on the way, not one a retry repeats.
+# gateway), 1011, 1013, a lost connection, and 1007 too: we send only valid UTF-8
+# (`_channel_list` refuses what cannot be encoded), so a 1007 means a frame was
+# damaged on the way, not one a retry repeats.
 FATAL_CODES = frozenset({1008, 1009})
 # The server asked us to slow down (slow consumer, rate limited): reconnect, but
 # not at once.
@@ -131,6 +132,10 @@ def _channel_list(channels: Iterable[str]) -> list[str]:
     for ch in names:
         if not isinstance(ch, str):
             raise InvalidRequest(f"a channel name must be a string, not {ch!r}")
+        try:
+            ch.encode()
+        except UnicodeEncodeError as exc:  # a lone surrogate: no UTF-8 frame can carry it
+            raise InvalidRequest(f"channel name {ch!r} is not valid Unicode") from exc
     return names
 
 

@@ -58,7 +58,7 @@ let heartbeatMs = 10000;
 // message too big), which a retry cannot fix, with capped, jittered backoff; 1000
 // and 1001 too (the server is done with that connection, not with us), and 1007
 // (the browser sends only valid UTF-8, so it was damaged on the way). After 4008
-// and 4029 (slow down) not before PENALTY_FLOOR_MS.
+// and 4029 (slow down) after a backoff of at least PENALTY_FLOOR_MS.
 const FINAL_CLOSES = new Set([1008, 1009]);
 const PENALTY_CLOSES = new Set([4008, 4029]);
 const BACKOFF_MIN_MS = 250, BACKOFF_MAX_MS = 5000, PENALTY_FLOOR_MS = 1000;
