@@ -369,21 +369,20 @@ class Client:
             if ch in self._states:
                 self._to_retry.add(ch)
                 self._failures[ch] = self._failures.get(ch, 0) + 1
-        if not self._to_retry or (self._retry_task is not None and not self._retry_task.done()):
-            return
-        n = max(self._failures.get(ch, 1) for ch in self._to_retry)
-        delay = min(self.retry_min_s * 2 ** (n - 1), self.backoff_max_s)
-        ws = self._ws
+        if self._to_retry and (self._retry_task is None or self._retry_task.done()):
+            self._retry_task = asyncio.create_task(self._retrying(), name="client retry")
 
-        async def retry() -> None:
+    async def _retrying(self) -> None:
+        # `_to_retry` holds only channels of the current connection: the end of one
+        # empties it (the next resubscribes every channel).
+        while self._to_retry:
+            n = max(self._failures.get(ch, 1) for ch in self._to_retry)
+            delay = min(self.retry_min_s * 2 ** (n - 1), self.backoff_max_s)
             await asyncio.sleep(delay * random.uniform(1.0, 1.5))
             held = [ch for ch in self._to_retry if ch in self._states]
             self._to_retry.clear()
-            # A new connection has resubscribed every channel already.
-            if held and ws is not None and self._ws is ws:
+            if held and self._ws is not None:
                 await self._resubscribe(held)
-
-        self._retry_task = asyncio.create_task(retry(), name="client retry")
 
     # -- the connection ----------------------------------------------------------------
 

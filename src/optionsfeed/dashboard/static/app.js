@@ -132,12 +132,11 @@ function retryLater(ch) {
   if (retryTimer) return;  // it joins the pause under way: one message for all
   const n = Math.max(...[...toRetry].map((c) => failures.get(c)));
   const delay = Math.min(RETRY_MIN_MS * 2 ** (n - 1), BACKOFF_MAX_MS);
-  const socket = ws;
   retryTimer = setTimeout(() => {
     retryTimer = 0;
     const list = [...toRetry].filter(isCurrent);
     toRetry.clear();
-    if (list.length && ws === socket) subscribe(list);  // a new connection resubscribed all
+    if (list.length) subscribe(list);
   }, delay * (1 + Math.random() / 2));
 }
 
@@ -175,8 +174,11 @@ function connect() {
   });
   ws.onclose = (ev) => {
     ws = null;
+    // The next connection subscribes every channel: pending retries are moot.
     awaiting.clear();
     toRetry.clear();
+    clearTimeout(retryTimer);
+    retryTimer = 0;
     if (FINAL_CLOSES.has(ev.code)) {
       setConn("closed");
       notice(`the server closed the connection (${ev.code}${ev.reason ? `: ${ev.reason}` : ""}); reload to try again`);
