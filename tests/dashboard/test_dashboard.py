@@ -5,19 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from ..integration.test_up import free_port, get
-
-CHROMIUM = shutil.which("chromium")
 
 
 @contextlib.contextmanager
@@ -46,18 +43,6 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The default system at 2,000 updates/s, shared by the tests of this module."""
     with run_up(tmp_path_factory.mktemp("up"), "--rate", "2000") as url:
         yield url
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if CHROMIUM is None:
-        pytest.fail("chromium is not on PATH (Debian: apt-get install chromium)")
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def open_page(browser: Browser, url: str) -> tuple[Page, list[str], list[dict[str, Any]]]:

@@ -16,6 +16,7 @@ from .connection import (
     ClientClosed,
     ClientError,
     ConnectionClosed,
+    InvalidRequest,
     RequestError,
     SubscribeError,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "ClientError",
     "ConnectionClosed",
     "Gap",
+    "InvalidRequest",
     "RequestError",
     "SubscribeError",
     "merge_changes",

@@ -8,6 +8,12 @@ so the state stays exact across drops. User calls (`subscribe`, `unsubscribe`)
 register a request and wait for the reply the reader routes to them by `id`;
 a request still unanswered when the connection drops is sent again on the next.
 
+Every subscribe of a channel already held carries its resume point, and from the
+moment it is sent until its `ack` the channel's data is ignored: what arrives then
+belongs to the subscription being replaced, and after the `ack` the server starts
+the new base (a snapshot, or the updates from that resume point). Holding the
+state still meanwhile keeps it equal to the resume point that was sent.
+
 Notifications (`changes()`) go through a bounded queue. When the consumer falls
 behind and the queue is full, further changes of a channel are merged into one
 pending change per channel (`merge_changes`: keys united, latest epoch/seq), so
@@ -18,7 +24,6 @@ always applied in full: only notifications coalesce, never data.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import random
 from collections.abc import AsyncIterator, Iterable
@@ -34,21 +39,30 @@ from .state import Change, ChannelState, Gap, merge_changes
 
 log = logging.getLogger("optionsfeed.client")
 
-# Close codes after which reconnecting cannot help: 1008 the server refuses us
-# (auth expired, entitlement); 1009 we sent something too big, which a retry
-# would send again.
+# Close codes after which reconnecting cannot help (PROTOCOL.md): 1008 the server
+# refuses us (auth expired, entitlement); 1009 we sent something too big, which a
+# retry would send again. Every other close reconnects and resumes: 1000 (the server
+# is done with that connection, not with us), 1001 (going away: reach another
+# gateway), 1011, 1013, a lost connection, and 1007 too: we send only valid UTF-8
+# (`_channel_list` refuses what cannot be encoded), so a 1007 means a frame was
+# damaged on the way, not one a retry repeats.
 FATAL_CODES = frozenset({1008, 1009})
 # The server asked us to slow down (slow consumer, rate limited): reconnect, but
-# not at once, and give up when it keeps happening.
+# not at once.
 PENALTY_CODES = frozenset({4008, 4029})
 PENALTY_FLOOR_S = 1.0
 PENALTY_RESET_S = 60.0  # a connection that lasted this long forgives earlier penalties
 # Handshake statuses that a retry cannot fix (bad token, no such endpoint).
 FATAL_STATUSES = frozenset({401, 403, 404})
-# Refusals of a resubscribe worth trying again later; the others (the symbol went
-# away, the entitlement was withdrawn) drop the channel.
+# Error codes of a channel (a refused resubscribe, or an `error` naming an
+# acknowledged channel) worth subscribing again after a pause: the server's trouble
+# (`internal`, e.g. its broker is unreachable) or our pace. The others
+# (`not_entitled`, `unknown_symbol`, `invalid_channel`, `too_many_channels`) would
+# be refused again: the channel is dropped and listed in `Client.lost`.
 RETRY_CODES = frozenset({"internal", "rate_limited"})
-RETRY_S = 1.0
+# The protocol's number ranges (PROTOCOL.md, "Numbers").
+MAX_SAFE_INTEGER = 2**53 - 1
+MAX_THROTTLE_MS = 60_000
 # Channels per subscribe message when resubscribing: far below max_message_bytes.
 RESUBSCRIBE_CHUNK = 100
 CLOSE_TIMEOUT_S = 2.0
@@ -72,6 +86,10 @@ class SubscribeError(ClientError):
             f"{ch}: {e.get('code')} ({e.get('message')})" for ch, e in self.refused.items()
         )
         super().__init__(f"subscribe refused {detail}")
+
+
+class InvalidRequest(ClientError, ValueError):
+    """A request the protocol does not allow, refused before anything is sent."""
 
 
 class RequestError(ClientError):
@@ -102,10 +120,23 @@ class _Request:
     op: str
     channels: list[str]
     throttle_ms: int = 0
-    resume: bool = False  # send each channel's resume point (resubscribes only)
     # The waiting caller; None for the client's own resubscribes, which are not
     # carried over a reconnect (the full resubscribe after it covers them).
     future: asyncio.Future[Results] | None = None
+
+
+def _channel_list(channels: Iterable[str]) -> list[str]:
+    if isinstance(channels, str):
+        raise InvalidRequest(f"channels must be a list of names, not the string {channels!r}")
+    names = list(channels)
+    for ch in names:
+        if not isinstance(ch, str):
+            raise InvalidRequest(f"a channel name must be a string, not {ch!r}")
+        try:
+            ch.encode()
+        except UnicodeEncodeError as exc:  # a lone surrogate: no UTF-8 frame can carry it
+            raise InvalidRequest(f"channel name {ch!r} is not valid Unicode") from exc
+    return names
 
 
 def _decode(data: str) -> list[dict[str, Any]]:
@@ -131,19 +162,31 @@ class Client:
         backoff_min_s: float = 0.1,
         backoff_max_s: float = 5.0,
         open_timeout_s: float = 10.0,
-        max_penalty_closes: int = 5,
+        max_penalty_closes: int | None = None,
+        retry_min_s: float = 1.0,
     ) -> None:
+        """`max_penalty_closes`: give up (`ConnectionClosed`) after that many 4008/4029
+        closes in a row; None (the protocol's policy) reconnects after every one.
+        `retry_min_s`: the first pause before subscribing again to a channel the
+        server stopped serving for a transient reason; it doubles per failure of
+        that channel, up to `backoff_max_s`."""
         self.url = url
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = backoff_max_s
         self.open_timeout_s = open_timeout_s
         self.max_penalty_closes = max_penalty_closes
+        self.retry_min_s = retry_min_s
         self._states: dict[str, ChannelState] = {}
         self._throttle: dict[str, int] = {}
-        self._resyncing: set[str] = set()  # a gap was seen; its resubscribe is under way
+        # channel -> id of our latest subscribe of it not yet acknowledged; its data
+        # is ignored until then (see the module's docstring).
+        self._awaiting: dict[str, int] = {}
+        # Channels to subscribe again after a pause, and failures in a row of each.
+        self._to_retry: set[str] = set()
+        self._failures: dict[str, int] = {}
         self._pending: dict[int, _Request] = {}
-        self._ids = itertools.count(1)
+        self._last_id = 0
         self._queue: asyncio.Queue[Change | None] = asyncio.Queue(max_queue)
         self._overflow: dict[str, Change] = {}
         self._end: ClientError | None = None
@@ -151,7 +194,7 @@ class Client:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._send_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
-        self._retries: set[asyncio.Task[None]] = set()
+        self._retry_task: asyncio.Task[None] | None = None
         # What happened, for monitoring and tests.
         self.connection_id: str | None = None
         self.heartbeat_ms = 0
@@ -161,7 +204,9 @@ class Client:
         self.heartbeat_timeouts = 0
         self.coalesced_changes = 0
         self.last_close: tuple[int | None, str] | None = None
-        self.lost: dict[str, dict[str, Any]] = {}  # channels the server stopped serving
+        self.channel_errors = 0  # `error`s naming an acknowledged channel
+        # Channels the server stopped serving for good: channel -> its `error` object.
+        self.lost: dict[str, dict[str, Any]] = {}
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -183,8 +228,8 @@ class Client:
     async def aclose(self) -> None:
         if self._task is not None:
             await cancel_and_wait(self._task)
-        for t in list(self._retries):
-            await cancel_and_wait(t)
+        if self._retry_task is not None:
+            await cancel_and_wait(self._retry_task)
         self._finish(ClientClosed("the client is closed"))
         if self._http is not None:
             await self._http.close()
@@ -201,15 +246,29 @@ class Client:
 
     async def subscribe(self, channels: Iterable[str], throttle_ms: int = 0) -> Results:
         """Subscribe; returns the ack's results, or raises `SubscribeError` when some
-        were refused (the accepted ones stay subscribed)."""
-        req = self._new_request("subscribe", list(channels), throttle_ms)
+        were refused (the accepted ones stay subscribed).
+
+        `throttle_ms` must be an integer in 0..60000 and `channels` strings, else
+        `InvalidRequest` (a `ValueError`) is raised and nothing is sent. A channel
+        already held is subscribed again from its resume point (with the new
+        throttle): its state carries on without a fresh snapshot.
+        """
+        if type(throttle_ms) is not int or not 0 <= throttle_ms <= MAX_THROTTLE_MS:
+            raise InvalidRequest(
+                f"throttle_ms must be an integer in 0..{MAX_THROTTLE_MS}, not {throttle_ms!r}"
+            )
+        req = self._new_request("subscribe", _channel_list(channels), throttle_ms)
         results = await self._call(req)
         if any(not r.get("ok") for r in results):
             raise SubscribeError(results)
         return results
 
     async def unsubscribe(self, channels: Iterable[str]) -> Results:
-        req = self._new_request("unsubscribe", list(channels))
+        """Unsubscribe (idempotent); the channels' states are forgotten at once.
+
+        `channels` must be strings, else `InvalidRequest` is raised and nothing is sent.
+        """
+        req = self._new_request("unsubscribe", _channel_list(channels))
         # Forget the channels now: what is still in flight for them is ignored, and a
         # reconnect before the ack does not bring them back.
         for ch in req.channels:
@@ -233,10 +292,11 @@ class Client:
 
     # -- requests --------------------------------------------------------------------
 
-    def _new_request(
-        self, op: str, channels: list[str], throttle_ms: int = 0, *, resume: bool = False
-    ) -> _Request:
-        return _Request(next(self._ids), op, channels, throttle_ms, resume)
+    def _new_request(self, op: str, channels: list[str], throttle_ms: int = 0) -> _Request:
+        # Ids stay within the protocol's range; wrapping after 2^53-1 requests cannot
+        # meet a request still waiting for its reply.
+        self._last_id = self._last_id % MAX_SAFE_INTEGER + 1
+        return _Request(self._last_id, op, channels, throttle_ms)
 
     async def _call(self, req: _Request) -> Results:
         if self._end is not None:
@@ -247,7 +307,7 @@ class Client:
         limit = self.limits.get("max_message_bytes")
         if limit is not None and size > limit:
             # The server would close the connection with 1009; refuse it here instead.
-            raise ValueError(f"request of {size} bytes exceeds the server's {limit}; split it")
+            raise InvalidRequest(f"request of {size} bytes exceeds the server's {limit}; split it")
         req.future = asyncio.get_running_loop().create_future()
         self._pending[req.id] = req
         try:
@@ -258,17 +318,18 @@ class Client:
 
     def _message(self, req: _Request) -> dict[str, Any]:
         msg: dict[str, Any] = {"op": req.op, "id": req.id, "channels": req.channels}
-        if req.op == "subscribe" and req.throttle_ms:
+        if req.op != "subscribe":
+            return msg
+        if req.throttle_ms:
             msg["throttle_ms"] = req.throttle_ms
-        if req.resume:
-            points = {}
-            for ch in req.channels:
-                st = self._states.get(ch)
-                point = None if st is None else st.resume_point()
-                if point is not None:
-                    points[ch] = point
-            if points:
-                msg["resume"] = points
+        points = {}
+        for ch in req.channels:
+            st = self._states.get(ch)
+            point = None if st is None else st.resume_point()
+            if point is not None:
+                points[ch] = point
+        if points:
+            msg["resume"] = points
         return msg
 
     async def _send(self, req: _Request) -> None:
@@ -277,6 +338,11 @@ class Client:
         if ws is None or ws.closed:
             return
         data = msgspec.json.encode(self._message(req)).decode()
+        if req.op == "subscribe":
+            # Before the send: the ack may be read while it is under way.
+            for ch in req.channels:
+                if ch in self._states:
+                    self._awaiting[ch] = req.id
         try:
             async with self._send_lock:
                 await ws.send_str(data)
@@ -285,29 +351,38 @@ class Client:
 
     async def _resubscribe(self, channels: list[str]) -> None:
         """Our own subscribe of held channels, each from its resume point."""
-        for ch in channels:
-            self._resyncing.add(ch)
         by_throttle: dict[int, list[str]] = {}
         for ch in channels:
             by_throttle.setdefault(self._throttle.get(ch, 0), []).append(ch)
         for throttle, chans in by_throttle.items():
             for i in range(0, len(chans), RESUBSCRIBE_CHUNK):
-                req = self._new_request(
-                    "subscribe", chans[i : i + RESUBSCRIBE_CHUNK], throttle, resume=True
-                )
+                req = self._new_request("subscribe", chans[i : i + RESUBSCRIBE_CHUNK], throttle)
                 self._pending[req.id] = req
                 await self._send(req)
 
     def _retry_later(self, channels: list[str]) -> None:
-        async def retry() -> None:
-            await asyncio.sleep(RETRY_S * random.uniform(1.0, 2.0))
-            held = [ch for ch in channels if ch in self._states]
+        """Subscribe to held `channels` again (with resume) after a pause that doubles
+        with each failure in a row of a channel, up to `backoff_max_s`. Channels that
+        fail while a pause runs join it, so a fault of many channels at once costs a
+        few subscribe messages, not one per channel."""
+        for ch in channels:
+            if ch in self._states:
+                self._to_retry.add(ch)
+                self._failures[ch] = self._failures.get(ch, 0) + 1
+        if self._to_retry and (self._retry_task is None or self._retry_task.done()):
+            self._retry_task = asyncio.create_task(self._retrying(), name="client retry")
+
+    async def _retrying(self) -> None:
+        # `_to_retry` holds only channels of the current connection: the end of one
+        # empties it (the next resubscribes every channel).
+        while self._to_retry:
+            n = max(self._failures.get(ch, 1) for ch in self._to_retry)
+            delay = min(self.retry_min_s * 2 ** (n - 1), self.backoff_max_s)
+            await asyncio.sleep(delay * random.uniform(1.0, 1.5))
+            held = [ch for ch in self._to_retry if ch in self._states]
+            self._to_retry.clear()
             if held and self._ws is not None:
                 await self._resubscribe(held)
-
-        t = asyncio.create_task(retry())
-        self._retries.add(t)
-        t.add_done_callback(self._retries.discard)
 
     # -- the connection ----------------------------------------------------------------
 
@@ -368,7 +443,7 @@ class Client:
                 return
             if code in PENALTY_CODES:
                 penalties += 1
-                if penalties > self.max_penalty_closes:
+                if self.max_penalty_closes is not None and penalties > self.max_penalty_closes:
                     self._finish(ConnectionClosed(code, f"{reason} ({penalties} times in a row)"))
                     return
                 delay = max(delay, min(PENALTY_FLOOR_S, self.backoff_max_s))
@@ -425,7 +500,8 @@ class Client:
         finally:
             self._ws = None
             # Our own resubscribes die with the connection; the next one redoes them all.
-            self._resyncing.clear()
+            self._awaiting.clear()
+            self._to_retry.clear()
             for rid in [r.id for r in self._pending.values() if r.future is None]:
                 del self._pending[rid]
             await ws.close()
@@ -446,23 +522,21 @@ class Client:
     async def _on_data(self, m: dict[str, Any]) -> None:
         ch = m.get("channel")
         st = self._states.get(ch) if isinstance(ch, str) else None
-        if st is None:
-            return  # unsubscribed meanwhile
+        if st is None or st.channel in self._awaiting:
+            # Unsubscribed meanwhile, or of the subscription a pending subscribe
+            # replaces: its new base comes after the ack.
+            return
         try:
-            if m["type"] == "snapshot":
-                keys = st.apply_snapshot(m)
-                self._resyncing.discard(st.channel)
-            else:
-                keys = st.apply_update(m)
+            keys = st.apply_snapshot(m) if m["type"] == "snapshot" else st.apply_update(m)
         except (Gap, ValueError, KeyError, TypeError) as exc:
             # The state is unchanged by a message that does not apply, so resuming
-            # from it loses nothing. Updates that were already in flight when the
-            # first gap was seen are skipped until the resubscribe is acknowledged.
-            if st.channel not in self._resyncing:
-                self.gaps += 1
-                log.info("%s; resubscribing with resume", exc)
-                await self._resubscribe([st.channel])
+            # from it loses nothing; what is still in flight is ignored until the
+            # resubscribe is acknowledged.
+            self.gaps += 1
+            log.info("%s; resubscribing with resume", exc)
+            await self._resubscribe([st.channel])
             return
+        self._failures.pop(st.channel, None)
         assert st.epoch is not None
         assert st.seq is not None
         self._emit(Change(st.channel, m["type"], keys, st.epoch, st.seq))
@@ -474,6 +548,7 @@ class Client:
             return
         results: Results = [r for r in m.get("results") or [] if isinstance(r, dict)]
         if req.op == "subscribe":
+            self._answered(req)
             retry: list[str] = []
             for r in results:
                 ch = str(r.get("channel"))
@@ -483,15 +558,8 @@ class Client:
                         self.lost.pop(ch, None)
                     if req.future is not None:
                         self._throttle[ch] = req.throttle_ms
-                    # After the ack the server serves the channel afresh, so a gap
-                    # from here on is a new one.
-                    self._resyncing.discard(ch)
-                elif req.future is None and ch in self._states:
-                    err = r.get("error") or {}
-                    if err.get("code") in RETRY_CODES:
-                        retry.append(ch)
-                    else:
-                        self._drop(ch, err)
+                elif ch in self._states:
+                    self._unserved(ch, r.get("error") or {}, retry)
             if retry:
                 self._retry_later(retry)
         if req.future is not None and not req.future.done():
@@ -500,30 +568,52 @@ class Client:
     def _on_error(self, m: dict[str, Any]) -> None:
         err = m.get("error") or {}
         code, text = str(err.get("code")), str(err.get("message", ""))
-        rid = m.get("id")
-        req = self._pending.pop(rid, None) if isinstance(rid, int) else None
-        if req is not None:
-            if req.future is None:
-                self._retry_later(req.channels)  # e.g. our resubscribe was rate limited
-            elif not req.future.done():
-                req.future.set_exception(RequestError(code, text))
+        rid, ch = m.get("id"), m.get("channel")
+        if rid is None and isinstance(ch, str):
+            # The server stopped serving an acknowledged channel (PROTOCOL.md): it is
+            # no longer subscribed there, whatever we still hold.
+            self.channel_errors += 1
+            if ch in self._states:
+                retry: list[str] = []
+                self._unserved(ch, err, retry)
+                self._retry_later(retry)
             return
-        # The server drops a channel it cannot serve with an `error` without an id
-        # whose message starts with the channel's name (PROTOCOL.md gives no channel
-        # field); subscribe to it again after a pause.
-        ch = text.split(": ", 1)[0]
-        if code == "internal" and ch in self._states:
-            log.warning("server dropped %s (%s); retrying", ch, text)
-            self._retry_later([ch])
-        else:
+        req = self._pending.pop(rid, None) if isinstance(rid, int) else None
+        if req is None:
             log.warning("server error %s: %s", code, text)
+            return
+        # The server did not act on the request: the subscription it would have
+        # replaced goes on.
+        self._answered(req)
+        if req.future is None:
+            self._retry_later(req.channels)  # e.g. our resubscribe was rate limited
+        elif not req.future.done():
+            req.future.set_exception(RequestError(code, text))
 
     # -- state bookkeeping ---------------------------------------------------------------
+
+    def _answered(self, req: _Request) -> None:
+        """The server answered `req`: what it sends of its channels from now on is the
+        new base (an `ack`) or the old subscription's (an `error`)."""
+        for ch in req.channels:
+            if self._awaiting.get(ch) == req.id:
+                del self._awaiting[ch]
+
+    def _unserved(self, ch: str, err: dict[str, Any], retry: list[str]) -> None:
+        """The server does not serve held channel `ch` (a refusal, or an `error`
+        naming it): it goes into `retry` when worth trying again, else it is dropped."""
+        if err.get("code") in RETRY_CODES:
+            log.warning("%s is not served for now (%s); subscribing again later", ch, err)
+            retry.append(ch)
+        else:
+            self._drop(ch, err)
 
     def _forget(self, ch: str) -> None:
         self._states.pop(ch, None)
         self._throttle.pop(ch, None)
-        self._resyncing.discard(ch)
+        self._awaiting.pop(ch, None)
+        self._to_retry.discard(ch)
+        self._failures.pop(ch, None)
         self._overflow.pop(ch, None)
 
     def _drop(self, ch: str, err: dict[str, Any]) -> None:

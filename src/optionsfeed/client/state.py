@@ -15,6 +15,11 @@ from typing import Any, Literal
 
 Record = dict[str, Any]
 Kind = Literal["snapshot", "update"]
+MAX_SEQ = 2**53 - 1  # PROTOCOL.md: seqs are integers in 0..2^53-1
+
+
+def _is_seq(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= MAX_SEQ
 
 
 class Gap(Exception):
@@ -101,8 +106,11 @@ class ChannelState:
     def apply_snapshot(self, msg: dict[str, Any]) -> list[str]:
         """Replace the whole state; returns every key it now holds."""
         epoch, seq = msg["epoch"], msg["seq"]
-        if not isinstance(epoch, str) or not isinstance(seq, int):
-            raise ValueError(f"{self.channel}: snapshot needs a string epoch and an int seq")
+        if not isinstance(epoch, str) or not _is_seq(seq):
+            # A seq out of range would come back as a resume point the server refuses.
+            raise ValueError(
+                f"{self.channel}: snapshot needs a string epoch and a seq in 0..2^53-1"
+            )
         data = msg["data"]
         # Keys are checked before anything changes, so a malformed message leaves
         # the state as it was.
@@ -120,8 +128,8 @@ class ChannelState:
         epoch, prev, seq = msg.get("epoch"), msg.get("prev"), msg.get("seq")
         if self.epoch is None or epoch != self.epoch or prev != self.seq:
             raise Gap(self.channel, self.epoch, self.seq, epoch, prev)
-        if not isinstance(seq, int):
-            raise ValueError(f"{self.channel}: update needs an int seq")
+        if not _is_seq(seq):
+            raise ValueError(f"{self.channel}: update needs a seq in 0..2^53-1")
         data = msg["data"]
         keys = self._keys(data)
         for k, rec in zip(keys, data, strict=True):

@@ -51,9 +51,33 @@ window.optionsfeedModel = () => ({
 
 let ws = null;
 let nextId = 1;
-let backoff = 250;
 let lastHeard = 0;
 let heartbeatMs = 10000;
+
+// Reconnecting (PROTOCOL.md): after any close but 1008 (policy) and 1009 (our
+// message too big), which a retry cannot fix, with capped, jittered backoff; 1000
+// and 1001 too (the server is done with that connection, not with us), and 1007
+// (the browser sends only valid UTF-8, so it was damaged on the way). After 4008
+// and 4029 (slow down) after a backoff of at least PENALTY_FLOOR_MS.
+const FINAL_CLOSES = new Set([1008, 1009]);
+const PENALTY_CLOSES = new Set([4008, 4029]);
+const BACKOFF_MIN_MS = 250, BACKOFF_MAX_MS = 5000, PENALTY_FLOOR_MS = 1000;
+let backoff = BACKOFF_MIN_MS;
+let openedAt = 0;
+// A channel the server stopped serving (an error naming it, or a refused
+// subscribe) is subscribed again after a pause for these codes, doubling while it
+// keeps failing; for the others (not_entitled, unknown_symbol, ...) it is shown.
+const RETRY_CODES = new Set(["internal", "rate_limited"]);
+const RETRY_MIN_MS = 1000;
+const toRetry = new Set();
+const failures = new Map();  // channel -> failures in a row
+let retryTimer = 0;
+// channel -> id of our latest subscribe of it not yet acknowledged. Its data is
+// ignored until then: it belongs to the subscription being replaced, and after the
+// ack the server sends the new base (a snapshot, or the updates from our resume
+// point, which the channel's state, held still, still equals).
+const awaiting = new Map();
+let noticeFor = null;  // the channel the notice is about, cleared when it recovers
 
 // ---- formatting -------------------------------------------------------------------
 
@@ -85,13 +109,49 @@ function channels() {
 }
 
 function send(obj) {
-  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj));
+  if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+  ws.send(JSON.stringify(obj));
+  return true;
 }
 
-function subscribe(list, resume) {
+// Subscribes `list`, each channel held resuming where it is.
+function subscribe(list) {
   const msg = { op: "subscribe", id: nextId++, channels: list };
-  if (resume && Object.keys(resume).length) msg.resume = resume;
-  send(msg);
+  const resume = {};
+  for (const ch of list) {
+    const c = state.channels[ch];
+    if (c) resume[ch] = { epoch: c.epoch, seq: c.seq };
+  }
+  if (Object.keys(resume).length) msg.resume = resume;
+  if (send(msg)) for (const ch of list) awaiting.set(ch, msg.id);
+}
+
+function retryLater(ch) {
+  toRetry.add(ch);
+  failures.set(ch, (failures.get(ch) || 0) + 1);
+  if (retryTimer) return;  // it joins the pause under way: one message for all
+  const n = Math.max(...[...toRetry].map((c) => failures.get(c)));
+  const delay = Math.min(RETRY_MIN_MS * 2 ** (n - 1), BACKOFF_MAX_MS);
+  retryTimer = setTimeout(() => {
+    retryTimer = 0;
+    const list = [...toRetry].filter(isCurrent);
+    toRetry.clear();
+    if (list.length) subscribe(list);
+  }, delay * (1 + Math.random() / 2));
+}
+
+// The server does not serve `ch` (any more): try again later, or say so.
+function unserved(ch, err) {
+  if (!isCurrent(ch)) return;
+  const text = `${ch}: ${err.code}` + (err.message ? ` (${err.message})` : "");
+  noticeFor = ch;
+  if (RETRY_CODES.has(err.code)) {
+    notice(`${text}; subscribing again`);
+    retryLater(ch);
+  } else {
+    delete state.channels[ch];
+    notice(`${text}; not served`);
+  }
 }
 
 function connect() {
@@ -100,29 +160,37 @@ function connect() {
   const token = sessionStorage.getItem("optionsfeed-token");
   const url = `${proto}://${location.host}/ws` + (token ? `?token=${encodeURIComponent(token)}` : "");
   ws = new WebSocket(url);
+  openedAt = 0;
   ws.onopen = () => {
-    backoff = 250;
-    lastData = performance.now();
-    lastHeard = performance.now();
+    openedAt = lastData = lastHeard = performance.now();
     setConn("live");
     // Resume where each channel left off: missed updates, or a fresh snapshot.
-    const resume = {};
-    for (const ch of channels()) {
-      const c = state.channels[ch];
-      if (c) resume[ch] = { epoch: c.epoch, seq: c.seq };
-    }
-    subscribe(channels(), resume);
+    subscribe(channels());
   };
   ws.onmessage = timed((ev) => {
     lastHeard = performance.now();
     const data = JSON.parse(ev.data);
     for (const m of Array.isArray(data) ? data : [data]) onMessage(m);
   });
-  ws.onclose = () => {
-    setConn("reconnecting");
+  ws.onclose = (ev) => {
     ws = null;
-    setTimeout(connect, backoff * (0.5 + Math.random() / 2));
-    backoff = Math.min(backoff * 2, 5000);
+    // The next connection subscribes every channel: pending retries are moot.
+    awaiting.clear();
+    toRetry.clear();
+    clearTimeout(retryTimer);
+    retryTimer = 0;
+    if (FINAL_CLOSES.has(ev.code)) {
+      setConn("closed");
+      notice(`the server closed the connection (${ev.code}${ev.reason ? `: ${ev.reason}` : ""}); reload to try again`);
+      return;
+    }
+    setConn("reconnecting");
+    // Only a connection that lived a while resets the backoff: a server that
+    // accepts and closes at once is not asked again every 250 ms.
+    if (openedAt && performance.now() - openedAt >= BACKOFF_MAX_MS) backoff = BACKOFF_MIN_MS;
+    const delay = PENALTY_CLOSES.has(ev.code) ? Math.max(backoff, PENALTY_FLOOR_MS) : backoff;
+    setTimeout(connect, delay * (0.5 + Math.random() / 2));
+    backoff = Math.min(delay * 2, BACKOFF_MAX_MS);
   };
 }
 
@@ -132,16 +200,39 @@ function onMessage(m) {
     case "snapshot": applySnapshot(m); break;
     case "update": applyUpdate(m); break;
     case "ack":
-      for (const r of m.results) if (!r.ok) notice(`${r.channel}: ${r.error.message}`);
+      for (const r of m.results) {
+        if (awaiting.get(r.channel) === m.id) awaiting.delete(r.channel);
+        if (!r.ok) unserved(r.channel, r.error);
+      }
       break;
-    case "error": notice(m.error.message); break;
+    case "error":
+      if (m.id === null && typeof m.channel === "string") {
+        unserved(m.channel, m.error);  // no longer subscribed (PROTOCOL.md)
+        break;
+      }
+      // A request the server did not act on: its channels' old subscriptions go on.
+      for (const [ch, id] of awaiting) {
+        if (id !== m.id) continue;
+        awaiting.delete(ch);
+        if (RETRY_CODES.has(m.error.code)) retryLater(ch);
+      }
+      noticeFor = null;
+      notice(m.error.message);
+      break;
   }
 }
 
 function isCurrent(channel) { return channels().includes(channel); }
+function isServed(channel) { return isCurrent(channel) && !awaiting.has(channel); }
+
+function served(channel) {
+  failures.delete(channel);
+  if (noticeFor === channel) { noticeFor = null; notice(""); }
+}
 
 function applySnapshot(m) {
-  if (!isCurrent(m.channel)) return;
+  if (!isServed(m.channel)) return;
+  served(m.channel);
   state.channels[m.channel] = { epoch: m.epoch, seq: m.seq };
   if (m.channel.startsWith("chain.")) {
     state.rows = new Map(m.data.map((r) => [r.symbol, r]));
@@ -154,15 +245,15 @@ function applySnapshot(m) {
 }
 
 function applyUpdate(m) {
-  if (!isCurrent(m.channel)) return;
+  if (!isServed(m.channel)) return;
   const c = state.channels[m.channel];
-  // The sequence rule: anything but prev == our seq (same epoch) is a gap.
+  // The sequence rule: anything but prev == our seq (same epoch) is a gap. The
+  // state stays as it is, to resume from; what is in flight waits for the ack.
   if (!c || c.epoch !== m.epoch || c.seq !== m.prev) {
-    const resume = c ? { [m.channel]: { epoch: c.epoch, seq: c.seq } } : undefined;
-    delete state.channels[m.channel];
-    subscribe([m.channel], resume);
+    subscribe([m.channel]);
     return;
   }
+  served(m.channel);
   c.seq = m.seq;
   lastData = performance.now();
   const now = Date.now() * 1000;
@@ -472,6 +563,7 @@ function selectExpiry(e) {
   const old = chainChannel();
   send({ op: "unsubscribe", id: nextId++, channels: [old] });
   delete state.channels[old];
+  awaiting.delete(old);
   state.expiry = e;
   state.rows = new Map();
   state.rebuild = true;
@@ -484,7 +576,10 @@ function selectExpiry(e) {
 function selectUnderlying(u) {
   const old = channels();
   send({ op: "unsubscribe", id: nextId++, channels: old });
-  for (const ch of old) delete state.channels[ch];
+  for (const ch of old) {
+    delete state.channels[ch];
+    awaiting.delete(ch);
+  }
   state.underlying = u;
   state.expiries = state.listing[u] || [];
   state.expiry = state.expiries[0] || null;
