@@ -40,7 +40,9 @@ async def test_throttle_sends_at_most_one_frame_per_interval_and_keeps_the_seque
         # Unthrottled, SPY changes about 100 times a second; throttled, ~3 frames/s.
         assert 4 <= len(times) <= 10, len(times)
         gaps = [b - a for a, b in itertools.pairwise(times)]
-        assert min(gaps) > 0.2, gaps
+        # Receive times, on a loop sharing the machine with the gateway: two frames sent
+        # 300 ms apart can arrive closer. Exact timing: test_session.py's throttle test.
+        assert min(gaps) > 0.1, gaps
         assert state.updates == len(times)
     finally:
         await stop()
