@@ -137,6 +137,8 @@ class Market:
         self.epoch = ""
         self.seq = 0
         self._bid = 1.0
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.states: dict[int, dict[str, dict[str, Any]]] = {}  # seq -> rows, this epoch
 
     def _record(self, symbol: str) -> dict[str, Any]:
         self._bid += 0.01
@@ -145,6 +147,7 @@ class Market:
     async def reset(self, epoch: str) -> None:
         """A new epoch: the whole chain, `reset` set, seq 1."""
         self.epoch, self.seq = epoch, 1
+        self.rows, self.states = {}, {}
         records = [self._record(CALL), self._record(PUT)]
         info = msgspec.json.encode(ChainInfo({EXPIRY: [CALL, PUT]}))
         await self._publish(0, records, info=info, reset=True)
@@ -152,7 +155,10 @@ class Market:
     async def tick(self, symbol: str = CALL) -> int:
         """One envelope changing `symbol`; its seq."""
         self.seq += 1
-        await self._publish(self.seq - 1, [self._record(symbol)])
+        # A field of its own per envelope: an update lost on the way stays visible in
+        # the rows for good, never masked by a later one.
+        record = self._record(symbol) | {f"n{self.seq}": self.seq}
+        await self._publish(self.seq - 1, [record])
         return self.seq
 
     async def _publish(
@@ -163,11 +169,15 @@ class Market:
             "u": U, "epoch": self.epoch, "prev": prev, "seq": self.seq, "ts": WALL_US,
             "options": records, "underlying": None, "stats": None, "reset": reset,
         }  # fmt: skip
-        full = [(r["symbol"], json.dumps(r).encode()) for r in records]
+        for r in records:
+            self.rows.setdefault(r["symbol"], {}).update(r)
+        # The cache holds full records: every field a record has had, as a processor keeps.
+        full = [(r["symbol"], json.dumps(self.rows[r["symbol"]]).encode()) for r in records]
         pub = Publication(
             U, self.epoch, prev, self.seq, WALL_US, json.dumps(env).encode(), full, info, reset
         )
         await self.broker.publish([pub])
+        self.states[self.seq] = {k: dict(v) for k, v in self.rows.items()}
 
 
 class Reader:
@@ -179,6 +189,9 @@ class Reader:
         self.at: dict[str, tuple[str, int]] = {}
         self.violations: list[str] = []
         self._frames_read = 0
+        # channel -> id of the latest subscribe of it not yet acknowledged: until that
+        # ack, what arrives for the channel belongs to the subscription it replaces.
+        self.awaiting: dict[str, int] = {}
 
     def read(self, wire: Wire) -> list[dict[str, Any]]:
         """The messages of frames not read yet, applied."""
@@ -192,8 +205,24 @@ class Reader:
         self.messages.extend(new)
         return new
 
+    def subscribing(self, channels: list[str], rid: int) -> None:
+        """A subscribe `rid` of `channels` is sent."""
+        for name in channels:
+            self.awaiting[name] = rid
+
     def _apply(self, m: dict[str, Any]) -> None:
+        if m["type"] == "ack":
+            for r in m["results"]:
+                if self.awaiting.get(r["channel"]) == m["id"]:
+                    del self.awaiting[r["channel"]]
+            return
+        if m["type"] == "error" and m.get("id") is not None:  # the subscribe was refused
+            for name in [c for c, rid in self.awaiting.items() if rid == m["id"]]:
+                del self.awaiting[name]
+            return
         ch = str(m.get("channel"))
+        if ch in self.awaiting:
+            return
         if m["type"] == "snapshot":
             self.rows[ch] = {r["symbol"]: dict(r) for r in m["data"]}
             self.at[ch] = (m["epoch"], m["seq"])
@@ -206,6 +235,11 @@ class Reader:
             for r in m["data"]:
                 self.rows[ch].setdefault(r["symbol"], {}).update(r)
             self.at[ch] = (m["epoch"], m["seq"])
+
+    def resuming(self, channel: str, epoch: str, seq: int, rows: dict[str, dict[str, Any]]) -> None:
+        """The client asks to resume `channel` from (epoch, seq), where it holds `rows`."""
+        self.at[channel] = (epoch, seq)
+        self.rows[channel] = {k: dict(v) for k, v in rows.items()}
 
     def of_type(self, t: str) -> list[dict[str, Any]]:
         return [m for m in self.messages if m.get("type") == t]

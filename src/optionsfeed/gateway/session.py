@@ -341,8 +341,9 @@ class Session:
         await feed.ready.wait()
         if m.closed or not m.buffering:
             return  # the feed's first resync already served it
-        # A point past the feed's own position was never published: no history has it.
-        if resume is not None and resume.epoch == feed.epoch and resume.seq <= feed.seq:
+        # A point past the feed's own position was never published, and seq 0 is before
+        # the epoch's first envelope (a reset, never sent as an update): a snapshot.
+        if resume is not None and resume.epoch == feed.epoch and 0 < resume.seq <= feed.seq:
             gen = feed.generation
             try:
                 missed = await self.hub.broker.history(
