@@ -60,6 +60,22 @@ def bench_pricing(runs: int, n: int = 10_000) -> float:
     return _median(times)
 
 
+def bench_american_pricing(runs: int, n: int = 10_000) -> float:
+    """Median ms of American IV + greeks over `n` contracts (as `bench_pricing`, American)."""
+    from optionsfeed.pricing.american import american_iv_and_greeks, american_price
+
+    rng = np.random.default_rng(0)
+    strike, t = rng.uniform(60, 160, n), rng.uniform(1 / 365, 2.0, n)
+    vol, is_call = rng.uniform(0.1, 1.0, n), rng.random(n) < 0.5
+    price = american_price(is_call, 100.0, strike, t, 0.04, 0.01, vol)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        american_iv_and_greeks(price, is_call, 100.0, strike, t, 0.04, 0.01)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return _median(times)
+
+
 def make_batches(steps: int, per_step: int) -> tuple[SourceBatch, list[tuple[int, SourceBatch]]]:
     """The listing batch and `steps` simulated batches of `per_step` updates (10 ms apart)."""
     market = SimMarket([spec_for(u) for u in DEFAULT_UNDERLYINGS], seed=1, start_us=REFERENCE_START)
@@ -235,6 +251,8 @@ def main(what: str, *, redis: str | None, runs: int) -> int:
             print(f"  {name:16s} {us:6.2f} µs")
     if what in ("processing", "all"):
         print(f"pricing: IV + greeks of 10,000 contracts: {bench_pricing(runs):.2f} ms (median)")
+        am = bench_american_pricing(runs)
+        print(f"pricing, American: IV + greeks of 10,000 contracts: {am:.0f} ms (median)")
         print(f"simulator: {bench_sim(runs):,.0f} updates/s generated on one core (median)")
         for per_step in (500, 1000):
             mem = asyncio.run(throughput(lambda: open_broker("memory://"), runs, per_step))

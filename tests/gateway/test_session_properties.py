@@ -19,9 +19,10 @@ from optionsfeed.gateway.session import Limits
 
 from .sansio import CALL, PUT, Bench, GatedBroker, Market
 
+FULLWIDTH_EXPIRY = "".join(chr(0xFF10 + int(d)) for d in "20261218")
 CHANNELS = [
     "chain.SPY", "chain.SPY.20261218", f"option.{CALL}", "stats.SPY", "underlying.SPY",
-    "chain.NOPE", "chain.SPY.20261219", "nonsense", "chain.SPY.２０２６１２１８",
+    "chain.NOPE", "chain.SPY.20261219", "nonsense", f"chain.SPY.{FULLWIDTH_EXPIRY}",
 ]  # fmt: skip
 CHAINS = ("chain.SPY", "chain.SPY.20261218")
 

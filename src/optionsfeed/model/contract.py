@@ -7,6 +7,7 @@ from datetime import date
 from typing import Literal
 
 Right = Literal["C", "P"]
+Exercise = Literal["american", "european"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,7 +17,9 @@ class Contract:
     `symbol` is the compact OSI symbol for US equity options, or the venue's own
     instrument name elsewhere. `expiry_us` is the expiry instant (16:00
     America/New_York on `expiry` for US equity options) in microseconds since the
-    Unix epoch; pricing measures time to expiry to it.
+    Unix epoch; pricing measures time to expiry to it. `exercise`: "american" for
+    US single-stock and ETF options (exercisable any day to expiry), "european" for
+    cash-settled indices and Deribit; pricing follows it.
     """
 
     symbol: str
@@ -28,3 +31,4 @@ class Contract:
     right: Right
     multiplier: int = 100
     currency: str | None = None
+    exercise: Exercise = "european"

@@ -23,14 +23,18 @@ class Flag(StrEnum):
     NO_BID = "no_bid"
     IV_FAILED = "iv_failed"
     HALTED = "halted"
+    IV_OUT_OF_RANGE = "iv_out_of_range"
 
 
 # Order of the flags on the wire: fixed, so equal sets encode equally.
-FLAG_ORDER: tuple[Flag, ...] = (Flag.STALE, Flag.CROSSED, Flag.NO_BID, Flag.IV_FAILED, Flag.HALTED)
+FLAG_ORDER: tuple[Flag, ...] = (
+    Flag.STALE, Flag.CROSSED, Flag.NO_BID, Flag.IV_FAILED, Flag.HALTED, Flag.IV_OUT_OF_RANGE,
+)  # fmt: skip
 
 
 class OptionRecord(msgspec.Struct, omit_defaults=False):
-    """A full option record (a snapshot row). Only `currency` may be absent.
+    """A full option record (a snapshot row). Only `currency` and `exercise` may be absent
+    (the processor always sets `exercise`).
 
     Sizes, volume and open interest are integers, except on venues that trade
     fractions of a contract (Deribit), where they may be fractional.
@@ -62,6 +66,7 @@ class OptionRecord(msgspec.Struct, omit_defaults=False):
     ts: int
     flags: list[str]
     currency: str | msgspec.UnsetType = msgspec.UNSET
+    exercise: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class UnderlyingRecord(msgspec.Struct):

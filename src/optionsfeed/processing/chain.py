@@ -9,7 +9,11 @@ clock (time comes in with the events).
 Pricing inputs per row: the mark is the venue's mark when it sends one, else the
 mid. A row with a venue forward is priced by Black-76 on it (BSM with spot = the
 forward and dividend yield = rate is the same formula), else by BSM on the spot.
-Prices of an `inverse` listing are in units of the underlying; they are converted
+Every row is priced European today, American listings too: the American model of
+`pricing.american` is not fast enough for this path yet, and `exercise` is not
+published until rows are priced by it (a record saying `american` beside a European
+IV would mislead). A fitted IV outside [IV_LOW, IV_HIGH] is published with the
+flag `iv_out_of_range`. Prices of an `inverse` listing are in units of the underlying; they are converted
 to the strike's currency (times the forward, or the spot) before solving, so IV
 and greeks are those of the USD value, as docs/protocol.md says of `currency`.
 """
@@ -31,6 +35,7 @@ from ..sources.base import Listing, Quotes, Trades, UnderlyingTick
 
 F64 = NDArray[np.float64]
 US_PER_YEAR = 365.0 * 86_400.0 * 1e6
+IV_LOW, IV_HIGH = 0.01, 5.0  # a fitted IV outside is flagged iv_out_of_range
 NEW_YORK = ZoneInfo("America/New_York")
 
 # Wire precision per field: a change smaller than this is not a change.
@@ -332,6 +337,7 @@ class ChainState:
         flags |= np.where(np.isfinite(mark) & np.isnan(iv), _BITS[Flag.IV_FAILED], 0)
         flags |= np.where(now_us - self.quote_ts[rows] > self.stale_after_us, _BITS[Flag.STALE], 0)
         flags |= np.where(self.halted[rows], _BITS[Flag.HALTED], 0)
+        flags |= np.where((iv < IV_LOW) | (iv > IV_HIGH), _BITS[Flag.IV_OUT_OF_RANGE], 0)
         # One (fields x rows) matrix, rounded to wire precision in one step.
         new = np.stack(
             [

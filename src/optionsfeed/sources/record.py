@@ -57,7 +57,7 @@ def _opt(b: bytes | None, dtype: str) -> np.ndarray[Any, Any] | None:
 
 def _contract(c: Contract) -> list[Any]:
     return [c.symbol, c.underlying, c.root, c.expiry.isoformat(), c.expiry_us, c.strike,
-            c.right, c.multiplier, c.currency]  # fmt: skip
+            c.right, c.multiplier, c.currency, c.exercise]  # fmt: skip
 
 
 def encode_batch(batch: SourceBatch, t_us: int) -> dict[str, Any]:
@@ -92,9 +92,10 @@ def decode_batch(obj: dict[str, Any]) -> tuple[int, SourceBatch]:
     listings = []
     for u, contracts, rate, q, oi, *more in obj["listings"]:
         cs = [
+            # Recordings made before `exercise` was recorded replay as European.
             Contract(s, und, root, date.fromisoformat(exp), int(exp_us), float(k), right,
-                     int(mult), cur)
-            for s, und, root, exp, exp_us, k, right, mult, cur in contracts
+                     int(mult), cur, ex[0] if ex else "european")
+            for s, und, root, exp, exp_us, k, right, mult, cur, *ex in contracts
         ]  # fmt: skip
         inverse = bool(more[0]) if more else False
         listings.append(Listing(u, cs, rate, q, _opt(oi, "<f8"), inverse=inverse))

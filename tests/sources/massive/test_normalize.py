@@ -154,7 +154,7 @@ def test_contracts_pages_become_contracts() -> None:
     c, adj = page.contracts
     assert c == Contract(
         "SPY251219C00650000", "SPY", "SPY", date(2025, 12, 19),
-        expiry_instant_us(date(2025, 12, 19)), 650.0, "C", 100, None,
+        expiry_instant_us(date(2025, 12, 19)), 650.0, "C", 100, None, "american",
     )  # fmt: skip
     assert (adj.root, adj.right, adj.strike, adj.multiplier) == ("SPY1", "P", 650.5, 150)
     assert n.parse_contracts_page(b'{"status":"OK"}', "SPY").contracts == []

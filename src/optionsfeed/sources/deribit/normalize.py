@@ -495,7 +495,7 @@ def _contract(currency: str, i: Instrument, now_us: int | None) -> tuple[Contrac
     contract = Contract(
         symbol=i.instrument_name, underlying=currency, root=currency, expiry=name.expiry,
         expiry_us=expiry_us, strike=name.strike, right=name.right, multiplier=int(size),
-        currency=currency,
+        currency=currency, exercise="european",
     )  # fmt: skip
     return contract, ""
 

@@ -331,6 +331,7 @@ def _contract(raw: msgspec.Raw, underlying: str) -> Contract | None:
         strike=sym.strike,
         right=sym.right,
         multiplier=int(spc),
+        exercise="american",  # Massive's options are US equity and ETF options
     )
 
 

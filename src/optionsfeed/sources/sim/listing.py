@@ -21,7 +21,7 @@ def build_listing(
     """The contracts of `underlying` listed at `now_us` around `spot`.
 
     Sorted by (expiry, strike, right) with the call first; symbols are compact OSI
-    (root = underlying); no duplicates.
+    (root = underlying); no duplicates; American exercise, as US stock and ETF options are.
     """
     out: list[Contract] = []
     for expiry in listed_expiries(expiry_profile, now_us):
@@ -38,6 +38,7 @@ def build_listing(
                         expiry_us=expiry_us,
                         strike=strike / 1000,
                         right=right,
+                        exercise="american",  # US single-stock and ETF options
                     )
                 )
     return out

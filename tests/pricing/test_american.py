@@ -1,0 +1,161 @@
+"""American prices, IV and greeks against QuantLib (the test oracle), plus the bounds."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import QuantLib as ql
+
+from optionsfeed.pricing import bsm_price
+from optionsfeed.pricing.american import (
+    american_greeks,
+    american_implied_vol,
+    american_iv_and_greeks,
+    american_price,
+)
+
+SPOT = 100.0
+# Deep ITM and OTM both ways, 1 day to 3 years, vols 5%-150%, r 0-8%, with and without q.
+MONEYNESS = [0.6, 0.8, 0.95, 1.0, 1.05, 1.25, 1.6]
+DAYS = [1, 7, 30, 91, 365, 1095]
+VOLS = [0.05, 0.25, 0.6, 1.5]
+RATES = [0.0, 0.04, 0.08]
+DIVS = [0.0, 0.03]
+GRID = list(itertools.product([True, False], MONEYNESS, DAYS, VOLS, RATES, DIVS))
+# Where the American vega is below this (per unit of volatility: 0.1 = 0.001 per vol
+# point) the price hardly depends on volatility and no IV is meaningful to 1e-4.
+MIN_VEGA = 0.1
+
+
+def _oracle(
+    is_call: bool, s: float, k: float, days: int, r: float, q: float, vol: float,
+    engine: str = "qdfp",
+) -> tuple[float, float, float]:  # fmt: skip
+    """QuantLib's American price (delta and gamma from the FD engine)."""
+    today = ql.Date(2, 1, 2025)
+    ql.Settings.instance().evaluationDate = today
+    dc = ql.Actual365Fixed()
+
+    def curve(rate: float) -> object:
+        return ql.YieldTermStructureHandle(ql.FlatForward(today, rate, dc, ql.Continuous))
+
+    vts = ql.BlackVolTermStructureHandle(ql.BlackConstantVol(today, ql.NullCalendar(), vol, dc))
+    process = ql.BlackScholesMertonProcess(
+        ql.QuoteHandle(ql.SimpleQuote(s)), curve(q), curve(r), vts
+    )
+    payoff = ql.PlainVanillaPayoff(ql.Option.Call if is_call else ql.Option.Put, k)
+    option = ql.VanillaOption(payoff, ql.AmericanExercise(today, today + days))
+    if engine == "qdfp":
+        scheme = ql.QdFpAmericanEngine.highPrecisionScheme()
+        option.setPricingEngine(ql.QdFpAmericanEngine(process, scheme))
+        return option.NPV(), float("nan"), float("nan")
+    option.setPricingEngine(ql.FdBlackScholesVanillaEngine(process, 1000, 1000))
+    return option.NPV(), option.delta(), option.gamma()
+
+
+@pytest.fixture(scope="module")
+def grid() -> dict[str, np.ndarray]:
+    cols = {
+        "call": np.array([g[0] for g in GRID]),
+        "k": np.array([SPOT * g[1] for g in GRID]),
+        "t": np.array([g[2] / 365.0 for g in GRID]),
+        "vol": np.array([g[3] for g in GRID]),
+        "r": np.array([g[4] for g in GRID]),
+        "q": np.array([g[5] for g in GRID]),
+    }
+    cols["ref"] = np.array([_oracle(g[0], SPOT, SPOT * g[1], g[2], g[4], g[5], g[3])[0]
+                            for g in GRID])  # fmt: skip
+    return cols
+
+
+def test_price_matches_quantlib(grid: dict[str, np.ndarray]) -> None:
+    """Against QdFpAmericanEngine (high precision): within 1e-4 of vol x vega where vega
+    matters, and within 1e-5 of the strike everywhere."""
+    c, k, t, vol, r, q = (grid[n] for n in ("call", "k", "t", "vol", "r", "q"))
+    ours = american_price(c, SPOT, k, t, r, q, vol)
+    vega = american_greeks(c, SPOT, k, t, r, q, vol).vega * 100.0
+    err = np.abs(ours - grid["ref"])
+    matters = vega >= MIN_VEGA
+    assert (err[matters] <= 1e-4 * vega[matters]).all(), np.max(err[matters] / vega[matters])
+    assert (err <= 1e-5 * k).all(), np.max(err / k)
+
+
+def test_iv_of_quantlib_prices_recovers_the_vol(grid: dict[str, np.ndarray]) -> None:
+    """The IV of the oracle's price is the vol it priced at, within 1e-4, wherever vega matters."""
+    c, k, t, vol, r, q = (grid[n] for n in ("call", "k", "t", "vol", "r", "q"))
+    vega = american_greeks(c, SPOT, k, t, r, q, vol).vega * 100.0
+    iv = american_implied_vol(grid["ref"], c, SPOT, k, t, r, q)
+    checked = vega >= MIN_VEGA
+    err = np.abs(iv - vol)[checked]
+    assert np.isfinite(err).all()
+    assert err.max() <= 1e-4, (err.max(), np.median(err))
+    assert checked.sum() > 0.6 * len(GRID)
+
+
+def test_american_at_least_european(grid: dict[str, np.ndarray]) -> None:
+    """American >= European everywhere on the grid, and >= intrinsic."""
+    c, k, t, vol, r, q = (grid[n] for n in ("call", "k", "t", "vol", "r", "q"))
+    am = american_price(c, SPOT, k, t, r, q, vol)
+    eu = bsm_price(c, SPOT, k, t, r, q, vol)
+    assert (am >= eu - 1e-12).all()
+    assert (am >= np.maximum(np.where(c, SPOT - k, k - SPOT), 0.0)).all()
+
+
+def test_call_without_dividends_is_european(grid: dict[str, np.ndarray]) -> None:
+    """Without a dividend a call is never exercised early: American == European, IV and greeks too."""
+    sel = grid["call"] & (grid["q"] == 0.0)
+    k, t, vol, r = (grid[n][sel] for n in ("k", "t", "vol", "r"))
+    am = american_price(True, SPOT, k, t, r, 0.0, vol)
+    np.testing.assert_allclose(am, bsm_price(True, SPOT, k, t, r, 0.0, vol), rtol=1e-13, atol=0)
+
+
+def test_issue_example_put_delta() -> None:
+    """1-year K=130 put at 25%, r 4%: delta about -0.91 (European: -0.70), as the FD engine says."""
+    price, delta, gamma = _oracle(False, 100.0, 130.0, 365, 0.04, 0.0, 0.25, engine="fd")
+    iv, g = american_iv_and_greeks(price, False, 100.0, 130.0, 1.0, 0.04, 0.0)
+    assert abs(iv - 0.25) < 1e-4
+    assert abs(g.delta - delta) < 2e-3
+    assert abs(g.gamma - gamma) < 2e-3
+    assert g.delta < -0.85
+
+
+def test_greeks_match_quantlib_fd() -> None:
+    """Delta and gamma agree with QuantLib's FD engine; theta per day, vega and rho per point are sane."""
+    cases = [(False, 90.0, 180, 0.3, 0.05, 0.01), (True, 80.0, 365, 0.4, 0.03, 0.05),
+             (False, 110.0, 30, 0.2, 0.04, 0.0)]  # fmt: skip
+    for is_call, k, days, vol, r, q in cases:
+        _, delta, gamma = _oracle(is_call, SPOT, k, days, r, q, vol, engine="fd")
+        g = american_greeks(is_call, SPOT, k, days / 365.0, r, q, vol)
+        assert abs(g.delta - delta) < 2e-3, (is_call, k, g.delta, delta)
+        assert abs(g.gamma - gamma) < 2e-3, (is_call, k, g.gamma, gamma)
+        assert g.theta < 0
+        assert g.vega > 0
+        # Rho against a bump of the oracle's rate.
+        up = _oracle(is_call, SPOT, k, days, r + 1e-3, q, vol)[0]
+        down = _oracle(is_call, SPOT, k, days, r - 1e-3, q, vol)[0]
+        assert abs(g.rho - (up - down) / 0.2) < 1e-3
+
+
+def test_iv_failures_and_range() -> None:
+    """At or below intrinsic, at or above the upper bound, at expiry: NaN."""
+    iv = american_implied_vol(
+        [30.0, 29.0, 130.0, 5.0, 5.0], [False, False, False, True, True], 100.0,
+        [130.0, 130.0, 130.0, 100.0, 100.0], [1.0, 1.0, 1.0, 0.0, 0.5], 0.04, 0.01,
+    )  # fmt: skip
+    assert np.isnan(iv[:4]).all()
+    assert 0.1 < iv[4] < 0.5
+
+
+def test_degenerate_inputs() -> None:
+    """t <= 0 or vol <= 0 prices intrinsic; greeks are NaN there; shapes broadcast."""
+    p = american_price([True, False], 100.0, [90.0, 120.0], 0.0, 0.04, 0.01, 0.2)
+    np.testing.assert_array_equal(p, [10.0, 20.0])
+    g = american_greeks(False, 100.0, 120.0, [0.0, 1.0], 0.04, 0.0, 0.2)
+    assert np.isnan(g.delta[0])
+    assert np.isfinite(g.delta[1])
+    assert american_price(False, 100.0, np.full((2, 3), 100.0), 1.0, 0.04, 0.0, 0.2).shape == (
+        2,
+        3,
+    )
