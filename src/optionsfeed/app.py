@@ -24,6 +24,7 @@ from .config import Settings
 from .errors import BrokerUnavailable
 from .gateway.auth import load_tokens
 from .gateway.hub import Hub
+from .gateway.pacing import PacingSettings
 from .gateway.rest import make_app
 from .gateway.server import Gateway
 from .processing.service import ProcessingService, PublisherStatus
@@ -126,7 +127,10 @@ async def _run(settings: Settings, *, process: bool, http: bool) -> None:
                 else None
             )
             gateway = Gateway(
-                Hub(broker),
+                Hub(
+                    broker,
+                    pacing=PacingSettings(settings.pacing_target, settings.max_flush_ms / 1000),
+                ),
                 max_connections=settings.max_connections,
                 tokens=tokens,
                 allow_origins=frozenset(settings.allow_origins),

@@ -51,6 +51,11 @@ def _common(p: argparse.ArgumentParser, *, source: bool, http: bool, redis_requi
         )
         p.add_argument("--allow-origins", help="comma-separated browser origins (default: any)")
         p.add_argument("--max-connections", help="WebSocket connections per process (10000)")
+        p.add_argument(
+            "--pacing-target",
+            help="share of a core above which frames gather before writing (0.7)",
+        )
+        p.add_argument("--max-flush-ms", help="the longest frames gather under load (100)")
 
 
 def _provider_flags(p: argparse.ArgumentParser) -> None:

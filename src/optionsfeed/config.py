@@ -47,6 +47,13 @@ def _non_negative(value: str) -> float:
     return v
 
 
+def _share(value: str) -> float:
+    v = float(value)
+    if not 0.0 < v <= 1.0:  # also refuses NaN
+        raise ValueError("must be more than 0 and at most 1")
+    return v
+
+
 def _port(value: str) -> int:
     v = int(value)
     if not 0 <= v <= 65535:
@@ -135,6 +142,10 @@ class Settings:
     `rest_ratio` lets a venue's events gather while processing is busy (0, the
     default: never; 1 roughly halves processing's CPU on a busy feed for about a
     millisecond of delay; see sources/feed.py).
+
+    Gateway flush pacing (gateway/pacing.py): frames are written at once while the
+    process uses less than `pacing_target` of a core; above it they gather for up
+    to `max_flush_ms`, so each write carries more.
     """
 
     host: str = field(default="127.0.0.1", metadata={"conv": str})
@@ -166,6 +177,8 @@ class Settings:
     max_contracts: int = field(default=1000, metadata={"conv": _positive(int)})
     # The same default as sources/feed.py DEFAULT_REST_RATIO (tests/test_config.py checks).
     rest_ratio: float = field(default=0.0, metadata={"conv": _non_negative})
+    pacing_target: float = field(default=0.7, metadata={"conv": _share})
+    max_flush_ms: float = field(default=100.0, metadata={"conv": _non_negative})
 
     def underlyings_for(self) -> tuple[str, ...]:
         """The underlyings to stream: the given ones, else the source's default."""

@@ -38,6 +38,8 @@ async def test_metrics_count_connections_subscriptions_frames_and_latency(
     m = await scrape(system)
     assert m["optionsfeed_connections"] == 1
     assert m["optionsfeed_subscriptions"] == 2
+    assert 0 <= m["optionsfeed_flush_interval_seconds"] <= 0.1
+    assert m["optionsfeed_loop_utilization"] > 0  # the process worked during the window
     assert m["optionsfeed_broker_subscriptions"] == 1
     assert m["optionsfeed_frames_out_total"] > 10
     assert m["optionsfeed_bytes_out_total"] > m["optionsfeed_frames_out_total"]

@@ -91,18 +91,3 @@ def test_pending_updates_merge_per_record_and_field_latest_wins() -> None:
         {"symbol": "B", "ts": 1, "bid": 5.0},
         {"underlying": "SPY", "ts": 3, "atm_iv": 0.2},
     ]
-
-
-def test_flush_pacing_batches_only_while_the_loop_runs_late() -> None:
-    from optionsfeed.gateway.hub import BATCH_FLUSH_S, Hub
-
-    hub = Hub(broker=None)  # type: ignore[arg-type]
-    assert hub.flush_delay_s == 0.0
-    hub.pace(0.0005)
-    assert hub.flush_delay_s == 0.0
-    hub.pace(0.02)  # the loop ran 20 ms late: batch
-    assert hub.flush_delay_s == BATCH_FLUSH_S
-    hub.pace(0.003)  # between the marks: keep batching (hysteresis)
-    assert hub.flush_delay_s == BATCH_FLUSH_S
-    hub.pace(0.0002)
-    assert hub.flush_delay_s == 0.0

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import pytest
 
 from optionsfeed.broker.base import Snapshot
-from optionsfeed.gateway.hub import MAX_LISTINGS
-from optionsfeed.gateway.session import Limits
+from optionsfeed.gateway.frames import text_frame
+from optionsfeed.gateway.hub import MAX_LISTINGS, ChannelUpdate
+from optionsfeed.gateway.session import Limits, Session
 from optionsfeed.model.envelope import ChainInfo
 
-from .sansio import CALL, EXPIRY, PUT, Bench, GatedBroker, Market
+from .sansio import CALL, EXPIRY, PUT, Bench, GatedBroker, Market, Wire, frame_payload
 
 CHAIN = "chain.SPY"
 ONE_EXPIRY = "chain.SPY.20261218"
@@ -324,4 +326,28 @@ async def test_unknown_names_leave_the_listing_cache_bounded(
         assert await b.hub.listing(f"X{i}") is None
     assert len(b.hub._listings) == MAX_LISTINGS
     assert await b.hub.listing("SPY") is not None
+    await b.aclose()
+
+
+async def test_clients_in_step_share_one_frame_object(broker: GatedBroker, market: Market) -> None:
+    """Two clients at the same place on a channel get one frame object, whose bytes
+    are exactly what each would have been sent alone."""
+    b = await joined(broker)
+    other = Wire()
+    second = Session(
+        b.hub, other, other.close, clock=b.sched.time, wall_us=lambda: 0, scheduler=b.sched
+    )
+    second.on_text(json.dumps({"op": "subscribe", "id": 1, "channels": [CHAIN]}))
+    await b.settle()
+    first_frames, other_frames = len(b.wire.frames), len(other.frames)
+    await market.tick()
+    await b.settle()
+    mine, theirs = b.wire.frames[first_frames:], other.frames[other_frames:]
+    assert len(mine) == len(theirs) == 1
+    assert mine[0] is theirs[0]
+    alone = b.reader.messages[-1]
+    upd = ChannelUpdate(CHAIN, "e1", alone["seq"], [json.dumps(r).encode() for r in alone["data"]])
+    assert json.loads(frame_payload(mine[0])) == json.loads(upd.message(alone["prev"]))
+    assert mine[0] == text_frame(frame_payload(mine[0]))
+    second.release()
     await b.aclose()

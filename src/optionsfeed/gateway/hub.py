@@ -31,6 +31,8 @@ from ..errors import BrokerUnavailable
 from ..model.envelope import STATS_FIELD, UNDERLYING_FIELD, ChainInfo, Envelope, decode_envelope
 from . import protocol
 from .channels import Channel, Kind
+from .frames import text_frame
+from .pacing import DEFAULT_PACING, Pacer, PacingSettings
 
 if TYPE_CHECKING:
     from .metrics import GatewayMetrics
@@ -44,12 +46,7 @@ LISTING_TTL_S = 5.0
 # choose how much this process remembers.
 UNKNOWN_TTL_S = 1.0
 MAX_LISTINGS = 1024
-# Flush pacing: idle, a connection's frame goes out on the next turn of the loop;
-# when the loop runs late (it cannot keep up), frames wait BATCH_FLUSH_S so each
-# carries several envelopes' updates: fewer socket writes exactly when CPU is short.
-BUSY_LAG_S = 0.005
-CALM_LAG_S = 0.001
-BATCH_FLUSH_S = 0.02
+MAX_SHARED_FRAMES = 4096
 RETRY_MIN_S = 0.1
 RETRY_MAX_S = 2.0
 _NULL = b"null"
@@ -276,6 +273,7 @@ class Fanout:
                     m.session.apply_snapshot(m, snap, records)
 
     def _route(self, env: Envelope) -> None:
+        self.hub.new_round()
         self.seq = env.seq
         for ch, records in self._parts(env, list(self.channels.values())):
             upd = ChannelUpdate(ch.name, env.epoch, env.seq, records)
@@ -329,7 +327,13 @@ class Fanout:
 class Hub:
     """The feeds of one gateway process, created and dropped with their members."""
 
-    def __init__(self, broker: Broker, *, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        clock: Callable[[], float] | None = None,
+        pacing: PacingSettings = DEFAULT_PACING,
+    ) -> None:
         self.broker = broker
         self.feeds: dict[str, Fanout] = {}
         self.infos: dict[str, ChainInfo] = {}
@@ -341,8 +345,11 @@ class Hub:
         # underlying -> (when it expires, its listing or None); see MAX_LISTINGS.
         self._listings: OrderedDict[str, tuple[float, ChainInfo | None]] = OrderedDict()
         self._listing_reads: dict[str, asyncio.Future[ChainInfo | None]] = {}
+        self.pacer = Pacer(pacing)
+        # Frames by the messages they carry, since the last envelope was routed: clients
+        # in step on the same channels share one frame object (see frame()).
+        self._frames: dict[tuple[bytes, ...], bytes] = {}
         self.flush_delay_s = 0.0  # 0: flush on the next loop turn; else batch (see pace)
-        self.batched_ticks = 0
         self._closing: set[asyncio.Task[bool]] = set()
 
     def attach(self, m: Member) -> Fanout:
@@ -363,14 +370,31 @@ class Hub:
             self._closing.add(t)
             t.add_done_callback(self._closing.discard)
 
-    def pace(self, lag_s: float) -> None:
-        """Adapt flushing to how late the event loop runs (`lag_s`, from a timer)."""
-        if lag_s > BUSY_LAG_S:
-            self.flush_delay_s = BATCH_FLUSH_S
-        elif lag_s < CALM_LAG_S:
-            self.flush_delay_s = 0.0
-        if self.flush_delay_s:
-            self.batched_ticks += 1
+    def frame(self, messages: list[bytes]) -> bytes:
+        """The WebSocket frame carrying `messages` (one, or a JSON array of several).
+
+        Built once per distinct list of message objects since the last routed
+        envelope: the update messages of a channel are shared bytes objects (see
+        ChannelUpdate), so the clients in step on a channel get one frame object,
+        not a copy each. At most MAX_SHARED_FRAMES are kept.
+        """
+        key = tuple(messages)
+        frame = self._frames.get(key)
+        if frame is None:
+            payload = messages[0] if len(messages) == 1 else b"[" + b",".join(messages) + b"]"
+            frame = text_frame(payload)
+            if len(self._frames) >= MAX_SHARED_FRAMES:
+                self._frames.clear()
+            self._frames[key] = frame
+        return frame
+
+    def new_round(self) -> None:
+        """A new envelope is routed: frames of older messages will not be asked for again."""
+        self._frames.clear()
+
+    def pace(self, cpu_s: float, wall_s: float, lag_s: float) -> None:
+        """Choose the flush interval from the load since the last call (see pacing.py)."""
+        self.flush_delay_s = self.pacer.observe(cpu_s, wall_s, lag_s)
 
     def observe_end_to_end(self, ts_us: int) -> None:
         if self.metrics is not None:

@@ -72,6 +72,16 @@ class _GatewayCollector(Collector):
             "Connections currently conflating (socket not draining)",
             value=sum(1 for s in sessions if s.slow_since is not None),
         )
+        yield GaugeMetricFamily(
+            "optionsfeed_flush_interval_seconds",
+            "How long frames gather before they are written (0: at once; pacing.py)",
+            value=gw.hub.flush_delay_s,
+        )
+        yield GaugeMetricFamily(
+            "optionsfeed_loop_utilization",
+            "Share of the last pacing window the process spent on CPU",
+            value=gw.hub.pacer.utilization,
+        )
         totals = gw.totals
         for name, doc, live in (
             ("frames_out", "WebSocket frames written", sum(s.frames_out for s in sessions)),

@@ -38,7 +38,6 @@ from . import protocol
 from .auth import EVERYTHING, Entitlements
 from .channels import Channel, InvalidChannel, parse_channel
 from .conflate import MergedUpdates
-from .frames import text_frame
 from .hub import ChannelUpdate, Fanout, Hub, listed
 
 log = logging.getLogger("optionsfeed.gateway")
@@ -481,8 +480,7 @@ class Session:
             self.out.clear()
             return
         out, self.out = self.out, []
-        payload = out[0] if len(out) == 1 else b"[" + b",".join(out) + b"]"
-        frame = text_frame(payload)
+        frame = self.hub.frame(out)
         self.transport.write(frame)
         self.frames_out += 1
         self.bytes_out += len(frame)
