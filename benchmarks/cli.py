@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-WHAT = ("processing", "encode", "all", "gateway", "wslib", "venues")
+WHAT = ("processing", "encode", "all", "gateway", "wslib", "venues", "idle")
 BENCH_EXTRA = ("picows", "websockets")  # pyproject's `bench` extra
 
 
@@ -26,7 +26,8 @@ def parser(prog: str) -> argparse.ArgumentParser:
         nargs="?",
         default="all",
         help="processing, encode, all (the two; default), gateway (fan-out scenarios), "
-        "wslib (WebSocket libraries), venues (Deribit and Massive adapters)",
+        "wslib (WebSocket libraries), venues (Deribit and Massive adapters), "
+        "idle (gateway memory per idle connection)",
     )
     p.add_argument(
         "--scenarios", default="A,B", help="gateway scenarios (A,B,C,D,E; see docs/benchmarks.md)"
@@ -59,6 +60,10 @@ def _run(args: argparse.Namespace) -> int:
         from .gateway import main as gateway_main
 
         return gateway_main(args.scenarios.split(","), runs=args.runs, procs=args.procs)
+    if args.what == "idle":
+        from .idle import main as idle_main
+
+        return idle_main(args.runs)
     if args.what == "wslib":
         from .wslib import main as wslib_main
 
