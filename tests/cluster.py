@@ -166,6 +166,14 @@ class LocalCluster:
                 return port
         raise LookupError(f"no replica of {primary}")
 
+    def failover(self, key: str) -> int:
+        """CLUSTER FAILOVER on a replica of `key`'s primary (they swap roles, nothing is
+        lost); the replica's port."""
+        replica = self.replica_of(self.owner(key))
+        if _ask(replica, "CLUSTER", "FAILOVER") is None:
+            raise RuntimeError(f"CLUSTER FAILOVER refused by {replica}")
+        return replica
+
     def node(self, port: int) -> Node:
         return next(n for n in self.nodes if n.port == port)
 

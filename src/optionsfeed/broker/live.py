@@ -20,8 +20,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from redis.asyncio.client import PubSub
+from redis.exceptions import ClusterDownError, MovedError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MovedError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..aio import cancel_requested
@@ -205,6 +205,7 @@ class RedisSubscription:
                     log.info("subscription %s: resubscribe failed: %s", self.channel, exc)
                     continue
                 newest = await self._newest()
+                log.info("subscription %s: subscribed again on %s", self.channel, self.node)
                 if newest is not None:
                     yield newest
                 continue
@@ -268,7 +269,16 @@ class RedisSubscription:
                 raise Drop(f"probe not echoed within {2 * idle:.1f} s")
             return
         payload = self._token + str(next(self._probe_n)).encode()
-        seq, receivers = await self._broker.probe(self.underlying, payload)
+        try:
+            seq, receivers = await self._broker.probe(self.underlying, payload)
+        except BrokerUnavailable as exc:
+            if not isinstance(exc.__cause__, ClusterDownError):
+                raise
+            # The node answered: some slot is between primaries (a failover, maybe on
+            # another shard). Publishing is refused as well, so nothing is being
+            # missed: probe again later rather than drop a link that may be fine.
+            self._quiet_since = time.monotonic()
+            return
         if receivers == 0:
             raise Drop("a probe reached no subscriber on the slot's primary")
         self._pending = (payload, seq, time.monotonic())
