@@ -16,8 +16,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from optionsfeed.aio import cancel_and_wait
+from optionsfeed.broker.cluster import simple_client
 from optionsfeed.broker.live import PROBE_PREFIX, RedisSubscription
 from optionsfeed.broker.redis import RedisBroker
+from optionsfeed.gateway.auth import RedisTokens, load_tokens
 from optionsfeed.model.envelope import decode_envelope
 
 from ..cluster import LocalCluster
@@ -131,6 +133,25 @@ async def until(cond: Callable[[], Awaitable[bool]], timeout_s: float, what: str
             raise TimeoutError(f"no {what} within {timeout_s} s")
         await asyncio.sleep(0.05)
     return time.monotonic()
+
+
+async def test_tokens_kept_in_a_cluster_are_read_from_it(redis_cluster_url: str) -> None:
+    """`--tokens redis` with a cluster URL reads the tokens hash through a cluster client."""
+    r = simple_client(redis_cluster_url, timeout_s=2.0)
+    try:
+        await r.hset("of:tokens", mapping={"t-qqq": '["QQQ"]'})
+    finally:
+        await r.aclose()
+    tokens = load_tokens("redis", redis_url=redis_cluster_url)
+    assert isinstance(tokens, RedisTokens)
+    try:
+        ent = await tokens.lookup("t-qqq")
+        assert ent is not None
+        assert ent.allows("QQQ")
+        assert not ent.allows("SPY")
+        assert await tokens.lookup("nope") is None
+    finally:
+        await tokens.aclose()
 
 
 @pytest.mark.timeout(60)

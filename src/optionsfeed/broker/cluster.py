@@ -9,7 +9,13 @@ than `/0` (or none) is refused, as are query options.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import SSLConnection, parse_url
 
 from ..errors import ConfigError
 
@@ -49,6 +55,28 @@ def seed_urls(url: str) -> list[str]:
             raise ConfigError(f"{redact_cluster(url)!r}: every node needs host:port, got {host!r}")
         seeds.append(node)
     return seeds
+
+
+def simple_client(url: str, *, timeout_s: float) -> aioredis.Redis | RedisCluster:
+    """A client for commands on single keys (`aclose()` it): redis-py's `RedisCluster`
+    for a cluster URL, its `Redis` otherwise. ConfigError for a malformed cluster URL."""
+    if not is_cluster_url(url):
+        return aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    seeds = [parse_url(u) for u in seed_urls(url)]
+    return RedisCluster(
+        startup_nodes=[ClusterNode(s["host"], s["port"]) for s in seeds],
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        **node_kwargs(seeds[0]),
+    )
+
+
+def node_kwargs(seed: Mapping[str, Any]) -> dict[str, Any]:
+    """What every node connection needs beside host and port: credentials and TLS."""
+    out = {k: v for k, v in seed.items() if k in ("username", "password")}
+    if seed.get("connection_class") is SSLConnection:
+        out["ssl"] = True
+    return out
 
 
 def redact_cluster(url: str) -> str:

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import AbstractConnection, SSLConnection, parse_url
+from redis.asyncio.connection import AbstractConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.connection import HiredisRespSerializer
@@ -52,7 +52,7 @@ from redis.utils import HIREDIS_AVAILABLE
 from ..errors import BrokerUnavailable, SequenceConflict
 from ..model.envelope import ChainInfo, Publication, decode_info
 from .base import ChainMeta, Snapshot
-from .cluster import is_cluster_url, redact_cluster, seed_urls
+from .cluster import is_cluster_url, node_kwargs, redact_cluster, seed_urls
 from .live import RedisSubscription
 
 T = TypeVar("T")
@@ -184,9 +184,7 @@ class RedisBroker:
 
     def _open_cluster(self, url: str) -> None:
         seeds = [parse_url(u) for u in seed_urls(url)]
-        self._node_kwargs = {k: v for k, v in seeds[0].items() if k in ("username", "password")}
-        if seeds[0].get("connection_class") is SSLConnection:
-            self._node_kwargs["ssl"] = True
+        self._node_kwargs = node_kwargs(seeds[0])
         cluster = RedisCluster(
             startup_nodes=[ClusterNode(s["host"], s["port"]) for s in seeds],
             max_connections=COMMAND_CONNECTIONS,
