@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis
 
+from .cluster import NODES, LocalCluster, terminate
+
 # A fixed market instant for simulated markets (a Wednesday, 11:00 New York: open),
 # so a test's chain does not depend on the day it runs.
 REFERENCE_START = int(
@@ -34,6 +36,18 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def _free_ports(n: int) -> list[int]:
+    """`n` distinct free ports (held open together, so the OS gives distinct ones)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _answers_ping(port: int) -> bool:
@@ -107,15 +121,8 @@ class RedisServer:
     def stop(self) -> None:
         """SIGTERM (SIGKILL after 5 s) and wait: clients see their connections close."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, signal.SIGCONT)  # a paused server cannot handle SIGTERM
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            terminate(proc)
 
 
 @pytest.fixture(scope="session")
@@ -142,3 +149,38 @@ def redis_url(redis_server: RedisServer) -> str:
     with redis.Redis.from_url(redis_server.url) as r:
         r.flushall()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A Redis Cluster of 6 nodes (3 primaries, 3 replicas) for the whole session."""
+    executable, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if executable is None or cli is None:
+        pytest.fail("redis-server and redis-cli must be on PATH (apt-get install redis-server)")
+    workdir = tmp_path_factory.mktemp("redis-cluster")
+    for attempt in range(START_ATTEMPTS):
+        # 12 ports: each node's own and its cluster bus port (which would otherwise be
+        # port + 10000, maybe past 65535 or taken).
+        ports = _free_ports(2 * NODES)
+        cluster = LocalCluster(
+            executable, cli, workdir / str(attempt), list(zip(ports[::2], ports[1::2], strict=True))
+        )
+        try:
+            cluster.start()
+        except (TimeoutError, subprocess.SubprocessError):
+            cluster.stop()
+            continue
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+        return
+    pytest.fail(f"the redis cluster did not start; see {workdir}")
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: LocalCluster) -> str:
+    """The session's cluster, healthy (an earlier test may have failed a node over) and empty."""
+    redis_cluster.healthy()
+    redis_cluster.flush()
+    return redis_cluster.url

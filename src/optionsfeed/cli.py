@@ -18,7 +18,8 @@ def _common(p: argparse.ArgumentParser, *, source: bool, http: bool, redis_requi
         p.add_argument("--port", help="port to listen on (default 8000; 0 = no HTTP for process)")
     p.add_argument(
         "--redis",
-        help="Redis URL, e.g. redis://127.0.0.1:6379/0"
+        help="Redis URL, e.g. redis://127.0.0.1:6379/0, or a Redis Cluster's: "
+        "redis+cluster://10.0.0.11:6379,10.0.0.12:6379"
         + (" (required)" if redis_required else " (default: the embedded memory broker)"),
     )
     p.add_argument("--history", help="resume history per underlying, in envelopes (default 2000)")

@@ -62,8 +62,11 @@ def _port(value: str) -> int:
 
 
 def _broker_url(value: str) -> str:
-    if not re.match(r"^(redis|rediss|unix|memory)://", value):
-        raise ValueError("must be a redis://, rediss://, unix:// or memory:// URL")
+    if not re.match(r"^(redis|rediss|unix|memory|redis\+cluster|rediss\+cluster)://", value):
+        raise ValueError(
+            "must be a redis://, rediss://, unix://, redis+cluster://, rediss+cluster:// "
+            "or memory:// URL"
+        )
     return value
 
 

@@ -1,4 +1,4 @@
-"""The Broker contract, run against every implementation (memory and Redis)."""
+"""The Broker contract, run against every implementation (memory, Redis, Redis Cluster)."""
 
 from __future__ import annotations
 
@@ -81,10 +81,12 @@ async def take(it: AsyncIterator[bytes], n: int) -> list[bytes]:
         return [await anext(it) for _ in range(n)]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def broker_url(request: pytest.FixtureRequest) -> str:
     if request.param == "memory":
         return "memory://"
+    if request.param == "cluster":
+        return cast(str, request.getfixturevalue("redis_cluster_url"))
     return cast(str, request.getfixturevalue("redis_url"))
 
 
@@ -95,10 +97,19 @@ async def broker(broker_url: str) -> AsyncIterator[Broker]:
 
 
 def test_open_broker_chooses_by_scheme() -> None:
-    """memory:// is the MemoryBroker, redis:// rediss:// unix:// a RedisBroker, others fail."""
+    """memory:// is the MemoryBroker, redis:// rediss:// unix:// redis+cluster:// a
+    RedisBroker, others fail."""
     assert isinstance(open_broker("memory://"), MemoryBroker)
     for url in ("redis://127.0.0.1:1/0", "rediss://h:1/0", "unix:///tmp/redis.sock"):
         assert isinstance(open_broker(url), RedisBroker)
+        assert not cast(RedisBroker, open_broker(url)).sharded
+    for url in ("redis+cluster://127.0.0.1:1,127.0.0.1:2", "rediss+cluster://u:p@h:1/0"):
+        broker = open_broker(url)
+        assert isinstance(broker, RedisBroker)
+        assert broker.sharded
+    for url in ("redis+cluster://h", "redis+cluster://h:1/2", "redis+cluster://h:1?x=1"):
+        with pytest.raises(ConfigError, match="cluster"):
+            open_broker(url)
     for url in ("http://h/", "127.0.0.1:6379", "memcached://h"):
         with pytest.raises(ConfigError, match="unknown scheme"):
             open_broker(url)

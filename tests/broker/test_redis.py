@@ -262,3 +262,28 @@ async def test_a_burst_of_reads_beyond_the_pool_waits_rather_than_fails(redis_ur
     async with RedisBroker(redis_url) as broker:
         found = await asyncio.gather(*(broker.meta(f"NOPE{i}") for i in range(1000)))
         assert found == [None] * 1000
+
+
+@pytest.mark.timeout(30)
+async def test_a_link_that_misses_envelopes_while_seq_moves_is_replaced(
+    redis_url: str, client: aioredis.Redis
+) -> None:
+    """Probes echoed but meta.seq moved with nothing delivered in between (a link on a node
+    the publishes do not reach): the link is dropped and subscribed again."""
+    spy = Feed("SPY")
+    broker = RedisBroker(redis_url, subscriber_idle_s=0.1)
+    async with broker, broker.subscribe("SPY") as sub:
+        it = aiter(sub)
+        await broker.publish([spy.reset("e1", chain())])
+        assert await take(it, 1) != []  # the link is live; probes follow when idle
+        drain = asyncio.create_task(anext(it, b""))
+        try:
+            async with asyncio.timeout(10):
+                while sub.drops == 0:
+                    # Moves seq as a publish would, without publishing: a probe sees it.
+                    await client.hincrby(broker.key("SPY", "meta"), "seq", 1)
+                    await asyncio.sleep(0.1)  # a paced writer, not a wait for an event
+                await sub.wait(subscriptions=2)
+        finally:
+            await cancel_and_wait(drain)
+        assert "meta.seq moved" in sub.last_drop

@@ -9,15 +9,16 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .base import Broker
 
-SCHEMES = ("memory", "redis", "rediss", "unix")
+SCHEMES = ("memory", "redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 
 
 def open_broker(url: str, *, history: int = 2000) -> Broker:
     """The broker for `url`, not yet entered; `history` bounds resume per underlying.
 
     `memory://` is the in-process MemoryBroker; `redis://`, `rediss://` and `unix://`
-    a RedisBroker (no connection is made before first use). Any other scheme raises
-    ConfigError.
+    a RedisBroker on one Redis, `redis+cluster://host:port[,host:port...]` (and
+    `rediss+cluster://`) one on a Redis Cluster (no connection is made before first
+    use). Any other scheme, or a malformed cluster URL, raises ConfigError.
     """
     scheme, sep, _ = url.partition("://")
     scheme = scheme.lower()

@@ -54,7 +54,9 @@ class Subscription(Protocol):
 
     Delivery is at most once: a consumer that falls too far behind, or a broker
     connection that drops, loses messages; the envelopes' prev/seq make the loss
-    visible and `Broker.history` heals it.
+    visible and `Broker.history` heals it. (After such a drop a Redis subscription
+    delivers the newest envelope of the history first, which may repeat one already
+    delivered: a consumer ignores an envelope with `seq <=` its own.)
     """
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...

@@ -4,6 +4,8 @@
 --       carry the same {U} hash tag, so a cluster keeps them in one slot.
 -- ARGV: epoch, prev, seq, ts, payload, reset ("1"/"0"),
 --       info (ChainInfo JSON, "" = keep the current listing), maxlen,
+--       publish ("PUBLISH" on one Redis, "SPUBLISH" on a cluster: a shard channel,
+--       checked against this script's slot like the keys),
 --       then record pairs: field, full record JSON, ...
 --
 -- Returns 1 when applied. Refuses with an error reply starting "CONFLICT" (and
@@ -14,6 +16,10 @@
 local meta, chain, hist, live = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local epoch, prev, seq, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local payload, reset, info, maxlen = ARGV[5], ARGV[6] == '1', ARGV[7], ARGV[8]
+local publish = ARGV[9]
+if publish ~= 'PUBLISH' and publish ~= 'SPUBLISH' then
+  return redis.error_reply('ERR publish command must be PUBLISH or SPUBLISH')
+end
 
 if reset then
   -- A new epoch: the old cache and history go in the same atomic step, since
@@ -33,7 +39,7 @@ redis.call('XADD', hist, 'MAXLEN', '~', maxlen, seq .. '-0', 'e', payload)
 
 -- unpack() is limited by Lua's C stack (about 8000 values): 1000 pairs per HSET.
 local n = #ARGV
-local i = 9
+local i = 10
 while i <= n do
   local j = math.min(i + 1999, n)
   redis.call('HSET', chain, unpack(ARGV, i, j))
@@ -45,5 +51,5 @@ if info ~= '' then
 else
   redis.call('HSET', meta, 'epoch', epoch, 'seq', seq, 'updated_us', ts)
 end
-redis.call('PUBLISH', live, payload)
+redis.call(publish, live, payload)
 return 1

@@ -1,11 +1,14 @@
-"""The Redis broker (`redis://`, `rediss://`, `unix://`): cache, history and pub/sub in Redis.
+"""The Redis broker: cache, history and pub/sub in one Redis or a Redis Cluster.
 
-Keys of an underlying U all carry the hash tag `{U}`, so a Redis Cluster keeps them
-in one slot and one Lua script (`publish.lua`) updates them atomically:
-`{prefix}:{U}:meta` (hash: epoch, seq, updated_us, info), `{prefix}:{U}:chain` (hash:
-cache field -> full record JSON), `{prefix}:{U}:hist` (stream, id `<seq>-0`, field
-`e` = envelope, `MAXLEN ~ history`), `{prefix}:{U}:live` (pub/sub channel). The set
-`{prefix}:underlyings` lives in another slot and is written beside the script.
+`redis://`, `rediss://` and `unix://` name one Redis; `redis+cluster://host:port,...`
+(or `rediss+cluster://`) a Redis Cluster (see cluster.py). Keys of an underlying U
+all carry the hash tag `{U}`, so a cluster keeps them in one slot (one shard) and one
+Lua script (`publish.lua`) updates them atomically: `{prefix}:{U}:meta` (hash: epoch,
+seq, updated_us, info), `{prefix}:{U}:chain` (hash: cache field -> full record JSON),
+`{prefix}:{U}:hist` (stream, id `<seq>-0`, field `e` = envelope, `MAXLEN ~ history`),
+`{prefix}:{U}:live` (the channel: PUBLISH on one Redis, SPUBLISH on a cluster, where a
+shard channel lives on its slot's primary only). The set `{prefix}:underlyings` is a
+registry in a slot of its own (on a cluster, one shard's), written beside each reset.
 
 Failures: a refused, reset or silent connection raises `BrokerUnavailable` within
 the connect/read timeout (2 s by default), and redis-py never retries: the caller owns
@@ -13,7 +16,8 @@ backoff. Such a publish has an unknown outcome (Redis may have applied part of i
 apply it later when a stalled server wakes up); the script's epoch/prev check makes that
 harmless, as the caller's next reset either supersedes it or makes it be refused. A
 retry would turn an applied batch into a SequenceConflict and duplicate live envelopes,
-so the only re-send is after NOSCRIPT, of publications the script did not run for.
+so the only re-sends are after NOSCRIPT (the script did not run) and, on a cluster,
+after MOVED or ASK (the node that answered did not run it either).
 """
 
 from __future__ import annotations
@@ -22,28 +26,34 @@ import asyncio
 import hashlib
 import importlib.resources
 import itertools
-import random
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import PubSub
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import AbstractConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.connection import HiredisRespSerializer
+from redis.exceptions import (
+    ClusterError,
+    NoScriptError,
+    RedisClusterUnreachableError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 from redis.utils import HIREDIS_AVAILABLE
 
-from ..aio import cancel_requested
 from ..errors import BrokerUnavailable, SequenceConflict
 from ..model.envelope import ChainInfo, Publication, decode_info
 from .base import ChainMeta, Snapshot
+from .cluster import is_cluster_url, node_kwargs, redact_cluster, seed_urls
+from .live import RedisSubscription
 
 T = TypeVar("T")
 
@@ -52,15 +62,18 @@ TIMEOUT_S = 2.0
 HEALTH_CHECK_S = 10
 COMMAND_CONNECTIONS = 64
 SUBSCRIPTION_CONNECTIONS = 100_000  # bounded by the underlyings listed, not by clients
-# A silent subscription is PINGed after this long, and given up after twice this.
-SUBSCRIBER_IDLE_S = 5.0
-RESUBSCRIBE_MIN_S = 0.05
-RESUBSCRIBE_MAX_S = 2.0
+# A subscription with no traffic for this long probes its link (see live.py).
+SUBSCRIBER_IDLE_S = 1.0
 
 _SCRIPT = importlib.resources.files(__package__).joinpath("publish.lua").read_text("utf-8")
 _EMPTY_INFO = b'{"expiries":{}}'
-_UNAVAILABLE: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
-_SUBSCRIBE_FAILED: tuple[type[BaseException], ...] = (BrokerUnavailable, *_UNAVAILABLE)
+# Errors that say "the broker cannot be reached or is not serving now", never "your
+# request is wrong". On a cluster that includes a slot no node serves, CLUSTERDOWN,
+# TRYAGAIN (a slot migrating) and a topology no seed would tell.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    RedisConnectionError, RedisTimeoutError, OSError, ClusterError, TryAgainError,
+    SlotNotCoveredError, RedisClusterUnreachableError,
+)  # fmt: skip
 # Error replies that describe the server's state, not the request: retrying later may work.
 _SERVER_STATE = {"OOM", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "MISCONF", "NOREPLICAS",
                  "TRYAGAIN", "CLUSTERDOWN"}  # fmt: skip
@@ -68,6 +81,8 @@ _SERVER_STATE = {"OOM", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "MISCONF", 
 
 def redact(url: str) -> str:
     """`url` with its password (if any) replaced by `***`, for logs and errors."""
+    if is_cluster_url(url):
+        return redact_cluster(url)
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -96,8 +111,9 @@ def _packing_in_c(cls: type[AbstractConnection]) -> type[AbstractConnection]:
 class RedisBroker:
     """Cache + bounded history (`history` envelopes per underlying) + pub/sub in Redis.
 
-    Owns two connection pools (commands, and one connection per subscription); an
-    async context manager that closes both on exit. `url` is the redacted URL.
+    Owns the command connections (a pool; on a cluster, a pool per node) and one
+    connection per subscription; an async context manager that closes them all on
+    exit. `url` is the redacted URL; `sharded` is True on a Redis Cluster.
     """
 
     def __init__(
@@ -116,39 +132,74 @@ class RedisBroker:
         self.prefix = prefix
         self.subscriber_idle_s = subscriber_idle_s
         self.timeout_s = timeout_s
-        common: dict[str, Any] = {
+        self.sharded = is_cluster_url(url)
+        self._common: dict[str, Any] = {
             "socket_connect_timeout": timeout_s,
             "socket_timeout": timeout_s,
             "socket_keepalive": True,
+            # Never a retry inside redis-py: a script that ran must not run twice.
             "retry": Retry(NoBackoff(), 0),
             # With maintenance notifications on ("auto" by default in redis-py 8) the
             # pool skips its check for pooled connections the server has closed, so
             # the first publish after a Redis restart would fail on a dead socket.
             "maint_notifications_config": MaintNotificationsConfig(enabled=False),
         }
+        self._redis: Any  # aioredis.Redis or RedisCluster: the same command methods
+        self._pool: aioredis.BlockingConnectionPool | None = None  # one Redis only
+        self._in_flight: asyncio.Semaphore | None = None  # a cluster only
+        # Subscriptions do their own liveness checks (probes when idle): no redis-py
+        # ones. One connection per subscribed underlying, for as long as it is
+        # subscribed; on a cluster, one client per node that served a subscription.
+        self._subscribers: dict[str, aioredis.Redis] = {}
+        self._node_kwargs: dict[str, Any] = {}  # credentials and TLS of cluster nodes
+        if self.sharded:
+            self._open_cluster(url)
+        else:
+            self._open_one(url)
+        self._sha = hashlib.sha1(_SCRIPT.encode("utf-8")).hexdigest()
+        self._publish_cmd = "SPUBLISH" if self.sharded else "PUBLISH"
+        self._all_key = f"{prefix}:underlyings"
+        self.closed = False
+
+    def _open_one(self, url: str) -> None:
         # Before reusing a connection idle for HEALTH_CHECK_S, redis-py PINGs it, so a
         # half-open socket fails before a publish is sent, not with an unknown outcome.
         # At most COMMAND_CONNECTIONS commands in flight; a burst beyond that (a crowd
         # of joins, REST calls) waits up to timeout_s for a connection rather than
         # failing at once, as redis-py 8's default pool (100, then an error) would.
-        self._pool = aioredis.BlockingConnectionPool.from_url(
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
             health_check_interval=HEALTH_CHECK_S,
             max_connections=COMMAND_CONNECTIONS,
-            timeout=timeout_s,
-            **common,
+            timeout=self.timeout_s,
+            **self._common,
         )
-        self._pool.connection_class = _packing_in_c(self._pool.connection_class)
-        # Subscriptions do their own liveness checks (PING when idle): no redis-py ones.
-        # One connection per subscribed underlying, for as long as it is subscribed.
-        self._sub_pool = aioredis.ConnectionPool.from_url(
-            url, max_connections=SUBSCRIPTION_CONNECTIONS, **common
+        pool.connection_class = _packing_in_c(pool.connection_class)
+        self._redis = aioredis.Redis(connection_pool=pool)
+        self._pool = pool
+        sub_pool = aioredis.ConnectionPool.from_url(
+            url, max_connections=SUBSCRIPTION_CONNECTIONS, **self._common
         )
-        self._redis = aioredis.Redis(connection_pool=self._pool)
-        self._sub_redis = aioredis.Redis(connection_pool=self._sub_pool)
-        self._sha = hashlib.sha1(_SCRIPT.encode("utf-8")).hexdigest()
-        self._all_key = f"{prefix}:underlyings"
-        self.closed = False
+        self._subscribers[""] = aioredis.Redis(connection_pool=sub_pool)
+
+    def _open_cluster(self, url: str) -> None:
+        seeds = [parse_url(u) for u in seed_urls(url)]
+        self._node_kwargs = node_kwargs(seeds[0])
+        cluster = RedisCluster(
+            startup_nodes=[ClusterNode(s["host"], s["port"]) for s in seeds],
+            max_connections=COMMAND_CONNECTIONS,
+            health_check_interval=HEALTH_CHECK_S,
+            **self._node_kwargs,
+            **self._common,
+        )
+        # Node connections are made from these (the same dict the nodes manager holds).
+        kw = cluster.connection_kwargs
+        kw["connection_class"] = _packing_in_c(kw["connection_class"])
+        self._redis = cluster
+        # redis-py's cluster pool fails a command at once when a node's connections are
+        # all busy: bound the commands in flight instead (each holds at most one
+        # connection per node), so a burst waits up to timeout_s as on one Redis.
+        self._in_flight = asyncio.Semaphore(COMMAND_CONNECTIONS)
 
     def key(self, underlying: str, kind: str) -> str:
         """The key `{prefix}:{U}:kind` (kind: meta, chain, hist or live)."""
@@ -166,14 +217,32 @@ class RedisBroker:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close both pools; open subscriptions end with BrokerUnavailable."""
+        """Close every connection; open subscriptions end with BrokerUnavailable."""
         self.closed = True
-        await self._sub_pool.aclose()
-        await self._pool.aclose()
+        for client in list(self._subscribers.values()):
+            await client.connection_pool.aclose()
+        if self._pool is not None:
+            await self._pool.aclose()
+        else:
+            await self._redis.aclose()
 
-    async def _call(self, aw: Awaitable[T]) -> T:
+    async def _call(self, aw: Coroutine[Any, Any, T]) -> T:
         try:
-            return await aw
+            if self._in_flight is None:
+                return await aw
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await self._in_flight.acquire()
+            except TimeoutError:
+                aw.close()
+                raise BrokerUnavailable(
+                    f"redis {self.url}: {COMMAND_CONNECTIONS} commands in flight for "
+                    f"{self.timeout_s} s"
+                ) from None
+            try:
+                return await aw
+            finally:
+                self._in_flight.release()
         except _UNAVAILABLE as exc:
             raise BrokerUnavailable(f"redis {self.url}: {exc or type(exc).__name__}") from exc
 
@@ -199,8 +268,13 @@ class RedisBroker:
             # ran for none of these, so re-sending every unapplied one from the first
             # NOSCRIPT on (refusals there may only follow from it) cannot apply twice.
             # EVAL also caches the script for the next EVALSHA.
+            # A connection error is an unknown outcome, never re-sent (on a cluster it
+            # may come from another node than the NOSCRIPT).
             rest = range(missing[0], len(results))
-            again = [i for i in rest if isinstance(results[i], Exception)]
+            again = [
+                i for i in rest
+                if isinstance(results[i], Exception) and not isinstance(results[i], _UNAVAILABLE)
+            ]  # fmt: skip
             retried = await self._send([publications[i] for i in again], use_eval=True)
             for i, r in zip(again, retried, strict=True):
                 results[i] = r
@@ -208,41 +282,51 @@ class RedisBroker:
         for pub, r in zip(publications, results, strict=True):
             if not isinstance(r, Exception):
                 continue
-            # redis-py strips the codes it knows (OOM, READONLY, ...) into status_code.
-            code = getattr(r, "status_code", None) or str(r).split(" ", 1)[0]
-            if code == "CONFLICT":
+            if str(r).startswith("CONFLICT "):
                 conflict = conflict or SequenceConflict(pub.underlying, str(r).split(" ", 1)[1])
-            elif code in _SERVER_STATE or isinstance(r, _UNAVAILABLE):
-                raise BrokerUnavailable(f"redis {self.url} refused {pub.underlying}: {r}") from r
             else:
-                raise r
+                self._raise_refused(pub.underlying, r)
         if conflict is not None:
             raise conflict
 
     async def _send(self, pubs: Sequence[Publication], *, use_eval: bool) -> list[Any]:
-        """One pipeline (no MULTI) of a script call per publication: their results."""
+        """One pipeline (no MULTI) of a script call per publication: their results.
+
+        On a cluster redis-py splits it by node (one pipeline each, sent concurrently;
+        order is kept within a node, so within an underlying) and re-sends a command
+        answered MOVED or ASK to the node named, alone; nothing else is re-sent.
+        """
         pipe = self._redis.pipeline(transaction=False)
         script_at = []
+        n = 0
         for pub in pubs:
             u = pub.underlying
             if pub.reset:
                 pipe.sadd(self._all_key, u)
+                n += 1
             info = pub.info if pub.info is not None else (_EMPTY_INFO if pub.reset else b"")
             args: list[bytes | str | int] = [pub.epoch, pub.prev, pub.seq, pub.ts, pub.payload]
-            args += ("1" if pub.reset else "0", info, self.history_size)
+            args += ("1" if pub.reset else "0", info, self.history_size, self._publish_cmd)
             args.extend(itertools.chain.from_iterable(pub.records))
             keys = [self.key(u, kind) for kind in ("meta", "chain", "hist", "live")]
-            script_at.append(len(pipe.command_stack))
+            script_at.append(n)
+            n += 1
             if use_eval:
                 pipe.eval(_SCRIPT, 4, *keys, *args)
             else:
                 pipe.evalsha(self._sha, 4, *keys, *args)
-        results = await self._call(pipe.execute(raise_on_error=False))
+        results: list[Any] = await self._call(pipe.execute(raise_on_error=False))
         for i, r in enumerate(results):
-            # SADD errors (other than the server's state) would be a foreign key type.
             if i not in script_at and isinstance(r, Exception):
-                raise r
+                self._raise_refused("the underlyings set", r)
         return [results[i] for i in script_at]
+
+    def _raise_refused(self, what: str, r: Exception) -> None:
+        # redis-py strips the codes it knows (OOM, READONLY, ...) into status_code.
+        code = getattr(r, "status_code", None) or str(r).split(" ", 1)[0]
+        if code in _SERVER_STATE or isinstance(r, _UNAVAILABLE):
+            raise BrokerUnavailable(f"redis {self.url} refused {what}: {r}") from r
+        raise r
 
     async def snapshot(
         self, underlying: str, fields: Sequence[str] | None = None
@@ -318,131 +402,72 @@ class RedisBroker:
         return RedisSubscription(self, underlying)
 
     async def underlyings(self) -> list[str]:
-        """Underlyings that have had a reset publication (the set beside the caches), sorted."""
+        """Underlyings that have had a reset publication (the set beside the caches), sorted.
+
+        On a cluster the set lives on one shard (it has no hash tag): while that shard
+        has no primary, this raises BrokerUnavailable and resets fail to register.
+        """
         names = cast("set[bytes]", await self._call(self._redis.smembers(self._all_key)))
         return sorted(n.decode() for n in names)
 
     async def ping(self) -> None:
-        """Return when Redis answers PING; raise BrokerUnavailable otherwise."""
-        await self._call(self._redis.ping())
+        """Return when Redis (on a cluster: every primary) answers PING; else BrokerUnavailable."""
+        if self.sharded:
+            await self._call(self._redis.ping(target_nodes=RedisCluster.PRIMARIES))
+        else:
+            await self._call(self._redis.ping())
 
+    # -- for subscriptions (live.py) ------------------------------------------------------
 
-class RedisSubscription:
-    """Envelopes from `{prefix}:{U}:live` on a dedicated pub/sub connection.
+    async def subscriber_for(self, underlying: str) -> aioredis.Redis:
+        """A client on the node to subscribe to `underlying`'s channel on.
 
-    Entering SUBSCRIBEs and waits for Redis's confirmation, so every envelope published
-    afterwards is delivered (BrokerUnavailable when Redis cannot be reached then).
-
-    Bounded: one message is read from the socket per iteration step, so nothing queues
-    here beyond redis-py's read buffer; a consumer that lags lets Redis's
-    `client-output-buffer-limit pubsub` disconnect it, which is a drop like any other.
-
-    Drops: when the connection fails (or stays silent for two `subscriber_idle_s` after
-    a PING) the iterator does not end: it reconnects with capped, jittered exponential
-    backoff (RESUBSCRIBE_MIN_S..RESUBSCRIBE_MAX_S) and SUBSCRIBEs again. Envelopes
-    published meanwhile are lost; the consumer sees that in prev/seq (or a new epoch)
-    and heals from `history` or a snapshot. `subscriptions` counts successful
-    SUBSCRIBEs (1 after entry), `drops` the links given up; `wait()` awaits them.
-    Iteration ends when the subscription is exited; it raises BrokerUnavailable once
-    the broker is closed.
-    """
-
-    def __init__(self, broker: RedisBroker, underlying: str) -> None:
-        self._broker = broker
-        self.channel = broker.key(underlying, "live")
-        self._pubsub: PubSub | None = None
-        self._exited = False
-        self.subscriptions = 0
-        self.drops = 0
-        self._changed = asyncio.Condition()
-
-    async def __aenter__(self) -> Self:
+        On a cluster: the primary of the channel's slot, as the slot map says right
+        after a command routed to that slot (it follows MOVED and asks for a refresh on
+        a connection error, so the map is as fresh as the cluster can tell). Raises
+        BrokerUnavailable when that command fails.
+        """
+        await self.meta_seq(underlying)
+        if not self.sharded:
+            return self._subscribers[""]
         try:
-            await self._subscribe()
-        except _SUBSCRIBE_FAILED as exc:
-            raise BrokerUnavailable(
-                f"redis {self._broker.url}: subscribe {self.channel}: {exc}"
-            ) from exc
-        return self
+            node = self._redis.get_node_from_key(self.key(underlying, "live"))
+        except SlotNotCoveredError as exc:
+            raise BrokerUnavailable(f"redis {self.url}: {exc}") from exc
+        return self.subscriber_at(node.host, node.port)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._exited = True
-        await self._close()
-
-    async def wait(self, *, subscriptions: int = 0, drops: int = 0) -> None:
-        """Return once both counters reach the given values (subscriptions=2: resubscribed)."""
-        async with self._changed:
-            await self._changed.wait_for(
-                lambda: self.subscriptions >= subscriptions and self.drops >= drops
+    def subscriber_at(self, host: str, port: int) -> aioredis.Redis:
+        """The subscription client of cluster node `host:port` (made on first use)."""
+        name = f"{host}:{port}"
+        client = self._subscribers.get(name)
+        if client is None:
+            pool = aioredis.ConnectionPool(
+                host=host,
+                port=port,
+                max_connections=SUBSCRIPTION_CONNECTIONS,
+                **self._node_kwargs,
+                **self._common,
             )
+            client = self._subscribers[name] = aioredis.Redis(connection_pool=pool)
+        return client
 
-    async def _subscribe(self) -> None:
-        if self._broker.closed:
-            raise BrokerUnavailable("broker closed")
-        pubsub = self._broker._sub_redis.pubsub()
-        try:
-            await pubsub.subscribe(self.channel)
-            async with asyncio.timeout(self._broker.timeout_s):
-                while True:
-                    msg = await pubsub.get_message(timeout=self._broker.timeout_s)
-                    if msg is not None and msg["type"] == "subscribe":
-                        break
-        except BaseException:
-            await pubsub.aclose()
-            raise
-        self._pubsub = pubsub
-        async with self._changed:
-            self.subscriptions += 1
-            self._changed.notify_all()
+    async def meta_seq(self, underlying: str) -> int | None:
+        """The cache's seq of `underlying` (None: no cache); BrokerUnavailable."""
+        seq = await self._call(self._redis.hget(self.key(underlying, "meta"), "seq"))
+        return None if seq is None else int(seq)
 
-    async def _close(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            await pubsub.aclose()
+    async def probe(self, underlying: str, payload: bytes) -> tuple[int | None, int]:
+        """Read the cache's seq and publish `payload` on the live channel, in one round
+        trip to the slot's primary: (seq or None, how many subscribers got `payload`)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hget(self.key(underlying, "meta"), "seq")
+        pipe.execute_command(self._publish_cmd, self.key(underlying, "live"), payload)
+        seq, receivers = await self._call(pipe.execute())
+        return (None if seq is None else int(seq)), int(receivers)
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        backoff = RESUBSCRIBE_MIN_S
-        idle = self._broker.subscriber_idle_s
-        pinged = False
-        while not self._exited:
-            pubsub = self._pubsub
-            if pubsub is None:
-                # Always wait before resubscribing: a server that accepts and then drops
-                # us at once (a lagging consumer over the output limit) must not spin.
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-                backoff = min(backoff * 2, RESUBSCRIBE_MAX_S)
-                try:
-                    await self._subscribe()
-                except _UNAVAILABLE:
-                    continue
-                pinged = False
-                continue
-            try:
-                msg = await pubsub.get_message(timeout=idle)
-                if msg is None and not pinged:
-                    await pubsub.ping()  # the PONG arrives as a message
-                    pinged = True
-                    continue
-            except Exception as exc:
-                if self._exited:  # closed under us by __aexit__ in another task
-                    return
-                if not isinstance(exc, _UNAVAILABLE):
-                    raise
-                if cancel_requested():  # a cancel redis-py turned into an error
-                    raise asyncio.CancelledError from exc
-                msg = None
-            if msg is None:  # a connection error, or no PONG within `idle`: the link is dead
-                await self._close()
-                async with self._changed:
-                    self.drops += 1
-                    self._changed.notify_all()
-                continue
-            pinged = False
-            if msg["type"] == "message":
-                backoff = RESUBSCRIBE_MIN_S
-                yield msg["data"]
+    async def newest(self, underlying: str) -> bytes | None:
+        """The newest envelope in `underlying`'s history stream, or None."""
+        entries = await self._call(
+            self._redis.xrevrange(self.key(underlying, "hist"), "+", "-", count=1)
+        )
+        return None if not entries else cast("bytes", entries[0][1][b"e"])

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
+from ..broker.cluster import simple_client
 from ..errors import ConfigError
 
 CACHE_S = 5.0  # a token revoked in Redis stops working within this long
@@ -62,7 +62,7 @@ class RedisTokens:
     """Tokens in a Redis hash, cached per token for CACHE_S seconds."""
 
     def __init__(self, url: str, key: str) -> None:
-        self._redis = aioredis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        self._redis = simple_client(url, timeout_s=2.0)
         self._key = key
         self._cache: dict[str, tuple[float, Entitlements | None]] = {}
 

@@ -221,7 +221,8 @@ class Fanout:
         if metrics is not None:
             metrics.broker_lag.observe(max(time.time() - env.ts / 1e6, 0.0))
         if env.epoch != self.epoch or env.reset:
-            if not (env.epoch == self.epoch and env.seq <= self.seq):
+            held = env.epoch == self.epoch and env.seq <= self.seq
+            if not held and not await self._stale(env):
                 await self._resync()
             return
         if env.seq <= self.seq:
@@ -230,6 +231,23 @@ class Fanout:
             await self._heal()
             return
         self._route(env)
+
+    async def _stale(self, env: Envelope) -> bool:
+        """True (and counted) for an envelope of an epoch the cache does not show while
+        it still shows the feed's own: a late one (a frozen primary that woke up and ran
+        a publish that had timed out), dropped rather than resnapshotting everyone."""
+        if not self.epoch or env.epoch == self.epoch:
+            return False
+        try:
+            meta = await self.hub.broker.meta(self.underlying)
+        except BrokerUnavailable:
+            return False  # the resync finds out
+        if meta is None or meta.epoch != self.epoch:
+            return False
+        self.hub.stats["stale_envelopes"] += 1
+        log.warning("feed %s: stale envelope %s/%d dropped (cache at %s/%d)",
+                    self.underlying, env.epoch, env.seq, meta.epoch, meta.seq)  # fmt: skip
+        return True
 
     async def _heal(self) -> None:
         """Envelopes were lost between us and the broker: replay them from its history."""
@@ -262,6 +280,13 @@ class Fanout:
             return
         if snap is None:
             self.epoch, self.seq = "", 0
+            return
+        if snap.epoch == self.epoch and snap.seq < self.seq:
+            # The cache is behind what this feed routed (a write lost with a failed
+            # primary): its snapshot would take clients' seq back within the epoch.
+            # The processor answers a lost write with a new epoch, which resyncs.
+            log.warning("feed %s: cache at %s/%d is behind the feed (%d): resync skipped",
+                        self.underlying, snap.epoch, snap.seq, self.seq)  # fmt: skip
             return
         self.epoch, self.seq = snap.epoch, snap.seq
         self._expiry_of = {s: e for e, syms in snap.info.expiries.items() for s in syms}
@@ -339,6 +364,7 @@ class Hub:
         self.infos: dict[str, ChainInfo] = {}
         self.stats: dict[str, int] = {
             "gaps_healed": 0, "resyncs": 0, "buffer_overflows": 0, "join_resnapshots": 0,
+            "stale_envelopes": 0,
         }  # fmt: skip
         self.metrics: GatewayMetrics | None = None
         self.clock = clock or time.monotonic
