@@ -1,4 +1,6 @@
-"""Fixtures shared by every test: a real `redis-server` of the test session's own."""
+"""Fixtures shared by every test: a real `redis-server` of the test session's own;
+`REFERENCE_START`, the simulated markets' start; and a guard that fails any test during
+which asyncio reported an exception nobody handled."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import redis
@@ -23,6 +27,13 @@ UNHANDLED = (
     "Future exception was never retrieved",
     "Exception in callback",
 )
+
+# A fixed market instant for simulated markets (a Wednesday, 11:00 New York: open),
+# so a test's chain does not depend on the day it runs.
+REFERENCE_START = int(
+    datetime(2026, 11, 25, 11, 0, tzinfo=ZoneInfo("America/New_York")).timestamp() * 1e6
+)
+
 START_ATTEMPTS = 5
 START_TIMEOUT_S = 10.0
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from optionsfeed.config import Settings
+from optionsfeed.config import SOURCE_UNDERLYINGS, Settings
 from optionsfeed.errors import ConfigError
+from optionsfeed.sources.sim.universe import DEFAULT_UNDERLYINGS
 
 
 def test_defaults() -> None:
@@ -24,6 +25,11 @@ def test_each_source_has_its_default_underlyings() -> None:
     assert Settings.load({"source": "massive"}, {}).underlyings_for() == ("SPY",)
     given = Settings.load({"source": "deribit", "underlyings": "eth"}, {})
     assert given.underlyings_for() == ("ETH",)
+
+
+def test_sim_defaults_are_the_simulators_known_underlyings() -> None:
+    """The simulator streams by default exactly the underlyings it has parameters for."""
+    assert SOURCE_UNDERLYINGS["sim"] == DEFAULT_UNDERLYINGS
 
 
 def test_api_key_is_never_shown() -> None:
@@ -66,3 +72,21 @@ def test_bad_settings_are_errors(
     """Unknown settings and bad values raise ConfigError naming the setting."""
     with pytest.raises(ConfigError, match=needle):
         Settings.load(flags, env)
+
+
+def test_the_rest_ratio_reaches_the_venue_sources_feed_buffer() -> None:
+    """--rest-ratio (off by default) is checked and handed to either venue's buffer."""
+    from optionsfeed.sources.deribit.source import DeribitSource
+    from optionsfeed.sources.factory import open_source
+    from optionsfeed.sources.massive.source import MassiveSource
+
+    assert Settings.load({}, {}).rest_ratio == 0.0
+    with pytest.raises(ConfigError, match="OPTIONSFEED_REST_RATIO"):
+        Settings.load({}, {"OPTIONSFEED_REST_RATIO": "-1"})
+    deribit = open_source(Settings.load({"source": "deribit", "rest_ratio": "1"}, {}))
+    assert isinstance(deribit, DeribitSource)
+    assert deribit.buffer.rest_ratio == 1.0
+    env = {"OPTIONSFEED_MASSIVE_API_KEY": "k", "OPTIONSFEED_REST_RATIO": "0.5"}
+    massive = open_source(Settings.load({"source": "massive"}, env))
+    assert isinstance(massive, MassiveSource)
+    assert massive.rest_ratio == 0.5

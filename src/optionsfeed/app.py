@@ -19,6 +19,7 @@ from aiohttp import web
 from .aio import cancel_and_wait
 from .broker import open_broker
 from .broker.base import Broker
+from .clock import wall_clock_us
 from .config import Settings
 from .errors import BrokerUnavailable
 from .gateway.auth import load_tokens
@@ -28,7 +29,6 @@ from .gateway.server import Gateway
 from .processing.service import ProcessingService, PublisherStatus
 from .sources.factory import open_source
 from .sources.record import RecordWriter
-from .sources.sim.source import wall_clock_us
 
 log = logging.getLogger("optionsfeed")
 PING_TIMEOUT_S = 1.0

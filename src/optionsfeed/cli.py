@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .config import Settings
 from .errors import ConfigError, OptionsFeedError
@@ -35,6 +36,11 @@ def _common(p: argparse.ArgumentParser, *, source: bool, http: bool, redis_requi
         p.add_argument("--seed", help="simulator seed (default 1)")
         p.add_argument(
             "--stale-after-s", help="flag a contract stale after this long unquoted (60)"
+        )
+        p.add_argument(
+            "--rest-ratio",
+            help="venue feeds: while processing is busy, let events gather this times its "
+            "last batch's time (0 = never, default; 1 trades ~1 ms for about half the CPU)",
         )
         _provider_flags(p)
     p.add_argument("--fresh-within-s", help="/readyz fails when data is older than this (10)")
@@ -82,37 +88,22 @@ def parser() -> argparse.ArgumentParser:
     rec.add_argument("--rate", help="simulated updates per second (default 2000)")
     rec.add_argument("--seed", help="simulator seed (default 1)")
     _provider_flags(rec)
-    bench = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
-    bench.add_argument(
-        "what",
-        choices=["processing", "encode", "all", "gateway", "wslib", "venues"],
-        nargs="?",
-        default="all",
+    # Listed for --help only: `main` hands everything after "bench" to `_bench`, whose
+    # options belong to the benchmarks themselves (benchmarks/cli.py).
+    sub.add_parser(
+        "bench",
+        help="benchmarks, from a source checkout (see docs/benchmarks.md)",
+        add_help=False,
     )
-    bench.add_argument(
-        "--scenarios", default="A,B", help="gateway scenarios (A,B,C,D; see docs/benchmarks.md)"
-    )
-    bench.add_argument("--procs", type=int, default=2, help="load generator processes (2)")
-    bench.add_argument("--redis", help="also measure publishing into this Redis")
-    bench.add_argument("--runs", type=int, default=5, help="runs per figure (median reported)")
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `optionsfeed` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        return _bench(argv[1:])
     args = parser().parse_args(argv)
-    if args.command == "bench" and args.what == "gateway":
-        from .bench.gateway import main as gateway_main
-
-        return gateway_main(args.scenarios.split(","), runs=args.runs, procs=args.procs)
-    if args.command == "bench" and args.what == "wslib":
-        from .bench.wslib import main as wslib_main
-
-        return wslib_main(args.runs)
-    if args.command == "bench":
-        from .bench.processing import main as bench_main
-
-        return bench_main(args.what, redis=args.redis, runs=args.runs)
     if args.command == "record":
         return _record(args)
     flags = {k: v for k, v in vars(args).items() if k != "command"}
@@ -159,9 +150,42 @@ def _source_problem(settings: Settings) -> str | None:
     return None
 
 
-def _record(args: argparse.Namespace) -> int:
-    from pathlib import Path
+BENCH_MISSING = """optionsfeed bench: the benchmarks are not installed with the package.
+They live in benchmarks/ of a source checkout of optionsfeed. From the checkout's root:
+    pip install -e '.[bench]'      (or scripts/test, which makes .venv with them)
+    optionsfeed bench venues       (or: python -m benchmarks venues)
+docs/benchmarks.md lists every benchmark and its command."""
 
+
+def checkout_root() -> Path:
+    """The source checkout this package was installed from (editable), if it is one: the
+    directory above `src/optionsfeed/`. A wheel's install has no `benchmarks/` there."""
+    return Path(__file__).resolve().parents[2]
+
+
+def _bench(argv: Sequence[str], root: Path | None = None) -> int:
+    """`optionsfeed bench ARGS`: run `python -m benchmarks ARGS` of the checkout at `root`
+    (default `checkout_root()`), or say how to get the benchmarks (exit status 2).
+
+    The benchmarks are found beside `src/`, from this file's path, not from the working
+    directory, so the command works from anywhere in an editable install and never
+    runs some other directory's `benchmarks`.
+    """
+    root = checkout_root() if root is None else root
+    if not (root / "benchmarks" / "cli.py").is_file():
+        print(BENCH_MISSING, file=sys.stderr)
+        return 2
+    import importlib
+
+    sys.path.insert(0, str(root))  # `benchmarks` and the `tests.fakes` they use
+    # The package's one edge to benchmarks/: imported here, when the command runs,
+    # never at import time (the wheel does not have them).
+    bench_cli = importlib.import_module("benchmarks.cli")
+    status: int = bench_cli.main(argv, prog="optionsfeed bench")
+    return status
+
+
+def _record(args: argparse.Namespace) -> int:
     from .app import record
 
     names = ("source", "underlyings", "rate", "seed", "deribit_url", "massive_url",

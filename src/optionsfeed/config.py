@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
-from .sources.sim.universe import DEFAULT_UNDERLYINGS
 
 ENV_PREFIX = "OPTIONSFEED_"
 UNDERLYING_RE = re.compile(r"^[A-Z0-9.^/-]{1,12}$")
@@ -41,6 +40,13 @@ def _positive(kind: type[int] | type[float]) -> Any:
     return conv
 
 
+def _non_negative(value: str) -> float:
+    v = float(value)
+    if not v >= 0.0:  # also refuses NaN
+        raise ValueError("must be 0 or more")
+    return v
+
+
 def _port(value: str) -> int:
     v = int(value)
     if not 0 <= v <= 65535:
@@ -62,9 +68,11 @@ def _log_level(value: str) -> str:
 
 
 SOURCES = ("sim", "deribit", "massive")
-# What each source streams when `--underlyings` is not given.
+# What each source streams when `--underlyings` is not given. The simulator's are the
+# underlyings it has hand-made parameters for (`sources/sim/universe.py`); written out
+# here, as the venues' are, because settings sit below the sources they configure.
 SOURCE_UNDERLYINGS: dict[str, tuple[str, ...]] = {
-    "sim": DEFAULT_UNDERLYINGS,
+    "sim": ("SPY", "QQQ", "AAPL", "TSLA", "NVDA"),
     "deribit": ("BTC", "ETH"),
     "massive": ("SPY",),
 }
@@ -124,6 +132,9 @@ class Settings:
     `massive_rest_url`) default to the real services; tests point them at local
     servers. `massive_api_key` is never shown (repr, logs). `max_contracts` caps the
     contracts one Massive connection subscribes (the venue's limit is 1,000).
+    `rest_ratio` lets a venue's events gather while processing is busy (0, the
+    default: never; 1 roughly halves processing's CPU on a busy feed for about a
+    millisecond of delay; see sources/feed.py).
     """
 
     host: str = field(default="127.0.0.1", metadata={"conv": str})
@@ -153,6 +164,8 @@ class Settings:
     )
     massive_api_key: str | None = field(default=None, repr=False, metadata={"conv": str})
     max_contracts: int = field(default=1000, metadata={"conv": _positive(int)})
+    # The same default as sources/feed.py DEFAULT_REST_RATIO (tests/test_config.py checks).
+    rest_ratio: float = field(default=0.0, metadata={"conv": _non_negative})
 
     def underlyings_for(self) -> tuple[str, ...]:
         """The underlyings to stream: the given ones, else the source's default."""

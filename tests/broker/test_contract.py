@@ -10,11 +10,19 @@ import msgspec
 import pytest
 
 from optionsfeed.broker import open_broker
-from optionsfeed.broker.base import STATS_FIELD, UNDERLYING_FIELD, Broker, ChainInfo, Publication
+from optionsfeed.broker.base import Broker
 from optionsfeed.broker.memory import MemoryBroker
 from optionsfeed.broker.redis import RedisBroker
 from optionsfeed.errors import ConfigError, SequenceConflict
-from optionsfeed.model.envelope import Envelope, decode_envelope
+from optionsfeed.model.envelope import (
+    STATS_FIELD,
+    UNDERLYING_FIELD,
+    ChainInfo,
+    Publication,
+    decode_envelope,
+    encode_envelope,
+    encode_reset,
+)
 
 EXPIRY = "2025-01-17"
 
@@ -35,8 +43,7 @@ class Feed:
         self.epoch, self.seq = epoch, 1
         symbols = sorted(s for s in records if not s.startswith("__"))
         info = msgspec.json.encode(ChainInfo({EXPIRY: symbols}))
-        env = Envelope(self.underlying, epoch, 0, 1, 1_000_000, reset=True)
-        payload = msgspec.json.encode(env)
+        payload = encode_reset(self.underlying, epoch, 1_000_000)
         return Publication(self.underlying, epoch, 0, 1, 1_000_000, payload, list(records.items()), info, reset=True)  # fmt: skip
 
     def delta(
@@ -45,8 +52,15 @@ class Feed:
         prev, self.seq = self.seq, self.seq + 1
         ts = 1_000_000 * self.seq
         options = [{"s": s} for s in records or {}]
-        payload = msgspec.json.encode(
-            Envelope(self.underlying, self.epoch, prev, self.seq, ts, options)
+        payload = encode_envelope(
+            self.underlying,
+            self.epoch,
+            prev,
+            self.seq,
+            ts,
+            options=options,
+            underlying=None,
+            stats=None,
         )
         return Publication(self.underlying, self.epoch, prev, self.seq, ts, payload, list((records or {}).items()), info)  # fmt: skip
 

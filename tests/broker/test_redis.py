@@ -16,7 +16,6 @@ from redis.asyncio.connection import AbstractConnection
 from redis.crc import key_slot
 
 from optionsfeed.aio import cancel_and_wait
-from optionsfeed.bench.broker_bench import bench_redis_publish
 from optionsfeed.broker.redis import RedisBroker, redact
 from optionsfeed.errors import BrokerUnavailable, SequenceConflict
 from optionsfeed.model.envelope import decode_envelope
@@ -258,13 +257,8 @@ async def test_closing_the_broker_ends_its_subscriptions(redis_url: str) -> None
                 await reader
 
 
-async def test_the_benchmark_runs_and_cleans_up(redis_url: str, client: aioredis.Redis) -> None:
-    """bench_redis_publish reports its figures and leaves no keys behind."""
-    figures = await bench_redis_publish(
-        redis_url, records_per_batch=200, batches=3, runs=1, paced_rate=1e6
-    )
-    assert figures["records_per_batch"] == 200
-    assert figures["records_per_s"] > 0
-    assert figures["publish_p50_ms"] <= figures["publish_p99_ms"] <= figures["publish_max_ms"]
-    assert 500 < figures["full_record_bytes"] < 600
-    assert [k async for k in client.scan_iter("*")] == []
+async def test_a_burst_of_reads_beyond_the_pool_waits_rather_than_fails(redis_url: str) -> None:
+    """1,000 reads at once (more than the pool's connections) all get their answers."""
+    async with RedisBroker(redis_url) as broker:
+        found = await asyncio.gather(*(broker.meta(f"NOPE{i}") for i in range(1000)))
+        assert found == [None] * 1000

@@ -258,11 +258,11 @@ def coin_recording(path: Path) -> None:
     """A short recording of a coin-quoted chain (prices in BTC, a forward per quote)."""
     from datetime import UTC, datetime, timedelta
 
+    from optionsfeed.clock import wall_clock_us
     from optionsfeed.model.contract import Contract
     from optionsfeed.sources.base import Listing, UnderlyingTick
     from optionsfeed.sources.feed import FeedBuffer
     from optionsfeed.sources.record import RecordWriter
-    from optionsfeed.sources.sim.source import wall_clock_us
 
     now = wall_clock_us()
     expiry = (datetime.now(UTC) + timedelta(days=30)).replace(

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from optionsfeed.gateway.auth import load_tokens
+from optionsfeed.gateway.auth import EVERYTHING, Entitlements, load_tokens
 
 from .conftest import Client, System, of_type, start_gateway
 
@@ -46,6 +46,32 @@ async def test_no_token_or_a_bad_one_is_401_before_upgrade(secured: str) -> None
         assert await _status(http, f"ws://{secured}/ws?token=t-all") == 101
         good = {"Authorization": "Bearer t-spy"}
         assert await _status(http, f"ws://{secured}/ws", headers=good) == 101
+
+
+class _CountingTokens:
+    """Every token is good; counts the lookups that reach it."""
+
+    def __init__(self) -> None:
+        self.lookups: list[str] = []
+
+    async def lookup(self, token: str) -> Entitlements | None:
+        self.lookups.append(token)
+        return EVERYTHING
+
+
+async def test_tokens_no_store_could_hold_are_401_without_a_lookup(system: System) -> None:
+    """Over-long or non-ASCII tokens are refused before the store (Redis) sees them."""
+    store = _CountingTokens()
+    _, addr, stop = await start_gateway(system.broker, tokens=store)
+    try:
+        async with aiohttp.ClientSession() as http:
+            for bad in ["x" * 600, "t-%C3%A4ll", "t-all%00", "t%E2%80%8Ball"]:
+                assert await _status(http, f"ws://{addr}/ws?token={bad}") == 401
+            assert store.lookups == []
+            assert await _status(http, f"ws://{addr}/ws?token=t-fine") == 101
+            assert store.lookups == ["t-fine"]
+    finally:
+        await stop()
 
 
 async def test_a_foreign_origin_is_refused(secured: str) -> None:

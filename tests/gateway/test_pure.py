@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from optionsfeed.gateway.channels import InvalidChannel, Kind, parse_channel
-from optionsfeed.gateway.conflate import Pending
+from optionsfeed.gateway.conflate import MergedUpdates
 from optionsfeed.gateway.frames import text_frame
 
 
@@ -72,7 +72,7 @@ def _recs(*rows: dict[str, object]) -> list[bytes]:
 
 
 def test_pending_updates_merge_per_record_and_field_latest_wins() -> None:
-    p = Pending(prev=10)
+    p = MergedUpdates(prev=10)
     assert not p
     p.add(
         11,

@@ -6,11 +6,11 @@ from datetime import date
 
 import numpy as np
 
+from optionsfeed.model.calendar import expiry_instant_us
 from optionsfeed.model.contract import Contract
 from optionsfeed.processing.analytics import atm_iv, compute_max_pain, compute_stats
 from optionsfeed.processing.chain import ChainState
 from optionsfeed.sources.base import Listing
-from optionsfeed.sources.sim.calendar import expiry_instant_us
 
 NOW = 1_764_000_000_000_000
 EXP = date(2025, 12, 19)

@@ -9,13 +9,12 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from optionsfeed.broker.base import STATS_FIELD, UNDERLYING_FIELD, Publication
+from optionsfeed.model.calendar import expiry_instant_us
 from optionsfeed.model.contract import Contract
-from optionsfeed.model.envelope import decode_envelope
+from optionsfeed.model.envelope import STATS_FIELD, UNDERLYING_FIELD, Publication, decode_envelope
 from optionsfeed.model.records import OptionRecord
 from optionsfeed.processing.processor import Processor
 from optionsfeed.sources.base import Listing, Quotes, SourceBatch, Trades, UnderlyingTick
-from optionsfeed.sources.sim.calendar import expiry_instant_us
 
 NOW = 1_764_000_000_000_000  # 2025-11-24 in µs
 EXPIRY = date(2025, 12, 19)
@@ -55,7 +54,7 @@ def started() -> tuple[Processor, list[Publication]]:
 
 def merge(state: dict[str, dict[str, Any]], pub: Publication) -> None:
     env = decode_envelope(pub.payload)
-    for d in env.options:
+    for d in env.option_deltas():
         state[d["symbol"]].update(d)
 
 
@@ -90,7 +89,7 @@ def test_quotes_publish_deltas_with_growing_seq() -> None:
     assert pubs[0].seq == 2
     assert pubs[0].epoch == first[0].epoch
     env = decode_envelope(pubs[0].payload)
-    (d,) = env.options
+    (d,) = env.option_deltas()
     assert d["symbol"] == sym
     assert d["bid"] == 3.1
     assert d["ask"] == 3.3
@@ -112,7 +111,7 @@ def test_only_changed_fields_are_sent() -> None:
     q = quotes([sym], [2.0], [2.2], NOW + 2)
     q.bid_size[:] = 77
     (pub,) = p.apply(SourceBatch(quotes=[q]), NOW + 2)
-    (d,) = decode_envelope(pub.payload).options
+    (d,) = decode_envelope(pub.payload).option_deltas()
     assert set(d) == {"symbol", "ts", "bid_size"}
     assert d["bid_size"] == 77
 
@@ -129,7 +128,7 @@ def test_flags_and_no_nan_on_the_wire() -> None:
     )
     assert b"NaN" not in pub.payload
     assert b"Infinity" not in pub.payload
-    by = {d["symbol"]: d for d in decode_envelope(pub.payload).options}
+    by = {d["symbol"]: d for d in decode_envelope(pub.payload).option_deltas()}
     # iv and greeks were null before and stay null, so the delta carries only the flag.
     assert "iv" not in by[itm_call]
     assert by[itm_call]["flags"] == ["iv_failed"]
@@ -187,7 +186,7 @@ def test_trades_accumulate_volume() -> None:
         "XYZ", [sym, sym], np.array([1.5, 1.6]), np.array([3.0, 4.0]), np.array([NOW + 9, NOW + 10])
     )
     (pub,) = p.apply(SourceBatch(trades=[t]), NOW + 10)
-    (d,) = decode_envelope(pub.payload).options
+    (d,) = decode_envelope(pub.payload).option_deltas()
     assert d["volume"] == 7
     assert d["last"] == 1.6
     assert d["last_size"] == 4
@@ -201,14 +200,14 @@ def test_stale_flag_after_silence() -> None:
     p.apply(SourceBatch(quotes=[quotes([sym], [3.0], [3.2], NOW + 1)]), NOW + 1)
     later = NOW + 61_000_000
     pubs = p.apply(SourceBatch(), later)
-    stale = {d["symbol"]: d for pub in pubs for d in decode_envelope(pub.payload).options}
+    stale = {d["symbol"]: d for pub in pubs for d in decode_envelope(pub.payload).option_deltas()}
     assert stale[sym]["flags"] == ["stale"]
     (pub,) = [
         x
         for x in p.apply(SourceBatch(quotes=[quotes([sym], [3.0], [3.3], later + 1)]), later + 1)
         if x.payload
     ]
-    (d,) = [d for d in decode_envelope(pub.payload).options if d["symbol"] == sym]
+    (d,) = [d for d in decode_envelope(pub.payload).option_deltas() if d["symbol"] == sym]
     assert d["flags"] == []
 
 
@@ -223,21 +222,22 @@ def test_underlying_tick_and_stats() -> None:
         SourceBatch(ticks=[UnderlyingTick("XYZ", 101.0, 100.99, 101.01, NOW + 50)]), NOW + 50
     )
     env = decode_envelope(pub.payload)
-    assert env.underlying == {
+    assert env.underlying_delta() == {
         "symbol": "XYZ",
         "price": 101.0,
         "bid": 100.99,
         "ask": 101.01,
         "ts": NOW + 50,
     }
-    assert env.stats is None
+    assert env.stats_delta() is None
     (pub,) = p.apply(
         SourceBatch(ticks=[UnderlyingTick("XYZ", 102.0, None, None, NOW + 1_100_000)]),
         NOW + 1_100_000,
     )
     env = decode_envelope(pub.payload)
-    assert env.stats is not None
-    assert env.stats["spot"] == 102.0
+    stats_delta = env.stats_delta()
+    assert stats_delta is not None
+    assert stats_delta["spot"] == 102.0
 
 
 def test_reset_all_starts_new_epochs() -> None:

@@ -57,9 +57,10 @@ class _FallsSilent:
     name = "silent"
 
     def __init__(self) -> None:
-        from optionsfeed.bench.processing import REFERENCE_START
         from optionsfeed.sources.sim.market import SimMarket
         from optionsfeed.sources.sim.universe import spec_for
+
+        from ..conftest import REFERENCE_START
 
         self.market = SimMarket([spec_for("SPY")], seed=1, start_us=REFERENCE_START)
         self.closed = asyncio.Event()
@@ -75,7 +76,7 @@ class _FallsSilent:
 async def test_a_silent_source_still_gets_stale_flags_and_is_closed_on_cancel() -> None:
     """With no batch coming, the service ticks on its own: contracts go stale on time.
     Cancelling the service closes the source's iterator."""
-    from optionsfeed.bench.processing import REFERENCE_START
+    from ..conftest import REFERENCE_START
 
     now = [REFERENCE_START]
     source = _FallsSilent()

@@ -10,12 +10,11 @@ import msgspec
 import numpy as np
 import pytest
 
-from optionsfeed.broker.base import Publication
 from optionsfeed.model.contract import Contract
-from optionsfeed.model.envelope import decode_envelope
+from optionsfeed.model.envelope import Publication, decode_envelope
 from optionsfeed.model.records import OptionRecord
+from optionsfeed.pricing import bsm_price
 from optionsfeed.processing.chain import US_PER_YEAR
-from optionsfeed.processing.pricing import bsm_price
 from optionsfeed.processing.processor import Processor
 from optionsfeed.sources.base import Listing, Quotes, SourceBatch, Trades, UnderlyingTick
 
@@ -118,7 +117,7 @@ def test_venue_figures_missing_from_a_message_keep_their_value() -> None:
                                    open_interest=[nan])]),
         NOW + 1000,
     )  # fmt: skip
-    delta = decode_envelope(pubs[0].payload).options[0]
+    delta = decode_envelope(pubs[0].payload).option_deltas()[0]
     assert delta["bid"] == 0.0105
     assert not {"last", "volume", "open_interest"} & set(delta)
     r = records(pubs)[sym]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 
 import numpy as np
 import pytest
@@ -127,3 +128,41 @@ async def test_a_failing_connection_ends_the_batches_with_its_error() -> None:
     with pytest.raises(SourceError, match="rejected"):
         await consume()
     assert len(got) == 1
+
+
+def test_the_rest_settings_default_to_off_and_refuse_negative_values() -> None:
+    """No rest unless asked for; a negative or NaN ratio or cap is an error."""
+    buf = FeedBuffer()
+    assert (buf.rest_ratio, buf.max_rest_s) == (0.0, 0.002)
+    for ratio, cap in ((-1.0, 0.002), (math.nan, 0.002), (0.0, -0.001)):
+        with pytest.raises(ValueError, match="must be >= 0"):
+            FeedBuffer(rest_ratio=ratio, max_rest_s=cap)
+
+
+@pytest.mark.parametrize(("ratio", "rests"), [(0.0, False), (1.0, True)])
+async def test_a_busy_consumer_gets_its_next_batch_after_a_rest_when_asked(
+    ratio: float, rests: bool
+) -> None:
+    """With rest_ratio 1 the batch after a 30 ms busy spell waits about as long (the
+    connection has more pending at once); with 0 it is handed over at once."""
+    buf = FeedBuffer(rest_ratio=ratio, max_rest_s=1.0)
+    more = asyncio.Event()
+
+    async def connection() -> None:
+        q(buf, "A", 1.0, 1)
+        await more.wait()
+        q(buf, "A", 2.0, 2)
+        await asyncio.Event().wait()
+
+    loop = asyncio.get_running_loop()
+    it = feed_batches(buf, connection())
+    await anext(it)
+    busy_until = time.perf_counter() + 0.03  # the consumer on the batch: CPU, no await
+    while time.perf_counter() < busy_until:
+        pass
+    more.set()
+    back = loop.time()
+    await anext(it)
+    waited = loop.time() - back
+    await it.aclose()  # type: ignore[attr-defined]
+    assert (waited >= 0.02) is rests

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from optionsfeed.bench.processing import REFERENCE_START
 from optionsfeed.processing.processor import Processor
 from optionsfeed.sources.base import SourceBatch
 from optionsfeed.sources.record import (
@@ -28,6 +27,8 @@ from optionsfeed.sources.record import (
 from optionsfeed.sources.replay import ReplaySource
 from optionsfeed.sources.sim.market import SimMarket
 from optionsfeed.sources.sim.universe import spec_for
+
+from ..conftest import REFERENCE_START
 
 
 def sim_batches(steps: int, per_step: int = 200) -> list[tuple[int, SourceBatch]]:

@@ -14,47 +14,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol, Self
 
-import msgspec
-
-# Reserved cache fields beside the option symbols.
-UNDERLYING_FIELD = "__underlying__"
-STATS_FIELD = "__stats__"
-
-
-class ChainInfo(msgspec.Struct):
-    """What is listed for an underlying: symbols per expiry (YYYY-MM-DD), in display order."""
-
-    expiries: dict[str, list[str]]
-
-    @property
-    def contracts(self) -> int:
-        return sum(len(s) for s in self.expiries.values())
-
-
-info_decoder = msgspec.json.Decoder(ChainInfo)
-
-
-@dataclass(frozen=True, slots=True)
-class Publication:
-    """One envelope as the processor hands it to the broker.
-
-    `payload` is the envelope's wire JSON (published and kept in history as is).
-    `records` are (cache field, full record JSON) pairs to store; `info`, when not
-    None, replaces the listing (JSON of ChainInfo). `reset` marks the first
-    envelope of an epoch: the cache and history of the old epoch are dropped first.
-    A non-reset publication whose `prev` is not the cache's current seq of the same
-    epoch is refused with `SequenceConflict` (the cache lost state: start a new epoch).
-    """
-
-    underlying: str
-    epoch: str
-    prev: int
-    seq: int
-    ts: int
-    payload: bytes
-    records: Sequence[tuple[str, bytes]] = ()
-    info: bytes | None = None
-    reset: bool = False
+from ..model.envelope import ChainInfo, Publication
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,8 @@ from types import TracebackType
 from typing import Self
 
 from ..errors import SequenceConflict
-from .base import ChainInfo, ChainMeta, Publication, Snapshot, info_decoder
+from ..model.envelope import ChainInfo, Publication, decode_info
+from .base import ChainMeta, Snapshot
 
 DEFAULT_HISTORY = 2000
 DEFAULT_SUBSCRIBER_QUEUE = 10_000
@@ -102,7 +103,7 @@ class MemoryBroker:
     def _apply(self, pub: Publication) -> None:
         chain = self._chains.get(pub.underlying)
         if pub.reset:
-            info = info_decoder.decode(pub.info) if pub.info is not None else ChainInfo({})
+            info = decode_info(pub.info) if pub.info is not None else ChainInfo({})
             chain = _Chain(pub.epoch, pub.seq, pub.ts, info, history=deque(maxlen=self._history))
             self._chains[pub.underlying] = chain
         elif chain is None or chain.epoch != pub.epoch or chain.seq != pub.prev:
@@ -111,7 +112,7 @@ class MemoryBroker:
                 pub.underlying, f"cache at {have}, publication continues {pub.epoch}/{pub.prev}"
             )
         elif pub.info is not None:
-            chain.info = info_decoder.decode(pub.info)
+            chain.info = decode_info(pub.info)
         chain.records.update(pub.records)
         chain.seq = pub.seq
         chain.updated_us = pub.ts

@@ -42,13 +42,16 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from ..aio import cancel_requested
 from ..errors import BrokerUnavailable, SequenceConflict
-from .base import ChainInfo, ChainMeta, Publication, Snapshot, info_decoder
+from ..model.envelope import ChainInfo, Publication, decode_info
+from .base import ChainMeta, Snapshot
 
 T = TypeVar("T")
 
 DEFAULT_HISTORY = 2000
 TIMEOUT_S = 2.0
 HEALTH_CHECK_S = 10
+COMMAND_CONNECTIONS = 64
+SUBSCRIPTION_CONNECTIONS = 100_000  # bounded by the underlyings listed, not by clients
 # A silent subscription is PINGed after this long, and given up after twice this.
 SUBSCRIBER_IDLE_S = 5.0
 RESUBSCRIBE_MIN_S = 0.05
@@ -125,12 +128,22 @@ class RedisBroker:
         }
         # Before reusing a connection idle for HEALTH_CHECK_S, redis-py PINGs it, so a
         # half-open socket fails before a publish is sent, not with an unknown outcome.
-        self._pool = aioredis.ConnectionPool.from_url(
-            url, health_check_interval=HEALTH_CHECK_S, **common
+        # At most COMMAND_CONNECTIONS commands in flight; a burst beyond that (a crowd
+        # of joins, REST calls) waits up to timeout_s for a connection rather than
+        # failing at once, as redis-py 8's default pool (100, then an error) would.
+        self._pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            health_check_interval=HEALTH_CHECK_S,
+            max_connections=COMMAND_CONNECTIONS,
+            timeout=timeout_s,
+            **common,
         )
         self._pool.connection_class = _packing_in_c(self._pool.connection_class)
         # Subscriptions do their own liveness checks (PING when idle): no redis-py ones.
-        self._sub_pool = aioredis.ConnectionPool.from_url(url, **common)
+        # One connection per subscribed underlying, for as long as it is subscribed.
+        self._sub_pool = aioredis.ConnectionPool.from_url(
+            url, max_connections=SUBSCRIPTION_CONNECTIONS, **common
+        )
         self._redis = aioredis.Redis(connection_pool=self._pool)
         self._sub_redis = aioredis.Redis(connection_pool=self._sub_pool)
         self._sha = hashlib.sha1(_SCRIPT.encode("utf-8")).hexdigest()
@@ -271,7 +284,7 @@ class RedisBroker:
     ) -> ChainMeta | None:
         if epoch is None:
             return None
-        listing = info_decoder.decode(info) if info else ChainInfo({})
+        listing = decode_info(info) if info else ChainInfo({})
         return ChainMeta(u, epoch.decode(), int(seq or 0), int(updated or 0), listing)
 
     async def history(self, underlying: str, epoch: str, after_seq: int) -> list[bytes] | None:

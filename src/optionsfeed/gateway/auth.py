@@ -1,4 +1,4 @@
-"""Bearer tokens and what each may see (PROTOCOL.md "Transport"), off by default.
+"""Bearer tokens and what each may see (docs/protocol.md "Transport"), off by default.
 
 A token maps to the underlyings it is entitled to, or `*` for all. Tokens come
 from a JSON object `{"token": ["SPY", "QQQ"], "ops-token": ["*"]}` given inline,
@@ -20,6 +20,8 @@ from aiohttp import web
 from ..errors import ConfigError
 
 CACHE_S = 5.0  # a token revoked in Redis stops working within this long
+MAX_TOKEN_CHARS = 512
+MAX_CACHED_TOKENS = 10_000  # then the cache starts afresh: guessed tokens cannot grow it
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,7 @@ class RedisTokens:
                 ent = entitlements(json.loads(raw))
             except ValueError:
                 ent = None  # a malformed entry grants nothing
-        if len(self._cache) > 10_000:
+        if len(self._cache) >= MAX_CACHED_TOKENS:
             self._cache.clear()
         self._cache[token] = (now, ent)
         return ent
@@ -109,9 +111,17 @@ def _read(path: str) -> str:
 
 
 def token_of(request: web.Request) -> str | None:
-    """The bearer token of `request`: the Authorization header, else `?token=`."""
+    """The bearer token of `request`: the Authorization header, else `?token=`.
+
+    None for no token, and for one that no store can hold (longer than
+    MAX_TOKEN_CHARS, or not printable ASCII): it is refused without a lookup.
+    """
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return request.query.get("token") or None
+        token = value.strip()
+    else:
+        token = request.query.get("token", "")
+    if not token or len(token) > MAX_TOKEN_CHARS or not (token.isascii() and token.isprintable()):
+        return None
+    return token

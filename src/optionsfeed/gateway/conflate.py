@@ -24,7 +24,7 @@ def record_key(rec: dict[str, Any]) -> str:
     return key if isinstance(key, str) else ""
 
 
-class Pending:
+class MergedUpdates:
     """Updates of one channel merged since `prev` (the client's last applied seq)."""
 
     __slots__ = ("prev", "records", "seq")

@@ -1,6 +1,6 @@
 """Fan-out inside one gateway process: one broker subscription per underlying.
 
-A `Feed` holds the subscription of one underlying for as long as any client
+A `Fanout` holds the subscription of one underlying for as long as any client
 channel of it is open here (reference counted by its members), follows the
 envelopes' epoch and seq, heals a lost envelope from the broker's history (or,
 when it is gone, sends every member a fresh snapshot), and routes each envelope
@@ -19,14 +19,16 @@ import asyncio
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from ..aio import cancel_and_wait, cancel_requested
-from ..broker.base import STATS_FIELD, UNDERLYING_FIELD, Broker, ChainInfo, Snapshot
+from ..broker.base import Broker, Snapshot
 from ..errors import BrokerUnavailable
+from ..model.envelope import STATS_FIELD, UNDERLYING_FIELD, ChainInfo, Envelope, decode_envelope
 from . import protocol
 from .channels import Channel, Kind
 
@@ -37,6 +39,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("optionsfeed.gateway")
 
 LISTING_TTL_S = 5.0
+# Names nobody lists are remembered briefly, and listings at most MAX_LISTINGS at a
+# time (least recently used out): clients choose the names, so they must not
+# choose how much this process remembers.
+UNKNOWN_TTL_S = 1.0
+MAX_LISTINGS = 1024
 # Flush pacing: idle, a connection's frame goes out on the next turn of the loop;
 # when the loop runs late (it cannot keep up), frames wait BATCH_FLUSH_S so each
 # carries several envelopes' updates: fewer socket writes exactly when CPU is short.
@@ -48,25 +55,10 @@ RETRY_MAX_S = 2.0
 _NULL = b"null"
 
 
-class RawEnvelope(msgspec.Struct):
-    """A broker envelope with its records left as raw JSON (routed, not re-encoded)."""
-
-    u: str
-    epoch: str
-    prev: int
-    seq: int
-    ts: int
-    options: list[msgspec.Raw] = msgspec.field(default_factory=list)
-    underlying: msgspec.Raw = msgspec.Raw(_NULL)
-    stats: msgspec.Raw = msgspec.Raw(_NULL)
-    reset: bool = False
-
-
 class _Key(msgspec.Struct):
     symbol: str
 
 
-decode_envelope = msgspec.json.Decoder(RawEnvelope).decode
 _decode_key = msgspec.json.Decoder(_Key).decode
 
 
@@ -118,7 +110,7 @@ def listed(channel: Channel, info: ChainInfo) -> str | None:
     return None
 
 
-class Feed:
+class Fanout:
     """The broker subscription of one underlying and the members it feeds."""
 
     def __init__(self, hub: Hub, underlying: str) -> None:
@@ -283,7 +275,7 @@ class Feed:
                 if waiting_too or not m.buffering:
                     m.session.apply_snapshot(m, snap, records)
 
-    def _route(self, env: RawEnvelope) -> None:
+    def _route(self, env: Envelope) -> None:
         self.seq = env.seq
         for ch, records in self._parts(env, list(self.channels.values())):
             upd = ChannelUpdate(ch.name, env.epoch, env.seq, records)
@@ -293,12 +285,12 @@ class Feed:
             # Queued behind the flushes the emits scheduled: runs once they are written.
             asyncio.get_running_loop().call_soon(self.hub.observe_end_to_end, env.ts)
 
-    def records_for(self, env: RawEnvelope, ch: Channel) -> list[bytes]:
+    def records_for(self, env: Envelope, ch: Channel) -> list[bytes]:
         """The part of `env` that `ch` carries (for a replay to one member)."""
         return next((records for _, records in self._parts(env, [ch])), [])
 
     def _parts(
-        self, env: RawEnvelope, channels: list[Channel]
+        self, env: Envelope, channels: list[Channel]
     ) -> Iterator[tuple[Channel, list[bytes]]]:
         """(channel, its records) for each of `channels` that `env` changes."""
         by_expiry: dict[str, list[bytes]] | None = None
@@ -339,21 +331,25 @@ class Hub:
 
     def __init__(self, broker: Broker, *, clock: Callable[[], float] | None = None) -> None:
         self.broker = broker
-        self.feeds: dict[str, Feed] = {}
+        self.feeds: dict[str, Fanout] = {}
         self.infos: dict[str, ChainInfo] = {}
-        self.stats: dict[str, int] = {"gaps_healed": 0, "resyncs": 0, "buffer_overflows": 0}
+        self.stats: dict[str, int] = {
+            "gaps_healed": 0, "resyncs": 0, "buffer_overflows": 0, "join_resnapshots": 0,
+        }  # fmt: skip
         self.metrics: GatewayMetrics | None = None
-        self._listings: dict[str, tuple[float, ChainInfo | None]] = {}
+        self.clock = clock or time.monotonic
+        # underlying -> (when it expires, its listing or None); see MAX_LISTINGS.
+        self._listings: OrderedDict[str, tuple[float, ChainInfo | None]] = OrderedDict()
         self._listing_reads: dict[str, asyncio.Future[ChainInfo | None]] = {}
         self.flush_delay_s = 0.0  # 0: flush on the next loop turn; else batch (see pace)
         self.batched_ticks = 0
         self._closing: set[asyncio.Task[bool]] = set()
 
-    def attach(self, m: Member) -> Feed:
+    def attach(self, m: Member) -> Fanout:
         u = m.channel.underlying
         feed = self.feeds.get(u)
         if feed is None:
-            feed = self.feeds[u] = Feed(self, u)
+            feed = self.feeds[u] = Fanout(self, u)
         feed.add(m)
         return feed
 
@@ -362,6 +358,7 @@ class Hub:
         if feed is not None and feed.remove(m):
             # The last member left: drop the subscription (reference counted).
             del self.feeds[m.channel.underlying]
+            self.infos.pop(m.channel.underlying, None)
             t = asyncio.create_task(cancel_and_wait(feed.task))
             self._closing.add(t)
             t.add_done_callback(self._closing.discard)
@@ -391,9 +388,9 @@ class Hub:
         info = self.infos.get(underlying)
         if info is not None and feed is not None and feed.ready.is_set():
             return info
-        now = time.monotonic()
         cached = self._listings.get(underlying)
-        if cached is not None and now - cached[0] < LISTING_TTL_S:
+        if cached is not None and self.clock() < cached[0]:
+            self._listings.move_to_end(underlying)
             return cached[1]
         # Single flight: a crowd subscribing at once shares one read and one decode.
         task = self._listing_reads.get(underlying)
@@ -406,7 +403,11 @@ class Hub:
     async def _read_listing(self, underlying: str) -> ChainInfo | None:
         meta = await self.broker.meta(underlying)
         info = None if meta is None else meta.info
-        self._listings[underlying] = (time.monotonic(), info)
+        ttl = UNKNOWN_TTL_S if info is None else LISTING_TTL_S
+        self._listings[underlying] = (self.clock() + ttl, info)
+        self._listings.move_to_end(underlying)
+        while len(self._listings) > MAX_LISTINGS:
+            self._listings.popitem(last=False)
         return info
 
     async def aclose(self) -> None:

@@ -1,4 +1,4 @@
-"""The REST beside the stream (PROTOCOL.md "REST beside the stream"), over aiohttp.
+"""The REST beside the stream (docs/protocol.md, REST), over aiohttp.
 
 Handlers only read the broker's latest-value cache: the full records are stored
 as wire JSON, so a chain response is a join of cached bytes, no re-encoding.
@@ -18,10 +18,10 @@ from ..dashboard import STATIC
 from ..errors import BrokerUnavailable
 from ..model.records import encode
 from .auth import EVERYTHING, Entitlements, TokenStore, token_of
+from .channels import UNDERLYING_RE, shown
 from .server import Gateway
 
-UNDERLYING_RE = re.compile(r"^[A-Z0-9.^/-]{1,12}$")
-DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 # Returns None when ready, else the reason it is not.
 Readiness = Callable[[], Awaitable[str | None]]
@@ -80,18 +80,18 @@ async def underlyings(request: web.Request) -> web.Response:
 
 async def chain(request: web.Request) -> web.Response:
     name = request.match_info["underlying"]
-    if not UNDERLYING_RE.match(name):
-        return _error(400, "bad_request", f"{name!r} is not an underlying symbol")
+    if not UNDERLYING_RE.fullmatch(name):
+        return _error(400, "bad_request", f"{shown(name)} is not an underlying symbol")
     if not _entitlements(request).allows(name):
         return _error(403, "not_entitled", f"this token may not see {name}")
     expiry = request.query.get("expiry")
     if expiry is not None:
         try:
-            if not DATE_RE.match(expiry):
+            if not DATE_RE.fullmatch(expiry):
                 raise ValueError
             date.fromisoformat(expiry)
         except ValueError:
-            return _error(400, "bad_request", f"expiry {expiry!r} is not a YYYY-MM-DD date")
+            return _error(400, "bad_request", f"expiry {shown(expiry)} is not a YYYY-MM-DD date")
     try:
         snap = await request.app[BROKER_KEY].snapshot(name)
     except BrokerUnavailable as exc:

@@ -87,6 +87,10 @@ class Gateway:
             max_msg_size=self.limits.max_message_bytes,
             compress=False,
             heartbeat=self.limits.heartbeat_ms / 1000 * 3,
+            # Pings are answered below, under the session's rate limit: answered
+            # unconditionally, a ping flood from a client that never reads would
+            # pile pongs up in the write buffer.
+            autoping=False,
         )
         await ws.prepare(request)
         transport = request.transport
@@ -109,10 +113,16 @@ class Gateway:
         session.start()
         try:
             async for msg in ws:
-                if msg.type is WSMsgType.TEXT:
-                    session.on_text(msg.data)
-                elif msg.type is WSMsgType.BINARY:
-                    session.on_binary()
+                try:
+                    if msg.type is WSMsgType.TEXT:
+                        session.on_text(msg.data)
+                    elif msg.type is WSMsgType.BINARY:
+                        session.on_binary()
+                    elif msg.type is WSMsgType.PING and session.admit_ping() and not session.closed:
+                        await ws.pong(msg.data)
+                except Exception:  # a bug, not the client's fault: 1011, with a close frame
+                    log.exception("connection %s: closing after an internal error", session.id)
+                    session.close(1011, "internal error")
                 if session.closed:
                     break
         finally:

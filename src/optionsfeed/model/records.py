@@ -1,4 +1,4 @@
-"""Wire records of PROTOCOL.md, field for field, and their JSON codec.
+"""Wire records of docs/protocol.md, field for field, and their JSON codec.
 
 msgspec was chosen by measurement (`optionsfeed bench encode`, docs/benchmarks.md):
 building and encoding a full option record as a msgspec Struct is about 30 % faster

@@ -11,7 +11,7 @@ mid. A row with a venue forward is priced by Black-76 on it (BSM with spot = the
 forward and dividend yield = rate is the same formula), else by BSM on the spot.
 Prices of an `inverse` listing are in units of the underlying; they are converted
 to the strike's currency (times the forward, or the spot) before solving, so IV
-and greeks are those of the USD value, as PROTOCOL.md says of `currency`.
+and greeks are those of the USD value, as docs/protocol.md says of `currency`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from numpy.typing import NDArray
 
 from ..model.contract import Contract
 from ..model.records import FLAG_ORDER, Flag, OptionRecord, UnderlyingRecord, encode
+from ..pricing import Greeks, iv_and_greeks
 from ..sources.base import Listing, Quotes, Trades, UnderlyingTick
-from .pricing import Greeks, iv_and_greeks
 
 F64 = NDArray[np.float64]
 US_PER_YEAR = 365.0 * 86_400.0 * 1e6
@@ -70,8 +70,12 @@ _SCALE = np.array([10.0 ** DECIMALS.get(f, 0) for f in DELTA_FIELDS])[:, None]
 
 
 @dataclass(slots=True)
-class Pending:
-    """Rows of one chain waiting for their prices (see `reprice_chains`)."""
+class PricingInputs:
+    """Rows of one chain and the inputs to price them, waiting for their prices.
+
+    Made by `ChainState.prepare`, priced together with other chains' by
+    `reprice_chains`, turned into a `ChainDelta` by `ChainState.finish`.
+    """
 
     chain: ChainState
     rows: NDArray[np.intp]
@@ -294,7 +298,7 @@ class ChainState:
 
     # -- reprice + diff ---------------------------------------------------------
 
-    def prepare(self, rows: NDArray[np.intp], now_us: int) -> Pending:
+    def prepare(self, rows: NDArray[np.intp], now_us: int) -> PricingInputs:
         """The pricing inputs of `rows` (deduplicated) at `now_us`."""
         rows = np.unique(rows)
         bid, ask = self.bid[rows], self.ask[rows]
@@ -310,9 +314,9 @@ class ChainState:
         carry = np.where(on_fwd, self.rate, self.dividend_yield)
         price = mark * spot if self.inverse else mark
         t_years = (self.expiry_us[rows] - now_us) / US_PER_YEAR
-        return Pending(self, rows, mark, price, spot, carry, t_years, both, has_bid)
+        return PricingInputs(self, rows, mark, price, spot, carry, t_years, both, has_bid)
 
-    def finish(self, p: Pending, iv: F64, g: Greeks, now_us: int) -> ChainDelta:
+    def finish(self, p: PricingInputs, iv: F64, g: Greeks, now_us: int) -> ChainDelta:
         """Diff priced rows against what was published; mark the changes published.
 
         Returns the wire deltas of the rows whose visible values changed and their

@@ -14,7 +14,14 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
-from ..broker.base import STATS_FIELD, UNDERLYING_FIELD, ChainInfo, Publication
+from ..model.envelope import (
+    STATS_FIELD,
+    UNDERLYING_FIELD,
+    ChainInfo,
+    Publication,
+    encode_envelope,
+    encode_reset,
+)
 from ..model.records import encode
 from ..sources.base import SourceBatch
 from .analytics import compute_stats
@@ -156,12 +163,9 @@ class Processor:
             ts = max(ts, stats["ts"])
         s = self._seq.setdefault(chain.underlying, _Sequence())
         prev, s.seq = s.seq, s.seq + 1
-        payload = encode(
-            {
-                "u": chain.underlying, "epoch": s.epoch, "prev": prev, "seq": s.seq, "ts": ts,
-                "options": options, "underlying": und, "stats": stats,
-            }
-        )  # fmt: skip
+        payload = encode_envelope(
+            chain.underlying, s.epoch, prev, s.seq, ts, options=options, underlying=und, stats=stats
+        )
         return Publication(chain.underlying, s.epoch, prev, s.seq, ts, payload, records)
 
     def reset(self, underlying: str, now_us: int) -> Publication:
@@ -183,9 +187,7 @@ class Processor:
         expiries: dict[str, list[str]] = {}
         for sym, exp in zip(chain.symbols, chain.expiry_str, strict=True):
             expiries.setdefault(exp, []).append(sym)
-        payload = encode(
-            {"u": underlying, "epoch": s.epoch, "prev": 0, "seq": 1, "ts": now_us, "reset": True}
-        )
+        payload = encode_reset(underlying, s.epoch, now_us)
         info = encode(ChainInfo(expiries))
         return Publication(underlying, s.epoch, 0, 1, now_us, payload, records, info, reset=True)
 

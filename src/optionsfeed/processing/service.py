@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import cast
 
 from ..aio import cancel_and_wait, cancel_requested
-from ..broker.base import Broker, Publication
+from ..broker.base import Broker
+from ..clock import wall_clock_us
 from ..errors import BrokerUnavailable, SequenceConflict
+from ..model.envelope import Publication
 from ..sources.base import Source, SourceBatch
-from ..sources.sim.source import wall_clock_us
 from .processor import Processor
 
 log = logging.getLogger("optionsfeed.processing")

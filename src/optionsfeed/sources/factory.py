@@ -21,8 +21,10 @@ def open_source(settings: Settings) -> Source:
     underlyings = list(settings.underlyings_for())
     if settings.source == "deribit":
         from .deribit.source import DeribitSource
+        from .feed import FeedBuffer
 
-        return DeribitSource(underlyings, url=settings.deribit_url)
+        buffer = FeedBuffer(rest_ratio=settings.rest_ratio)
+        return DeribitSource(underlyings, url=settings.deribit_url, buffer=buffer)
     if settings.source == "massive":
         from .massive.source import MassiveSource
 
@@ -34,5 +36,6 @@ def open_source(settings: Settings) -> Source:
             ws_url=settings.massive_url,
             rest_url=settings.massive_rest_url,
             max_contracts=settings.max_contracts,
+            rest_ratio=settings.rest_ratio,
         )
     return SimSource(underlyings, rate=settings.rate, seed=settings.seed)

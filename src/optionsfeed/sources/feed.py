@@ -30,42 +30,65 @@ DEFAULT_MAX_QUOTES = 200_000
 DEFAULT_MAX_TRADES = 100_000
 # Processing a batch has a fixed cost (one pricing call, the diff, the publish), so
 # a busy feed whose events trickle in a few at a time has processing run back to
-# back on small batches: a whole core. REST_RATIO trades latency for that CPU: when
-# the consumer is busy (its time S on the last batch exceeds BUSY_SHARE x the time
-# it then had free), the next batch is taken no sooner than REST_RATIO x S later
-# (at most MAX_REST_S), while the connection task reads on. Measured (bench venues,
-# "paced"; docs/benchmarks.md): at 50,000 events/s in 0.5 ms frames, ratio 1 takes
-# processing from 1.00 to 0.53 core but adds 0.7 ms at p50 and ~3.5 ms at p99
-# (asyncio's timers wake in whole milliseconds). Latency comes first here, so it
-# is off; set it to 1.0 where CPU is the tighter limit.
-REST_RATIO = 0.0
-MAX_REST_S = 0.002
+# back on small batches: a whole core. A buffer's `rest_ratio` trades latency for that
+# CPU: when the consumer is busy (its time S on the last batch exceeds BUSY_SHARE x
+# the time it then had free), the next batch is taken no sooner than rest_ratio x S
+# later (at most `max_rest_s`), while the connection task reads on. Measured (bench
+# venues, "paced"; docs/benchmarks.md): at 50,000 events/s in 0.5 ms frames, ratio 1
+# takes processing from 1.00 to 0.53 core but adds 0.7 ms at p50 and ~3.5 ms at p99
+# (asyncio's timers wake in whole milliseconds). Latency comes first here, so it is
+# off by default; set it to 1.0 where CPU is the tighter limit (`--rest-ratio`).
+DEFAULT_REST_RATIO = 0.0
+DEFAULT_MAX_REST_S = 0.002
 BUSY_SHARE = 1.0
 
 # (bid, ask, bid_size, ask_size, ts, mark, forward, last, volume, open_interest, halted)
 _QuoteRow = tuple[float, float, float, float, int, float, float, float, float, float, bool]
 
 
+def check_rest(rest_ratio: float, max_rest_s: float) -> None:
+    """Raise ValueError unless both are 0 or more (see FeedBuffer)."""
+    if not (rest_ratio >= 0.0 and max_rest_s >= 0.0):  # also false for NaN
+        raise ValueError(f"rest_ratio {rest_ratio} and max_rest_s {max_rest_s} must be >= 0")
+
+
 @dataclass(slots=True)
-class _Pending:
+class _PendingEvents:
+    """One underlying's events waiting in the buffer: the newest quote per contract
+    and every trade."""
+
     quotes: dict[str, _QuoteRow] = field(default_factory=dict)
     extras: bool = False  # any pending quote carries a venue column
     trades: list[tuple[str, float, float, int]] = field(default_factory=list)
 
 
 class FeedBuffer:
-    """Normalized events waiting for processing; see the module docstring for bounds."""
+    """Normalized events waiting for processing; see the module docstring for bounds.
+
+    `rest_ratio` and `max_rest_s` pace `feed_batches` over this buffer: while the
+    consumer is busy, the next batch waits `rest_ratio` x its time on the last one,
+    at most `max_rest_s` (0, the default: no rest). Raises ValueError when either
+    is negative.
+    """
 
     def __init__(
-        self, *, max_quotes: int = DEFAULT_MAX_QUOTES, max_trades: int = DEFAULT_MAX_TRADES
+        self,
+        *,
+        max_quotes: int = DEFAULT_MAX_QUOTES,
+        max_trades: int = DEFAULT_MAX_TRADES,
+        rest_ratio: float = DEFAULT_REST_RATIO,
+        max_rest_s: float = DEFAULT_MAX_REST_S,
     ) -> None:
+        check_rest(rest_ratio, max_rest_s)
         self.max_quotes = max_quotes
         self.max_trades = max_trades
+        self.rest_ratio = rest_ratio
+        self.max_rest_s = max_rest_s
         self.dropped_quotes = 0
         self.dropped_trades = 0
         self._listings: list[Listing] = []
         self._ticks: dict[str, UnderlyingTick] = {}
-        self._by_underlying: dict[str, _Pending] = {}
+        self._by_underlying: dict[str, _PendingEvents] = {}
         self._quotes = 0
         self._trades = 0
         self._ready = asyncio.Event()
@@ -105,7 +128,7 @@ class FeedBuffer:
         """A contract's quote (and venue columns, see `Quotes`); replaces a pending one."""
         p = self._by_underlying.get(underlying)
         if p is None:
-            p = self._by_underlying[underlying] = _Pending()
+            p = self._by_underlying[underlying] = _PendingEvents()
         if symbol not in p.quotes:
             if self._quotes >= self.max_quotes:
                 self.dropped_quotes += 1
@@ -133,7 +156,7 @@ class FeedBuffer:
             return
         p = self._by_underlying.get(underlying)
         if p is None:
-            p = self._by_underlying[underlying] = _Pending()
+            p = self._by_underlying[underlying] = _PendingEvents()
         p.trades.append((symbol, price, size, ts))
         self._trades += 1
         self._ready.set()
@@ -162,7 +185,7 @@ class FeedBuffer:
             await self._ready.wait()
 
 
-def _quotes(underlying: str, p: _Pending) -> Quotes:
+def _quotes(underlying: str, p: _PendingEvents) -> Quotes:
     cols = list(zip(*p.quotes.values(), strict=True))
     bid, ask, bid_size, ask_size = (np.array(c, dtype=np.float64) for c in cols[:4])
     q = Quotes(underlying, list(p.quotes), bid, ask, bid_size, ask_size,
@@ -184,7 +207,8 @@ async def feed_batches(
     The iteration ends with the connection's exception if it fails (e.g. rejected
     credentials), or after the last events if it returns. Closing the iterator
     cancels the connection and waits for it. Between batches it rests in
-    proportion to the consumer's time on the last one (REST_RATIO, MAX_REST_S).
+    proportion to the consumer's time on the last one (`buffer.rest_ratio`, at most
+    `buffer.max_rest_s`).
     """
     task = asyncio.create_task(connection, name="feed-connection")
     now = asyncio.get_running_loop().time
@@ -203,7 +227,7 @@ async def feed_batches(
                     return
             handed = now()
             if spent > BUSY_SHARE * (handed - back):  # busy: let events gather
-                rest = min(spent * REST_RATIO, MAX_REST_S)
+                rest = min(spent * buffer.rest_ratio, buffer.max_rest_s)
                 if rest > 0.0:
                     await asyncio.sleep(rest)
                     handed = now()

@@ -16,8 +16,8 @@ import pytest
 
 from optionsfeed.sources.deribit.symbols import index_channel, ticker_channel, trades_channel
 
+from ...fakes.deribit import DeribitVenue
 from .fixtures import chain, now_ms, ticker
-from .venue import DeribitVenue
 
 TODAY = date.today()
 BTC = chain("BTC", TODAY, 90_000)

@@ -15,18 +15,18 @@ import pytest
 
 from optionsfeed.aio import cancel_and_wait
 from optionsfeed.app import readiness
-from optionsfeed.broker.base import UNDERLYING_FIELD
 from optionsfeed.broker.redis import RedisBroker
+from optionsfeed.clock import wall_clock_us
 from optionsfeed.config import Settings
+from optionsfeed.model.envelope import UNDERLYING_FIELD
 from optionsfeed.model.records import OptionRecord, UnderlyingRecord
 from optionsfeed.processing.service import ProcessingService
 from optionsfeed.sources.deribit import normalize as n
 from optionsfeed.sources.deribit.source import DeribitSource
 from optionsfeed.sources.deribit.symbols import ticker_channel
-from optionsfeed.sources.sim.source import wall_clock_us
 
+from ...fakes.deribit import DeribitVenue
 from .fixtures import chain, fast_source, ticker, until
-from .venue import DeribitVenue
 
 TODAY = date.today()
 BTC = chain("BTC", TODAY, 90_000)

@@ -13,10 +13,10 @@ import pytest
 from optionsfeed.sources.deribit.symbols import index_channel, ticker_channel, trades_channel
 from optionsfeed.sources.record import read_recording
 
+from ...fakes.deribit import DeribitVenue
 from ..test_record_replay import _replay
 from .fixtures import chain, now_ms, ticker
 from .test_command import command
-from .venue import DeribitVenue
 
 BTC = chain("BTC", date.today(), 90_000)
 

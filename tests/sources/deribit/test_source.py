@@ -12,6 +12,7 @@ import pytest
 from optionsfeed.sources.deribit import normalize as n
 from optionsfeed.sources.deribit.symbols import index_channel, ticker_channel, trades_channel
 
+from ...fakes.deribit import DeribitVenue
 from .fixtures import (
     Feed,
     chain,
@@ -23,7 +24,6 @@ from .fixtures import (
     until,
     unusable,
 )
-from .venue import DeribitVenue
 
 TODAY = date.today()
 BTC = chain("BTC", TODAY, 90_000)

@@ -8,8 +8,8 @@ from typing import Any
 
 import aiohttp
 
+from ...fakes.deribit import DeribitVenue
 from .fixtures import chain, ticker
-from .venue import DeribitVenue
 
 BTC = chain("BTC", date.today(), 90_000)
 

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .venue import Venue
+from ...fakes.massive import Venue
 
 COMMAND = str(Path(sys.executable).parent / "optionsfeed")
 

@@ -14,7 +14,7 @@ from optionsfeed.sources.massive.connection import (
 )
 from optionsfeed.sources.massive.normalize import Status, decode_frame
 
-from .venue import Venue
+from ...fakes.massive import Venue
 
 
 def test_params_name_quotes_and_trades_of_each_contract() -> None:

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from optionsfeed.model.calendar import expiry_instant_us
 from optionsfeed.model.contract import Contract
 from optionsfeed.sources.massive import normalize as n
-from optionsfeed.sources.sim.calendar import expiry_instant_us
 
 T = 1_764_513_000_000  # a plausible Unix ms (2025-11-30)
 SYM = "O:SPY251219C00650000"

@@ -10,7 +10,7 @@ import pytest
 from optionsfeed.errors import SourceError
 from optionsfeed.sources.massive.rest import MassiveRest, RestUnavailable
 
-from .venue import Venue
+from ...fakes.massive import Venue
 
 NOW_US = time.time_ns() // 1000
 

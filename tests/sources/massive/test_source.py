@@ -20,7 +20,7 @@ from optionsfeed.processing.service import ProcessingService
 from optionsfeed.sources.massive import normalize as n
 from optionsfeed.sources.massive.source import MassiveSource
 
-from .venue import Venue
+from ...fakes.massive import Venue
 
 
 async def until(cond: Callable[[], bool], limit_s: float = 10.0, what: str = "") -> None:

@@ -8,10 +8,10 @@ from datetime import date, timedelta
 
 import pytest
 
+from optionsfeed.model.calendar import expiry_instant_us
 from optionsfeed.model.contract import Contract, Right
 from optionsfeed.model.osi import OptionSymbol
 from optionsfeed.sources.massive.window import choose_window
-from optionsfeed.sources.sim.calendar import expiry_instant_us
 
 TODAY = date(2026, 11, 30)
 NOW = expiry_instant_us(TODAY) - 6 * 3600 * 1_000_000  # 10:00 New York

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from optionsfeed.sources.sim.calendar import NEW_YORK
+from optionsfeed.model.calendar import NEW_YORK
 from optionsfeed.sources.sim.listing import build_listing
 from optionsfeed.sources.sim.strikes import profiles_for
 

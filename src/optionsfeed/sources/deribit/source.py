@@ -31,10 +31,10 @@ import aiohttp
 import msgspec
 
 from ...aio import cancel_and_wait, cancel_requested
+from ...clock import wall_clock_us
 from ..base import SourceBatch, UnderlyingTick
 from ..droplog import DropLog
 from ..feed import FeedBuffer, feed_batches
-from ..sim.source import wall_clock_us
 from .connection import ConnectionLost, RpcConnection, VenueError
 from .normalize import (
     Decoder,

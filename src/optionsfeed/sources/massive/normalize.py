@@ -19,9 +19,9 @@ from datetime import date
 import msgspec
 
 from ...errors import InvalidSymbol
+from ...model.calendar import expiry_instant_us
 from ...model.contract import Contract
 from ...model.osi import VENDOR_PREFIX, parse_osi
-from ..sim.calendar import expiry_instant_us
 
 # Reasons for dropping provider data (the keys of the adapter's `dropped` counter).
 R_NOT_JSON = "not JSON"

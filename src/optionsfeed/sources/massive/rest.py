@@ -22,8 +22,8 @@ import msgspec
 from yarl import URL
 
 from ...errors import OptionsFeedError, SourceError
+from ...model.calendar import trading_day
 from ...model.contract import Contract
-from ..sim.calendar import trading_day
 from .normalize import BadPage, SnapshotRow, parse_contracts_page, parse_snapshot_page
 
 CONTRACTS_PATH = "/v3/reference/options/contracts"

@@ -49,12 +49,18 @@ import aiohttp
 import numpy as np
 
 from ...aio import cancel_and_wait, cancel_requested
+from ...clock import wall_clock_us
 from ...errors import SourceError
 from ...model.contract import Contract
 from ..base import Listing, SourceBatch, UnderlyingTick
 from ..droplog import DropCounter
-from ..feed import FeedBuffer, feed_batches
-from ..sim.source import wall_clock_us
+from ..feed import (
+    DEFAULT_MAX_REST_S,
+    DEFAULT_REST_RATIO,
+    FeedBuffer,
+    check_rest,
+    feed_batches,
+)
 from .connection import Connection, Disconnected, SubscriptionBook, params_for
 from .normalize import R_UNKNOWN_SYMBOL, EventFilter, decode_frame
 from .rest import ChainSnapshot, MassiveRest, RestUnavailable
@@ -93,7 +99,8 @@ class MassiveSource:
     tune timing (tests shrink them): `snapshot_interval_s` between snapshot polls,
     reconnect backoff from `backoff_min_s` doubling to `backoff_max_s` (times a
     random 0.5-1), `timeout_s` per REST call and for connect + auth, `heartbeat_s`
-    between WebSocket pings.
+    between WebSocket pings. `rest_ratio` and `max_rest_s` pace the batches while
+    processing is busy (see FeedBuffer; off by default).
     """
 
     name = "massive"
@@ -117,6 +124,8 @@ class MassiveSource:
         log_interval_s: float = 10.0,
         clock: Callable[[], int] = wall_clock_us,
         rng: random.Random | None = None,
+        rest_ratio: float = DEFAULT_REST_RATIO,
+        max_rest_s: float = DEFAULT_MAX_REST_S,
     ) -> None:
         if not underlyings:
             raise ValueError("at least one underlying is needed")
@@ -143,6 +152,9 @@ class MassiveSource:
         self.contracts_ttl_us = int(contracts_ttl_s * 1e6)
         self.clock = clock
         self._rng = rng or random.Random()
+        check_rest(rest_ratio, max_rest_s)  # here, not at the first batches()
+        self.rest_ratio = rest_ratio
+        self.max_rest_s = max_rest_s
         budget = max_contracts // len(underlyings)
         self._chains = {u: _Chain(u, budget) for u in underlyings}
         self._filter = EventFilter()
@@ -184,7 +196,7 @@ class MassiveSource:
 
     def batches(self) -> AsyncIterator[SourceBatch]:
         """Batches of events until cancelled; ends with SourceError on a final failure."""
-        buffer = FeedBuffer()
+        buffer = FeedBuffer(rest_ratio=self.rest_ratio, max_rest_s=self.max_rest_s)
         return feed_batches(buffer, self._run(buffer))
 
     def health(self) -> str | None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ...model.calendar import ExpiryProfile, expiry_instant_us, listed_expiries
 from ...model.contract import Contract, Right
 from ...model.osi import OptionSymbol
-from .calendar import ExpiryProfile, expiry_instant_us, listed_expiries
 from .strikes import StrikeProfile, strike_grid
 
 _US_PER_DAY = 86_400e6

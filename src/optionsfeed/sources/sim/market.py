@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ...model.contract import Contract
-from ...processing.pricing import bsm_price
+from ...pricing import bsm_price
 from ..base import Listing, Quotes, SourceBatch, Trades, UnderlyingTick
 from .listing import build_listing
 from .strikes import profiles_for

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 
+from ...clock import wall_clock_us
 from ..base import SourceBatch
 from .market import SimMarket
 from .universe import spec_for
@@ -15,11 +16,6 @@ MAX_OWED_STEPS = 10  # a consumer that falls behind gets at most 10 steps' worth
 # ...and never more than this many updates at once (about 0.1 s of processing), so
 # one batch cannot hold the event loop for long whatever `rate` asks for.
 MAX_BATCH_UPDATES = 20_000
-
-
-def wall_clock_us() -> int:
-    """Microseconds since the Unix epoch (the `ts` clock)."""
-    return time.time_ns() // 1000
 
 
 class SimSource:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .calendar import ExpiryProfile
+from ...model.calendar import ExpiryProfile
 from .universe import spec_for
 
 # Classes that list dailies, quarterlies and $1 strikes throughout the near band.

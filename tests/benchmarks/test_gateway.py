@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from optionsfeed.bench.loadgen import LoadConfig, percentiles, run_load
+from benchmarks.loadgen import LoadConfig, percentiles, run_load
 
-from .gateway.conftest import start_system
+from ..gateway.conftest import start_system
 
 
 async def test_the_load_generator_counts_records_and_finds_no_gap() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from optionsfeed.bench.processing import (
+from benchmarks.processing import (
     bench_encode,
     bench_pricing,
     latency,

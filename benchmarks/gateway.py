@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..sources.sim.universe import DEFAULT_UNDERLYINGS
+from optionsfeed.sources.sim.universe import DEFAULT_UNDERLYINGS
+
 from .loadgen import LoadConfig, LoadResult, percentiles, run_load
 from .redis_server import temporary_redis
 

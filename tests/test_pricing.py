@@ -13,7 +13,7 @@ from vollib.black_scholes_merton import black_scholes_merton as vl_price
 from vollib.black_scholes_merton.greeks import analytical as vl
 from vollib.black_scholes_merton.implied_volatility import implied_volatility as vl_iv
 
-from optionsfeed.processing.pricing import bsm_greeks, bsm_price, implied_vol, iv_and_greeks
+from optionsfeed.pricing import bsm_greeks, bsm_price, implied_vol, iv_and_greeks
 
 SPOT, RATE, DIV = 100.0, 0.045, 0.015
 MONEYNESS = [0.5, 0.7, 0.85, 0.95, 1.0, 1.05, 1.2, 1.5, 2.0]

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import picows
 from aiohttp import web
 
-from ..gateway.frames import text_frame
+from optionsfeed.gateway.frames import text_frame
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import Server as WebsocketsServer
@@ -90,7 +90,7 @@ def unavailable(impl: str) -> str | None:
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"unknown implementation {impl!r}; one of {', '.join(IMPLEMENTATIONS)}")
     if impl == "websockets" and importlib.util.find_spec("websockets") is None:
-        return "skipped (pip install websockets)"
+        return "skipped (websockets is missing: pip install -e '.[bench]')"
     return None
 
 

@@ -1,7 +1,8 @@
 """`optionsfeed bench venues`, third part: the Massive adapter's pipeline at the live rate.
 
-``paced``: the pipeline at `BUSY_RATE`, under `feed.REST_RATIO` 0 (the default:
-processing takes the next batch at once) and 1 (a rest when busy), alternating. The
+``paced``: the pipeline at `BUSY_RATE`, under a rest ratio (FeedBuffer's `rest_ratio`,
+the `--rest-ratio` setting) of 0 (the default: processing takes the next batch at
+once) and 1 (a rest when busy), alternating. The
 venue runs in a process of its own (`VenueProcess`) and writes one frame of
 `BUSY_RATE x interval` events every `interval` (0.5 ms; others through
 `paced_main`'s `intervals`) for `PACED_SECONDS`, sleeping in between. Per run: this
@@ -21,16 +22,17 @@ The stream, the consumer and the source are those of the saturated figures
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import statistics
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ..processing.processor import Processor
-from ..sources import feed
+from optionsfeed.processing.processor import Processor
+from optionsfeed.sources import feed
+from optionsfeed.sources.massive import MassiveSource
+
 from .massive_venue import EventStream, VenueProcess
 from .venue_common import IngestRun, check_none_dropped, print_table, timed_run
 from .venues_massive import BUSY_RATE, MassiveConsumer, build_stream, check_window, massive_source
@@ -41,38 +43,30 @@ PACED_INTERVALS = (0.0005, 0.002)  # seconds between two frames: busy, and not
 
 @dataclass(frozen=True, slots=True)
 class RestSetting:
-    """A paced run's `feed.REST_RATIO` (and `feed.MAX_REST_S`, unless None) and its label."""
+    """A paced run's source settings, `rest_ratio` and `max_rest_s` (the default, unless
+    given), and its label."""
 
     label: str
     ratio: float
     max_rest_s: float | None = None
 
+    def source(self, ws_url: str, rest_url: str) -> MassiveSource:
+        """A MassiveSource of the bench's venue at these URLs, with this setting."""
+        max_rest_s = feed.DEFAULT_MAX_REST_S if self.max_rest_s is None else self.max_rest_s
+        return massive_source(ws_url, rest_url, rest_ratio=self.ratio, max_rest_s=max_rest_s)
+
     @property
     def title(self) -> str:
-        """The label, with MAX_REST_S when the setting sets it."""
+        """The label, with max_rest_s when the setting sets it."""
         if self.max_rest_s is None:
             return self.label
-        return f"{self.label}, MAX_REST_S {self.max_rest_s * 1e3:g} ms"
+        return f"{self.label}, max_rest_s {self.max_rest_s * 1e3:g} ms"
 
 
 REST_SETTINGS = (
     RestSetting("rest ratio 0 (default)", 0.0),
     RestSetting("rest ratio 1", 1.0),
 )
-
-
-@contextlib.contextmanager
-def rest_setting(setting: RestSetting) -> Iterator[None]:
-    """Set `feed.REST_RATIO` (and `MAX_REST_S`) to `setting` for the block, then restore
-    both: `feed_batches` reads them at every batch."""
-    saved = feed.REST_RATIO, feed.MAX_REST_S
-    feed.REST_RATIO = setting.ratio
-    if setting.max_rest_s is not None:
-        feed.MAX_REST_S = setting.max_rest_s
-    try:
-        yield
-    finally:
-        feed.REST_RATIO, feed.MAX_REST_S = saved
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,17 +118,21 @@ def handoff_delays(
 
 
 async def paced(
-    stream: EventStream, venue: VenueProcess, *, interval_s: float, limit_s: float = 60.0
+    stream: EventStream,
+    venue: VenueProcess,
+    setting: RestSetting,
+    *,
+    interval_s: float,
+    limit_s: float = 60.0,
 ) -> PacedRun:
-    """One run: a MassiveSource on `venue`, which writes `stream` one frame every
-    `interval_s`; each batch is applied to a fresh `Processor`, under the current
-    `feed.REST_RATIO` / `MAX_REST_S`.
+    """One run: a MassiveSource with `setting` on `venue`, which writes `stream` one frame
+    every `interval_s`; each batch is applied to a fresh `Processor`.
 
     Raises TimeoutError when the adapter has not taken the last event within
     `limit_s`, RuntimeError when the venue fails or the adapter streams another
     window than the stream's.
     """
-    source = massive_source(venue.ws_url, venue.rest_url)
+    source = setting.source(venue.ws_url, venue.rest_url)
     consumer = MassiveConsumer(source, Processor(), stream.events, handoffs=True)
     seconds, cpu_seconds = await timed_run(
         consumer, lambda: venue.start_paced(interval_s), name="bench-venues-massive-paced",
@@ -161,17 +159,15 @@ async def bench_paced(
     interval_s: float,
     settings: Sequence[RestSetting] = REST_SETTINGS,
 ) -> dict[RestSetting, list[PacedRun]]:
-    """`runs` paced runs of each setting, alternating, against one `VenueProcess`;
-    the feed's module values are restored after each run. Raises ValueError when
-    two settings are equal (their runs would be pooled)."""
+    """`runs` paced runs of each setting, alternating, against one `VenueProcess`.
+    Raises ValueError when two settings are equal (their runs would be pooled)."""
     if len(set(settings)) != len(settings):
         raise ValueError(f"the same setting twice in {settings}")
     out: dict[RestSetting, list[PacedRun]] = {s: [] for s in settings}
     async with VenueProcess(stream) as venue:
         for _ in range(runs):
             for s in settings:
-                with rest_setting(s):
-                    out[s].append(await paced(stream, venue, interval_s=interval_s))
+                out[s].append(await paced(stream, venue, s, interval_s=interval_s))
     return out
 
 
@@ -208,7 +204,7 @@ def paced_main(
         f"venues: Massive at the live rate, {BUSY_RATE:,} events/s for {seconds:g} s from a "
         f"venue process, one frame every {' / '.join(f'{i * 1e3:g}' for i in intervals)} ms; "
         f"each batch applied to a Processor; medians of {runs} runs, settings alternating "
-        f"(MAX_REST_S = {feed.MAX_REST_S * 1e3:g} ms unless shown)"
+        f"(max_rest_s = {feed.DEFAULT_MAX_REST_S * 1e3:g} ms unless shown)"
     )
     rows: list[tuple[str, ...]] = [("setting", "frame every", "CPU", "batches/s", "events/batch", "as rows",
              "apply/batch", "delay p50", "delay p99")]  # fmt: skip

@@ -1,7 +1,7 @@
 """`optionsfeed bench venues`: how fast the Deribit adapter ingests ticker notifications.
 
 The Massive adapter's figures follow in a second table (venues_massive.py), and its
-pipeline at the live rate (paced, REST_RATIO 0 against 1) in a third (venues_paced.py).
+pipeline at the live rate (paced, rest ratio 0 against 1) in a third (venues_paced.py).
 What the three share (runs, the consumer, the local server's plumbing, the tables)
 is in venue_common.py.
 
@@ -11,11 +11,12 @@ figures say whether one core keeps up, and what each stage costs:
 
 - ``decode``: µs per ticker notification through the adapter's `Decoder` and into
   a `FeedBuffer` (pure CPU, no sockets); also `Decoder.decode` alone.
-- ``ingest``: messages/s over a real local WebSocket. `LocalDeribit` (aiohttp, port
-  0, in this process) answers `public/set_heartbeat`, `public/get_instruments` and
-  `public/subscribe` as Deribit does; once every channel is subscribed and the
-  listings reached the consumer, it hands N pre-built ticker frames to its socket
-  at once, and a real `DeribitSource` consumes them through `batches()`. The
+- ``ingest``: messages/s over a real local WebSocket. The Deribit fake of the tests
+  (`tests.fakes.deribit.DeribitVenue`: aiohttp, port 0, in this process) lists the
+  stream's instruments and answers the adapter's requests as Deribit does; once
+  every channel is subscribed and the listings reached the consumer, it hands N
+  pre-built ticker frames to its socket at once (`write_frames`), and a real
+  `DeribitSource` consumes them through `batches()`. The
   figure is N / (first frame written -> the adapter has decoded the last one). The
   buffer conflates quotes per instrument, so batches carry fewer rows than N; the
   share that reached processing as rows is reported too.
@@ -47,15 +48,14 @@ from typing import Any
 
 import msgspec
 import numpy as np
-from aiohttp import WSMsgType, web
 
-from ..gateway.frames import text_frame
-from ..processing.pricing import bsm_greeks, bsm_price
-from ..processing.processor import Processor
-from ..sources.base import UnderlyingTick
-from ..sources.deribit.normalize import Decoder, Quote, put
-from ..sources.deribit.source import DeribitSource
-from ..sources.deribit.symbols import (
+from optionsfeed.gateway.frames import text_frame
+from optionsfeed.pricing import bsm_greeks, bsm_price
+from optionsfeed.processing.processor import Processor
+from optionsfeed.sources.base import UnderlyingTick
+from optionsfeed.sources.deribit.normalize import Decoder, Quote, put
+from optionsfeed.sources.deribit.source import DeribitSource
+from optionsfeed.sources.deribit.symbols import (
     Right,
     expiry_instant_us,
     format_name,
@@ -63,11 +63,12 @@ from ..sources.deribit.symbols import (
     ticker_channel,
     trades_channel,
 )
-from ..sources.feed import FeedBuffer
+from optionsfeed.sources.feed import FeedBuffer
+from tests.fakes.deribit import DeribitVenue
+
 from .venue_common import (
     BatchConsumer,
     IngestRun,
-    LocalVenue,
     decode_row,
     print_ingest_table,
     timed_run,
@@ -81,7 +82,6 @@ DEFAULT_MESSAGES = 60_000  # 40 rounds of every instrument: 4 s of Deribit's ful
 DECODE_MESSAGES = 15_000  # the decode figure runs over the first 10 rounds
 DERIBIT_FULL_FEED = 15_000  # ticker messages/s of the full BTC + ETH options feed
 ROUND_MS = 100  # `ticker.*.100ms`: each instrument at most once per 100 ms
-PATH = "/ws/api/v2"
 
 REFERENCE = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 REFERENCE_MS = int(REFERENCE.timestamp() * 1000)
@@ -346,72 +346,14 @@ def bench_decode(stream: TickerStream, runs: int) -> dict[str, float]:
 # -- ingest and pipeline: a real WebSocket -----------------------------------------------
 
 
-class LocalDeribit(LocalVenue):
-    """A minimal Deribit at ws://127.0.0.1:<port 0>/ws/api/v2; an async context manager.
-
-    Answers `public/set_heartbeat` (sends no heartbeats: a run is short),
-    `public/test`, `public/get_instruments` (the stream's instruments) and
-    `public/(un)subscribe` (the known channels of the request, as Deribit does);
-    anything else gets -32601. `subscribed` is set once every option's ticker and
-    every index channel is subscribed. `send_stream()` then writes all of the
-    stream's frames to the subscribed connection at once.
-    """
-
-    def __init__(self, stream: TickerStream) -> None:
-        super().__init__(stream.frames)
-        self.stream = stream
-        names = [n for v in stream.names().values() for n in v]
-        self._known = {ticker_channel(n) for n in names}
-        self._known.update(index_channel(c) for c in stream.instruments)
-        self._known.update(trades_channel(c) for c in stream.instruments)
-        self._subscribed: set[str] = set()
-
-    @property
-    def url(self) -> str:
-        """The WebSocket URL (valid inside the `async with` block)."""
-        return f"ws://127.0.0.1:{self.port}{PATH}"
-
-    def _route(self, router: web.UrlDispatcher) -> None:
-        router.add_get(PATH, self._handle)
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        async with self._websocket(request) as ws:
-            async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
-                    reply, subscribed = self._answer(msg.data)
-                    await ws.send_str(reply)
-                    if subscribed and self._known <= self._subscribed:
-                        self._stream_to(request)
-        return ws
-
-    def _answer(self, text: str) -> tuple[str, bool]:
-        """The response to one request, and whether it subscribed channels."""
-        us_in = time.time_ns() // 1000
-        req = msgspec.json.decode(text)
-        request_id = req.get("id") if isinstance(req, dict) else None
-        method = req.get("method") if isinstance(req, dict) else None
-        params = req.get("params", {}) if isinstance(req, dict) else {}
-        out: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
-        subscribed = False
-        if method == "public/set_heartbeat":
-            out["result"] = "ok"
-        elif method == "public/test":
-            out["result"] = {"version": "1.2.26"}
-        elif method == "public/get_instruments":
-            out["result"] = self.stream.instruments.get(str(params.get("currency")), [])
-        elif method == "public/subscribe":
-            ok = [c for c in params.get("channels", []) if c in self._known]
-            self._subscribed.update(ok)
-            out["result"], subscribed = ok, True
-        elif method == "public/unsubscribe":
-            gone = [c for c in params.get("channels", []) if c in self._subscribed]
-            self._subscribed.difference_update(gone)
-            out["result"] = gone
-        else:
-            out["error"] = {"code": -32601, "message": "Method not found"}
-        us_out = time.time_ns() // 1000
-        out.update(usIn=us_in, usOut=us_out, usDiff=us_out - us_in, testnet=False)
-        return msgspec.json.encode(out).decode(), subscribed
+def stream_channels(stream: TickerStream) -> set[str]:
+    """The channels the adapter subscribes for `stream`: every option's ticker, and the
+    index and option trades of every currency."""
+    names = [n for v in stream.names().values() for n in v]
+    channels = {ticker_channel(n) for n in names}
+    channels.update(index_channel(c) for c in stream.instruments)
+    channels.update(trades_channel(c) for c in stream.instruments)
+    return channels
 
 
 class TickerRun(IngestRun):
@@ -461,13 +403,19 @@ async def ingest(
     limit_s: float = 120.0,
     buffer: FeedBuffer | None = None,
 ) -> TickerRun:
-    """One run: a DeribitSource on a `LocalDeribit` streaming `stream` (see module docstring).
+    """One run: a DeribitSource on a `DeribitVenue` streaming `stream` (see module docstring).
 
     With `process`, each batch is also applied to a fresh `Processor`. `buffer` is
     the source's (default: a fresh FeedBuffer). Raises TimeoutError when the
     adapter has not decoded the last notification within `limit_s`.
     """
-    async with LocalDeribit(stream) as venue:
+    channels = stream_channels(stream)
+    instruments = [i for v in stream.instruments.values() for i in v]
+    async with DeribitVenue(instruments) as venue:
+
+        def subscribed() -> bool:
+            return any(channels <= c.channels for c in venue.clients.values())
+
         source = DeribitSource(
             list(stream.instruments), venue.url, clock=lambda: REFERENCE_US,
             rng=random.Random(1), buffer=buffer,
@@ -475,8 +423,8 @@ async def ingest(
         processor = Processor() if process else None
         consumer = _Consumer(source, processor, stream.final, len(stream.instruments))
         seconds, cpu_seconds = await timed_run(
-            consumer, venue.send_stream, name="bench-venues-consumer", limit_s=limit_s,
-            subscribed=venue.subscribed,
+            consumer, lambda: venue.write_frames(stream.frames), name="bench-venues-consumer",
+            limit_s=limit_s, subscribed=lambda: venue.wait_for(subscribed, limit_s),
         )  # fmt: skip
     dropped = sum(source.decoder.dropped.values()) + source.buffer.dropped_quotes
     return TickerRun(

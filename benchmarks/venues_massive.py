@@ -10,12 +10,13 @@ pipeline at the live rate follows in venues_paced.py:
 - ``decode``: µs per event through `decode_frame`, the adapter's `EventFilter` and
   `FeedBuffer.quote` / `.trade`, as `MassiveSource._read` does it (pure CPU); also
   `decode_frame` alone, and the whole decode with one event per frame.
-- ``ingest``: events/s over a real local WebSocket. `LocalMassive` (aiohttp, port 0,
-  in this process) serves the two REST endpoints the adapter needs at start
-  (contracts, chain snapshot) and the WebSocket's greeting, auth and subscription
-  acknowledgements. Once the window is subscribed, it sends one warm-up quote
-  (so every acknowledgement is read before the clock starts), then hands all N
-  events' frames to its socket at once; a real `MassiveSource` consumes them
+- ``ingest``: events/s over a real local WebSocket. The Massive fake of the tests
+  (`tests.fakes.massive.Venue`: aiohttp, port 0, in this process; massive_venue.py)
+  serves the two REST endpoints the adapter needs at start (contracts, chain
+  snapshot) and the WebSocket's greeting, auth and subscription acknowledgements.
+  Once the window is subscribed, it sends one warm-up quote (so every
+  acknowledgement is read before the clock starts), then hands all N events'
+  frames to its socket at once (`write_frames`); a real `MassiveSource` consumes them
   through `batches()`. The figure is N / (first frame written -> the adapter's
   counters `quotes + trades` reach N). Quotes are conflated per contract in the
   buffer, so batches carry fewer rows than N; the share is reported.
@@ -51,16 +52,18 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from ..gateway.frames import text_frame
-from ..model.contract import Contract
-from ..processing.pricing import bsm_price
-from ..processing.processor import Processor
-from ..sources.feed import FeedBuffer
-from ..sources.massive import MassiveSource
-from ..sources.massive.normalize import EventFilter, decode_frame, parse_contracts_page
-from ..sources.massive.window import choose_window
-from ..sources.sim.calendar import expiry_instant_us
-from .massive_venue import API_KEY, UNDERLYING, EventStream, LocalMassive
+from optionsfeed.gateway.frames import text_frame
+from optionsfeed.model.calendar import expiry_instant_us
+from optionsfeed.model.contract import Contract
+from optionsfeed.pricing import bsm_price
+from optionsfeed.processing.processor import Processor
+from optionsfeed.sources.feed import DEFAULT_MAX_REST_S, DEFAULT_REST_RATIO, FeedBuffer
+from optionsfeed.sources.massive import MassiveSource
+from optionsfeed.sources.massive.normalize import EventFilter, decode_frame, parse_contracts_page
+from optionsfeed.sources.massive.window import choose_window
+from tests.fakes.massive import VenueContract
+
+from .massive_venue import API_KEY, UNDERLYING, EventStream, serve, subscribed, warming
 from .venue_common import (
     BatchConsumer,
     IngestRun,
@@ -80,6 +83,7 @@ MAX_CONTRACTS = 1000  # the venue's cap per connection, the adapter's default
 REFERENCE = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)  # 10:00 in New York, a Monday
 REFERENCE_MS = int(REFERENCE.timestamp() * 1000)
 REFERENCE_US = REFERENCE_MS * 1000
+REFERENCE_DAY = date(2026, 11, 30)  # in New York: which contracts have expired
 SNAPSHOT_MS = REFERENCE_MS - 1_000  # the snapshot's quotes: before every streamed one
 WARMUP_MS = REFERENCE_MS - 500
 US_PER_YEAR = 365 * 86_400_000_000
@@ -102,10 +106,9 @@ def _vendor(expiry: date, right: str, strike: float) -> str:
     return f"O:{UNDERLYING}{expiry:%y%m%d}{right}{round(strike * 1000):08d}"
 
 
-def build_listing() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The contracts endpoint's rows and the chain snapshot's rows of every listed contract."""
-    rest: list[dict[str, Any]] = []
-    snap: list[dict[str, Any]] = []
+def build_listing() -> list[VenueContract]:
+    """Every listed contract, with its quote in the chain snapshot, sorted by expiry."""
+    out: list[VenueContract] = []
     lo, hi = math.ceil(SPOT * (1 - STRIKE_SPAN)), math.floor(SPOT * (1 + STRIKE_SPAN))
     strikes = np.arange(lo, hi + 1, dtype=np.float64)
     for n, expiry in enumerate(EXPIRIES):
@@ -113,35 +116,14 @@ def build_listing() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         for right, is_call in (("C", True), ("P", False)):
             prices = bsm_price(is_call, SPOT, strikes, years, RATE, 0.0, _vol(strikes, years))
             for i, (k, price) in enumerate(zip(strikes.tolist(), prices.tolist(), strict=True)):
-                ticker = _vendor(expiry, right, k)
-                row = {
-                    "contract_type": "call" if is_call else "put",
-                    "exercise_style": "american", "expiration_date": expiry.isoformat(),
-                    "shares_per_contract": 100, "strike_price": k, "ticker": ticker,
-                }  # fmt: skip
-                rest.append(row | {
-                    "cfi": "OCASPS" if is_call else "OPASPS", "primary_exchange": "BATO",
-                    "underlying_ticker": UNDERLYING,
-                })  # fmt: skip
                 mid = round(price, 2)
-                bid, ask = max(round(mid - 0.01, 2), 0.0), round(mid + 0.01, 2)
-                snap.append({
-                    "break_even_price": round(k + mid if is_call else k - mid, 2),
-                    "day": {"close": mid, "volume": 100 + i, "vwap": mid,
-                            "last_updated": SNAPSHOT_MS * 1_000_000},
-                    "details": row,
-                    "greeks": {"delta": 0.5, "gamma": 0.01, "theta": -0.1, "vega": 0.3},
-                    "implied_volatility": 0.16,
-                    "last_quote": {"ask": ask, "ask_size": 12, "bid": bid, "bid_size": 10,
-                                   "last_updated": SNAPSHOT_MS * 1_000_000, "midpoint": mid,
-                                   "timeframe": "REAL-TIME"},
-                    "open_interest": 100 + (i * 37 + n * 11) % 9000,
-                    "underlying_asset": {"change_to_break_even": 1.0, "price": SPOT,
-                                         "last_updated": SNAPSHOT_MS * 1_000_000,
-                                         "ticker": UNDERLYING, "timeframe": "REAL-TIME"},
-                })  # fmt: skip
-    order = sorted(range(len(rest)), key=lambda j: (rest[j]["expiration_date"], rest[j]["ticker"]))
-    return [rest[j] for j in order], [snap[j] for j in order]
+                out.append(VenueContract(
+                    _vendor(expiry, right, k), UNDERLYING, expiry, k, is_call,
+                    open_interest=100 + (i * 37 + n * 11) % 9000,
+                    bid=max(round(mid - 0.01, 2), 0.0), ask=round(mid + 0.01, 2),
+                    quote_ns=SNAPSHOT_MS * 1_000_000,
+                ))  # fmt: skip
+    return sorted(out, key=lambda c: (c.expiry, c.ticker))
 
 
 def _vol(strikes: Any, years: Any) -> Any:
@@ -169,8 +151,8 @@ def build_stream(
     for a `seed`.
     """
     rng = random.Random(seed)
-    rest_rows, snapshot_rows = build_listing()
-    window = streamed_window(rest_rows)
+    contracts = build_listing()
+    window = streamed_window([c.rest_row() for c in contracts])
     syms = [_vendor(c.expiry, c.right, c.strike) for c in window]
     strike = np.array([c.strike for c in window])
     expiry_us = np.array([c.expiry_us for c in window], dtype=np.float64)
@@ -228,7 +210,7 @@ def build_stream(
     warmup = {"ev": "Q", "sym": syms[0], "bx": 300, "ax": 300, "bp": 1.0, "ap": 1.02, "bs": 1,
               "as": 1, "t": WARMUP_MS, "q": 1}  # fmt: skip
     return EventStream(
-        rest_rows, snapshot_rows, window, b"".join(frames), len(frames), events, trades,
+        tuple(contracts), REFERENCE_DAY, SPOT, SNAPSHOT_MS * 1_000_000, window, b"".join(frames), len(frames), events, trades,
         sample, single, enc.encode([warmup]).decode(), total_bytes / max(events, 1),
         tuple(ends), tuple(counts),
     )  # fmt: skip
@@ -343,12 +325,20 @@ class MassiveConsumer(BatchConsumer[MassiveSource]):
         return self.listings > 0 and self.source.quotes > 0
 
 
-def massive_source(ws_url: str, rest_url: str) -> MassiveSource:
-    """A MassiveSource of `UNDERLYING` on the bench's venue at these URLs."""
+def massive_source(
+    ws_url: str,
+    rest_url: str,
+    *,
+    rest_ratio: float = DEFAULT_REST_RATIO,
+    max_rest_s: float = DEFAULT_MAX_REST_S,
+) -> MassiveSource:
+    """A MassiveSource of `UNDERLYING` on the bench's venue at these URLs, its batches
+    paced by `rest_ratio` and `max_rest_s` (FeedBuffer's; the defaults: no rest)."""
     return MassiveSource(
         [UNDERLYING], api_key=API_KEY, ws_url=ws_url, rest_url=rest_url,
         snapshot_interval_s=3600.0,  # no poll during a run
         clock=lambda: REFERENCE_US, rng=random.Random(1),
+        rest_ratio=rest_ratio, max_rest_s=max_rest_s,
     )  # fmt: skip
 
 
@@ -360,18 +350,19 @@ def check_window(source: MassiveSource, stream: EventStream) -> None:
 
 
 async def ingest(stream: EventStream, *, process: bool, limit_s: float = 60.0) -> IngestRun:
-    """One run: a MassiveSource on a `LocalMassive` streaming `stream` (see module docstring).
+    """One run: a MassiveSource on the Massive fake streaming `stream` (see module docstring).
 
     With `process`, each batch is also applied to a fresh `Processor`. Raises
     TimeoutError when the adapter has not taken the last event within `limit_s`,
     RuntimeError when it streams another window than the stream's.
     """
-    async with LocalMassive(stream) as venue:
+    async with serve(stream) as venue, warming(venue, stream):
         source = massive_source(venue.ws_url, venue.rest_url)
         consumer = MassiveConsumer(source, Processor() if process else None, stream.events)
         seconds, cpu_seconds = await timed_run(
-            consumer, venue.send_stream, name="bench-venues-massive-consumer",
-            limit_s=limit_s, subscribed=venue.subscribed,
+            consumer, lambda: venue.write_frames(stream.frames),
+            name="bench-venues-massive-consumer", limit_s=limit_s,
+            subscribed=lambda: venue.until(lambda: subscribed(venue, stream), limit_s),
         )  # fmt: skip
     check_window(source, stream)
     taken = source.quotes + source.trades - 1

@@ -17,15 +17,17 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from ..aio import cancel_and_wait
-from ..broker import open_broker
-from ..broker.base import Broker
-from ..processing.pricing import iv_and_greeks
-from ..processing.processor import Processor
-from ..sources.base import SourceBatch
-from ..sources.sim.market import SimMarket
-from ..sources.sim.source import SimSource, wall_clock_us
-from ..sources.sim.universe import DEFAULT_UNDERLYINGS, spec_for
+from optionsfeed.aio import cancel_and_wait
+from optionsfeed.broker import open_broker
+from optionsfeed.broker.base import Broker
+from optionsfeed.clock import wall_clock_us
+from optionsfeed.pricing import iv_and_greeks
+from optionsfeed.processing.processor import Processor
+from optionsfeed.sources.base import SourceBatch
+from optionsfeed.sources.sim.market import SimMarket
+from optionsfeed.sources.sim.source import SimSource
+from optionsfeed.sources.sim.universe import DEFAULT_UNDERLYINGS, spec_for
+
 from .redis_server import temporary_redis
 
 WARMUP_S = 1.0  # the first batches carry the listings and catch-up; they are not steady state
@@ -47,7 +49,7 @@ def bench_pricing(runs: int, n: int = 10_000) -> float:
     t = rng.uniform(1 / 365, 2.0, n)
     vol = rng.uniform(0.1, 1.0, n)
     is_call = rng.random(n) < 0.5
-    from ..processing.pricing import bsm_price
+    from optionsfeed.pricing import bsm_price
 
     price = bsm_price(is_call, spot, strike, t, 0.04, 0.01, vol)
     times = []
@@ -142,7 +144,7 @@ async def pipeline(url: str, rate: float, seconds: float) -> tuple[float, int]:
     updates it consumed after a warm-up; also returns how many publications it had
     to drop (0 unless the broker failed).
     """
-    from ..processing.service import ProcessingService
+    from optionsfeed.processing.service import ProcessingService
 
     async with open_broker(url) as broker:
         svc = ProcessingService(SimSource(list(DEFAULT_UNDERLYINGS), rate=rate, seed=1), broker)
@@ -166,7 +168,7 @@ def bench_encode(runs: int, n: int = 5000) -> dict[str, float]:
     """
     import msgspec
 
-    from ..model.records import OptionRecord
+    from optionsfeed.model.records import OptionRecord
 
     rng = np.random.default_rng(0)
     cols = [rng.random(n).round(4).tolist() for _ in range(11)]

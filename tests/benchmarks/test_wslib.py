@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from optionsfeed.bench.wslib import IMPLEMENTATIONS, MESSAGE, run_once
+from benchmarks.wslib import IMPLEMENTATIONS, MESSAGE, run_once
 
 
 def test_the_message_is_400_bytes_of_text() -> None:

@@ -19,13 +19,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
-
-try:
-    import picows
-except ImportError as exc:  # pragma: no cover - picows comes with the dev and bench extras
-    raise SystemExit(
-        "optionsfeed bench gateway needs picows: pip install 'optionsfeed[bench]'"
-    ) from exc
+import picows  # the `bench` extra; benchmarks/cli.py says how to install it when missing
 
 SAMPLE_CAP = 200_000  # latency samples kept per process (a uniform reservoir)
 

@@ -15,8 +15,8 @@ import msgspec
 import numpy as np
 import redis.asyncio as aioredis
 
-from ..broker.base import ChainInfo, Publication
-from ..broker.redis import RedisBroker
+from optionsfeed.broker.redis import RedisBroker
+from optionsfeed.model.envelope import ChainInfo, Publication
 
 PREFIX = "ofbench"
 CONTRACTS = 2000  # listed per underlying; each batch touches a rotating slice

@@ -1,4 +1,4 @@
-"""A local Massive for tests: the options WebSocket and the two REST endpoints the adapter uses.
+"""A local Massive: the options WebSocket and the two REST endpoints the adapter uses.
 
 An aiohttp server on 127.0.0.1, port 0, entered as `async with Venue() as venue:`.
 It speaks the shapes of Massive's documentation:
@@ -21,7 +21,9 @@ It speaks the shapes of Massive's documentation:
 
 The market: per underlying, `expiries` daily expiries (weekdays from today, New
 York) with strikes every `strike_step` within +-`strike_span` of spot, a call and
-a put each; quotes are Black-Scholes prices (20 % volatility, 4 % rate) +-3 %.
+a put each; quotes are Black-Scholes prices (20 % volatility, 4 % rate) +-3 %. Or,
+given `contracts`, exactly those, quoted as they are. `today` (default: New York's)
+decides which contracts have expired.
 
 Test controls: `push` events, `push_raw` text, `drop` every connection (no close
 handshake), `down` / `up` (refuse everything with 503 meanwhile), `silent` (no
@@ -29,6 +31,11 @@ pushes), `set_spot` (the price snapshots serve), `fail_next` (REST errors),
 `foreign_next_url` (pages that point to another host), and what clients did: `sent`
 (every message, parsed), `connections`, `rest_log`, `quote_subscriptions`. `until`
 waits for a condition on that state.
+
+The benches' fast path: `write_frames` hands pre-built WebSocket frames to the newest
+authed connection's socket in one write, and `write_paced` writes them a frame at a
+time on a schedule (blocking: for a venue in a process of its own), so that serving
+costs almost nothing while a bench measures the adapter.
 """
 
 from __future__ import annotations
@@ -37,20 +44,25 @@ import asyncio
 import json
 import math
 import operator
+import os
+import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 from zoneinfo import ZoneInfo
 
+import numpy as np
 from aiohttp import WSMsgType, web
+from numpy.typing import NDArray
 
 NEW_YORK = ZoneInfo("America/New_York")
 VOL, RATE = 0.20, 0.04
 CONTRACTS_MAX_LIMIT = 1000
 SNAPSHOT_MAX_LIMIT = 250
+WRITE_STALL_S = 5.0  # write_paced: a socket that takes no byte for this long is an error
 
 
 def _ncdf(x: float) -> float:
@@ -105,6 +117,49 @@ class VenueContract:
         }
 
 
+def snapshot_row(c: VenueContract, spot: float, spot_ns: int) -> dict[str, Any]:
+    """`c`'s row of the chain snapshot, its underlying at `spot` as of `spot_ns`."""
+    mid = round((c.bid + c.ask) / 2, 4)
+    row = c.rest_row()
+    del row["cfi"], row["primary_exchange"], row["underlying_ticker"]
+    return {
+        "break_even_price": c.strike + mid if c.call else c.strike - mid,
+        "day": {"close": mid, "volume": 100, "vwap": mid, "last_updated": c.quote_ns},
+        "details": row,
+        "greeks": {"delta": 0.5, "gamma": 0.01, "theta": -0.1, "vega": 0.3},
+        "implied_volatility": VOL,
+        "last_quote": {"ask": c.ask, "ask_size": c.ask_size, "bid": c.bid,
+                       "bid_size": c.bid_size, "last_updated": c.quote_ns,
+                       "midpoint": mid, "timeframe": "REAL-TIME"},
+        "open_interest": c.open_interest,
+        "underlying_asset": {"change_to_break_even": 1.0, "price": spot,
+                             "last_updated": spot_ns, "ticker": c.underlying,
+                             "timeframe": "REAL-TIME"},
+    }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class PacedWrites:
+    """What `Venue.write_paced` did: frame k was due at `start + k * interval` and
+    written at `written[k]` (`time.monotonic()` just before the write); `cpu_seconds`
+    this process's CPU time over the writes."""
+
+    start: float
+    written: NDArray[np.float64]
+    cpu_seconds: float
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    """Write all of `data` to the non-blocking socket `fd`, waiting while it is full."""
+    while data:
+        try:
+            data = data[os.write(fd, data) :]
+        except BlockingIOError:
+            _, writable, _ = select.select([], [fd], [], WRITE_STALL_S)
+            if not writable:
+                raise RuntimeError(f"the client read nothing for {WRITE_STALL_S:g} s") from None
+
+
 @dataclass
 class _Client:
     id: int
@@ -132,7 +187,21 @@ def _status(status: str, message: str) -> str:
     return json.dumps([{"ev": "status", "status": status, "message": message}])
 
 
-class Venue:
+class Addresses:
+    """The URLs of a Massive fake listening on 127.0.0.1 at `port`."""
+
+    port: int
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/options"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class Venue(Addresses):
     """The local Massive; see the module docstring."""
 
     def __init__(
@@ -145,15 +214,21 @@ class Venue:
         strike_step: float = 5.0,
         strike_span: float = 0.25,
         max_quote_contracts: int = 1000,
+        contracts: Iterable[VenueContract] | None = None,
+        today: date | None = None,
     ) -> None:
         self.api_key = api_key
         self.ws_key = api_key if ws_key is None else ws_key
         self.spot: dict[str, float] = dict(spots or {"SPY": 650.0})
         self.spot_ns: dict[str, int] = {u: time.time_ns() for u in self.spot}
         self.max_quote_contracts = max_quote_contracts
+        self.today = today
         self.contracts: dict[str, VenueContract] = {}
-        for u, s in self.spot.items():
-            self._list(u, s, _expiries(expiries), strike_step, strike_span)
+        if contracts is not None:
+            self.contracts = {c.ticker: c for c in contracts}
+        else:
+            for u, s in self.spot.items():
+                self._list(u, s, _expiries(expiries), strike_step, strike_span)
         self.clients: list[_Client] = []
         self.sent: list[tuple[int, Any]] = []
         self.connections = 0
@@ -197,14 +272,6 @@ class Venue:
 
     # -- lifecycle --------------------------------------------------------------------
 
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/options"
-
-    @property
-    def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     async def __aenter__(self) -> Self:
         app = web.Application()
         app.router.add_get("/options", self._ws)
@@ -229,8 +296,9 @@ class Venue:
 
     # -- controls ---------------------------------------------------------------------
 
-    async def until(self, pred: Callable[[], bool], timeout_s: float = 10.0) -> None:
-        """Return once `pred()` holds (checked on every change of the venue's state)."""
+    async def until(self, pred: Callable[[], bool], timeout_s: float | None = 10.0) -> None:
+        """Return once `pred()` holds (checked on every change of the venue's state);
+        TimeoutError after `timeout_s` (None: no limit)."""
         async with asyncio.timeout(timeout_s), self._changed:
             await self._changed.wait_for(pred)
 
@@ -269,6 +337,54 @@ class Venue:
         """Send `text` as is to every authed client (no subscription filter)."""
         for c in self.authed():
             await c.ws.send_str(text)
+
+    def write_frames(self, frames: bytes) -> None:
+        """Write `frames` (unmasked WebSocket frames, back to back) to the newest authed
+        connection's socket in one write; asyncio paces it. Bypasses the WebSocket
+        writer (no subscription filter). Raises RuntimeError without such a connection."""
+        self._transport().write(frames)
+
+    def write_paced(
+        self, frames: bytes, frame_ends: Sequence[int], interval_s: float
+    ) -> PacedWrites:
+        """Write frame k of `frames` (it ends at byte `frame_ends[k]`) to the newest authed
+        connection at `start + k * interval_s`, one write each.
+
+        Blocks this process (its event loop too) until the last frame is written: run
+        it where nothing else needs the loop meanwhile (a venue process of its own).
+        Each write goes straight to the socket; its time is taken just before the
+        write (on loopback the bytes are in the client's socket once it returns). A
+        frame whose time has passed (a late wake-up, a full socket) is written at
+        once, and `written` says how late. Raises RuntimeError without a connection,
+        while it still has bytes queued (acknowledgements), or when the client reads
+        nothing for `WRITE_STALL_S`.
+        """
+        transport = self._transport()
+        if transport.get_write_buffer_size():
+            raise RuntimeError("the connection's acknowledgements are still being written")
+        fd = transport.get_extra_info("socket").fileno()
+        data = memoryview(frames)
+        written = np.empty(len(frame_ends), dtype=np.float64)
+        cpu0 = time.process_time()
+        start = time.monotonic()
+        begin = 0
+        for k, end in enumerate(frame_ends):
+            wait = start + k * interval_s - time.monotonic()
+            if wait > 0.0:
+                time.sleep(wait)  # µs-precise, unlike a loop timer (epoll waits whole ms)
+            # Stamped before the write: the client (on the other core) may read the
+            # frame before the write returns here.
+            written[k] = time.monotonic()
+            _write_all(fd, data[begin:end])
+            begin = end
+        return PacedWrites(start, written, time.process_time() - cpu0)
+
+    def _transport(self) -> asyncio.Transport:
+        clients = self.authed()
+        transport = clients[-1].request.transport if clients else None
+        if transport is None or transport.is_closing():
+            raise RuntimeError("no authed connection to write the frames to")
+        return transport
 
     async def drop(self) -> None:
         """Cut every connection without a close handshake (a network failure)."""
@@ -433,7 +549,7 @@ class Venue:
 
     def _filtered(self, request: web.Request, underlying: str) -> list[VenueContract]:
         q = request.query
-        today = datetime.now(NEW_YORK).date()
+        today = self.today or datetime.now(NEW_YORK).date()
         out = []
         for c in self.contracts.values():
             if c.underlying != underlying:
@@ -471,24 +587,6 @@ class Venue:
             return refused
         u = request.match_info["underlying"]
         spot = self.spot.get(u, 0.0)
-        rows = []
-        for c in self._filtered(request, u):
-            mid = round((c.bid + c.ask) / 2, 4)
-            row = c.rest_row()
-            del row["cfi"], row["primary_exchange"], row["underlying_ticker"]
-            rows.append({
-                "break_even_price": c.strike + mid if c.call else c.strike - mid,
-                "day": {"close": mid, "volume": 100, "vwap": mid,
-                        "last_updated": c.quote_ns},
-                "details": row,
-                "greeks": {"delta": 0.5, "gamma": 0.01, "theta": -0.1, "vega": 0.3},
-                "implied_volatility": VOL,
-                "last_quote": {"ask": c.ask, "ask_size": c.ask_size, "bid": c.bid,
-                               "bid_size": c.bid_size, "last_updated": c.quote_ns,
-                               "midpoint": mid, "timeframe": "REAL-TIME"},
-                "open_interest": c.open_interest,
-                "underlying_asset": {"change_to_break_even": 1.0, "price": spot,
-                                     "last_updated": self.spot_ns.get(u, 0), "ticker": u,
-                                     "timeframe": "REAL-TIME"},
-            })  # fmt: skip
+        spot_ns = self.spot_ns.get(u, 0)
+        rows = [snapshot_row(c, spot, spot_ns) for c in self._filtered(request, u)]
         return self._page(request, rows, SNAPSHOT_MAX_LIMIT)

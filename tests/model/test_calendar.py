@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from optionsfeed.sources.sim.calendar import (
+from optionsfeed.model.calendar import (
     NEW_YORK,
     ExpiryProfile,
     expiry_instant_us,

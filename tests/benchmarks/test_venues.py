@@ -10,8 +10,8 @@ import msgspec
 import numpy as np
 import pytest
 
-from optionsfeed.bench import venues_massive, venues_paced
-from optionsfeed.bench.venues import REFERENCE_US, bench_decode, build_stream, ingest, main
+from benchmarks import venues_massive, venues_paced
+from benchmarks.venues import REFERENCE_US, bench_decode, build_stream, ingest, main
 from optionsfeed.sources import feed
 from optionsfeed.sources.deribit.normalize import build_listing, decode_instruments
 from optionsfeed.sources.deribit.symbols import instrument_of_ticker_channel
@@ -158,13 +158,18 @@ def test_handoff_delays_count_from_each_frame_to_the_batch_holding_it() -> None:
         venues_paced.handoff_delays(stream, written, [(0.1, 25), (2.0, 60)])
 
 
-async def test_paced_runs_take_every_event_and_restore_the_rest_ratio() -> None:
-    """Tiny paced runs add up, and the feed's REST_RATIO / MAX_REST_S are restored."""
-    before = feed.REST_RATIO, feed.MAX_REST_S
+async def test_paced_runs_take_every_event_and_leave_the_feed_defaults() -> None:
+    """Tiny paced runs add up; each setting reaches its source, and the feed's defaults
+    (rest_ratio, max_rest_s) are as before."""
+    before = feed.DEFAULT_REST_RATIO, feed.DEFAULT_MAX_REST_S
     settings = (*venues_paced.REST_SETTINGS, venues_paced.RestSetting("capped", 1.0, 0.001))
     stream = venues_paced.paced_stream(0.0005, seconds=0.05)
     results = await venues_paced.bench_paced(stream, 1, interval_s=0.0005, settings=settings)
-    assert before == (feed.REST_RATIO, feed.MAX_REST_S)
+    assert before == (feed.DEFAULT_REST_RATIO, feed.DEFAULT_MAX_REST_S) == (0.0, 0.002)
+    fresh = FeedBuffer()
+    assert (fresh.rest_ratio, fresh.max_rest_s) == before
+    capped = settings[-1].source("ws://127.0.0.1:9/options", "http://127.0.0.1:9")
+    assert (capped.rest_ratio, capped.max_rest_s) == (1.0, 0.001)
     assert list(results) == list(settings)
     for (run,) in results.values():
         assert run.events == run.taken == 2500

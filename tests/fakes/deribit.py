@@ -1,4 +1,4 @@
-"""A local Deribit for tests: JSON-RPC 2.0 over WebSocket at /ws/api/v2 on 127.0.0.1:<port 0>.
+"""A local Deribit: JSON-RPC 2.0 over WebSocket at /ws/api/v2 on 127.0.0.1:<port 0>.
 
 It speaks the part of Deribit's public API v2 that DeribitSource uses, as
 docs.deribit.com documents it:
@@ -23,6 +23,10 @@ Test controls: `push` / `push_ticker` / `push_index` (to subscribers), `push_raw
 `silence` (current connections stay open but get nothing more), `refuse` (new
 connections get HTTP 503), `received` (what each client sent), `wait_for` (await a
 condition on all that, no sleeping).
+
+The benches' fast path: `write_frames` hands pre-built WebSocket frames (a whole
+stream of notifications) to a connection's socket in one write, so that serving
+costs the bench's process almost nothing while it measures the adapter.
 """
 
 from __future__ import annotations
@@ -168,6 +172,20 @@ class DeribitVenue:
         for c in list(self.clients.values()):
             if c.request.transport is not None:
                 c.request.transport.abort()
+
+    def write_frames(self, frames: bytes, client: VenueClient | None = None) -> None:
+        """Write `frames` (unmasked WebSocket frames, back to back) to the socket of
+        `client` (default: the newest connection) in one write; asyncio paces it.
+
+        Bypasses the WebSocket writer (nothing is encoded, no subscription filter).
+        Raises RuntimeError when there is no such open connection.
+        """
+        if client is None and self.clients:
+            client = self.clients[max(self.clients)]
+        transport = client.request.transport if client is not None else None
+        if transport is None or transport.is_closing():
+            raise RuntimeError("no open connection to write the frames to")
+        transport.write(frames)
 
     def silence(self) -> None:
         """The current connections stay open but get nothing more (no answers either)."""

@@ -1,11 +1,10 @@
 """What the venue benches of `optionsfeed bench venues` share.
 
 venues.py measures the Deribit adapter, venues_massive.py and venues_paced.py the
-Massive one. Each builds its venue's stream and local server and says what "ready"
-and "the whole stream arrived" mean for its adapter; the rest is here: the run
-record (`IngestRun`), the consumer that reads an adapter's batches
-(`BatchConsumer`), the timed run (`timed_run`), the local servers' aiohttp
-plumbing (`LocalVenue`) and the tables.
+Massive one. Each builds its venue's stream, serves it from that venue's fake
+(tests/fakes/) and says what "ready" and "the whole stream arrived" mean for its
+adapter; the rest is here: the run record (`IngestRun`), the consumer that reads an
+adapter's batches (`BatchConsumer`), the timed run (`timed_run`) and the tables.
 """
 
 from __future__ import annotations
@@ -15,18 +14,15 @@ import asyncio
 import contextlib
 import statistics
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from aiohttp import web
-
-from ..aio import cancel_and_wait
-from ..sources.base import Source, SourceBatch
+from optionsfeed.aio import cancel_and_wait
+from optionsfeed.sources.base import Source, SourceBatch
 
 if TYPE_CHECKING:
-    from ..processing.processor import Processor
+    from optionsfeed.processing.processor import Processor
 
 S = TypeVar("S", bound=Source)
 
@@ -154,17 +150,18 @@ class BatchConsumer(abc.ABC, Generic[S]):
             self.rows += sum(len(t.symbols) for t in batch.trades)
 
 
-async def _until(event: asyncio.Event, task: asyncio.Task[None]) -> None:
-    """Return once `event` is set; raise the consumer's failure if it ends first (a
+async def _until(condition: Coroutine[Any, Any, object], task: asyncio.Task[None]) -> None:
+    """Return once `condition` returns; raise the consumer's failure if it ends first (a
     source that cannot start ends with SourceError, rather than a wait until the limit)."""
-    waiter = asyncio.create_task(event.wait())
+    waiter = asyncio.create_task(condition)
     try:
         await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         await cancel_and_wait(waiter)
-    if not event.is_set():
+    if not waiter.done() or waiter.cancelled():
         task.result()
         raise RuntimeError("the consumer ended before the stream was taken")
+    waiter.result()  # raises the condition's failure (a timeout)
 
 
 async def timed_run(
@@ -173,11 +170,11 @@ async def timed_run(
     *,
     name: str,
     limit_s: float,
-    subscribed: asyncio.Event | None = None,
+    subscribed: Callable[[], Coroutine[Any, Any, object]] | None = None,
 ) -> tuple[float, float]:
-    """Run `consumer` in a task named `name`; once `subscribed` (when given) and then
-    `consumer.ready` are set, call `send` (the venue starts its stream) and wait until
-    `consumer.done`.
+    """Run `consumer` in a task named `name`; once `subscribed()` (when given: it returns
+    when the venue has the adapter's subscriptions) and then `consumer.ready`, call
+    `send` (the venue starts its stream) and wait until `consumer.done`.
 
     Returns the seconds from `send` to the consumer's `finished_at`, and this
     process's CPU seconds from `send` to `done`. Raises TimeoutError when it all takes
@@ -188,88 +185,16 @@ async def timed_run(
     try:
         async with asyncio.timeout(limit_s):
             if subscribed is not None:
-                await _until(subscribed, task)
-            await _until(consumer.ready, task)
+                await _until(subscribed(), task)
+            await _until(consumer.ready.wait(), task)
             cpu0, t0 = time.process_time(), time.perf_counter()
             send()
-            await _until(consumer.done, task)
+            await _until(consumer.done.wait(), task)
             cpu1 = time.process_time()
         await task
     finally:
         await cancel_and_wait(task)
     return consumer.finished_at - t0, cpu1 - cpu0
-
-
-# -- the local servers -----------------------------------------------------------------
-
-
-class LocalVenue(abc.ABC):
-    """An aiohttp server on 127.0.0.1, port 0 (`port` once entered), that streams
-    pre-built WebSocket frames; an async context manager, which on exit closes the
-    WebSockets still open and stops the server.
-
-    A subclass adds its routes (`_route`), serves each WebSocket inside
-    `_websocket(request)` and calls `_stream_to(request)` once that connection has
-    subscribed what the venue streams: that sets `subscribed`, and `send_stream()`
-    then hands all of `frames` to the connection's socket at once.
-    """
-
-    def __init__(self, frames: bytes) -> None:
-        self.frames = frames
-        self.subscribed = asyncio.Event()
-        self.port = 0
-        self._transport: asyncio.Transport | None = None
-        self._sockets: list[web.WebSocketResponse] = []
-        self._runner: web.AppRunner | None = None
-
-    @abc.abstractmethod
-    def _route(self, router: web.UrlDispatcher) -> None:
-        """Add the venue's routes to `router`."""
-
-    async def __aenter__(self) -> Self:
-        app = web.Application()
-        self._route(app.router)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        for ws in list(self._sockets):
-            await ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    def send_stream(self) -> None:
-        """Hand every frame to the subscribed connection's socket (asyncio paces the
-        writes); raises RuntimeError without one."""
-        self._streaming().write(self.frames)
-
-    def _streaming(self) -> asyncio.Transport:
-        if self._transport is None or self._transport.is_closing():
-            raise RuntimeError("no subscribed connection to stream to")
-        return self._transport
-
-    def _stream_to(self, request: web.Request) -> None:
-        self._transport = request.transport
-        self.subscribed.set()
-
-    @contextlib.asynccontextmanager
-    async def _websocket(self, request: web.Request) -> AsyncIterator[web.WebSocketResponse]:
-        """The prepared WebSocket of `request`, closed by `__aexit__` while in the block."""
-        ws = web.WebSocketResponse(compress=False)  # plain text frames, as pre-built
-        await ws.prepare(request)
-        self._sockets.append(ws)
-        try:
-            yield ws
-        finally:
-            self._sockets.remove(ws)
 
 
 # -- tables ----------------------------------------------------------------------------

@@ -1,0 +1,68 @@
+"""The benchmarks' command line: `python -m benchmarks` and `optionsfeed bench` run `main`.
+
+Run from the source checkout's root, so that `benchmarks` and `tests.fakes` import.
+Each bench module is imported only when its figure is asked for: `gateway` and
+`wslib` need the `bench` extra (picows, websockets), the others do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+WHAT = ("processing", "encode", "all", "gateway", "wslib", "venues")
+BENCH_EXTRA = ("picows", "websockets")  # pyproject's `bench` extra
+
+
+def parser(prog: str) -> argparse.ArgumentParser:
+    """The benchmarks' argument parser (`prog`: the command shown in the usage)."""
+    p = argparse.ArgumentParser(
+        prog=prog, description="optionsfeed's benchmarks (figures in docs/benchmarks.md)."
+    )
+    p.add_argument(
+        "what",
+        choices=WHAT,
+        nargs="?",
+        default="all",
+        help="processing, encode, all (the two; default), gateway (fan-out scenarios), "
+        "wslib (WebSocket libraries), venues (Deribit and Massive adapters)",
+    )
+    p.add_argument(
+        "--scenarios", default="A,B", help="gateway scenarios (A,B,C,D,E; see docs/benchmarks.md)"
+    )
+    p.add_argument("--procs", type=int, default=2, help="load generator processes (2)")
+    p.add_argument("--redis", help="also measure publishing into this Redis")
+    p.add_argument("--runs", type=int, default=5, help="runs per figure (median reported)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m benchmarks") -> int:
+    """Parse `argv` (default: the process's arguments) and run the benchmarks it names;
+    the exit status (0 when every figure was measured)."""
+    args = parser(prog).parse_args(argv)
+    try:
+        return _run(args)
+    except ModuleNotFoundError as exc:
+        if exc.name not in BENCH_EXTRA:
+            raise
+        print(
+            f"{prog} {args.what}: {exc.name} is missing; it comes with the `bench` extra. "
+            "From the checkout's root: pip install -e '.[bench]'",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.what == "gateway":
+        from .gateway import main as gateway_main
+
+        return gateway_main(args.scenarios.split(","), runs=args.runs, procs=args.procs)
+    if args.what == "wslib":
+        from .wslib import main as wslib_main
+
+        return wslib_main(args.runs)
+    from .processing import main as processing_main
+
+    return processing_main(args.what, redis=args.redis, runs=args.runs)
