@@ -2,8 +2,8 @@
 
 Unlike a client library it sends whatever it is told: fragments, invalid UTF-8 in
 text frames, binary frames, floods of control frames, messages past any limit. It
-answers the server's pings, and tells a close frame (its code) from a connection
-that ended without one (1006).
+answers the server's pings, counts its pongs, and tells a close frame (its code)
+from a connection that ended without one (1006).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ class RawWS:
         self.reader = reader
         self.writer = writer
         self.close_code: int | None = None
+        self.pongs = 0  # pong frames received (answers to our pings), counted by recv()
         self._fragments: list[bytes] = []
 
     @classmethod
@@ -119,6 +120,7 @@ class RawWS:
                 self.writer.write(frame(OP_PONG, payload))
                 continue
             if op == OP_PONG:
+                self.pongs += 1
                 continue
             if op == OP_CLOSE:
                 code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
