@@ -1,8 +1,11 @@
-"""Fixtures shared by every test: a real `redis-server` of the test session's own; and
-`REFERENCE_START`, the simulated markets' start."""
+"""Fixtures shared by every test: a real `redis-server` of the test session's own;
+`REFERENCE_START`, the simulated markets' start; and a guard that fails any test during
+which asyncio reported an exception nobody handled."""
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
 import shutil
 import signal
@@ -18,6 +21,14 @@ import pytest
 import redis
 
 from .cluster import NODES, LocalCluster, terminate
+
+# What asyncio logs (through its default exception handler) when a task or a callback
+# failed and nobody owned the failure: in this project that is always a bug.
+UNHANDLED = (
+    "Task exception was never retrieved",
+    "Future exception was never retrieved",
+    "Exception in callback",
+)
 
 # A fixed market instant for simulated markets (a Wednesday, 11:00 New York: open),
 # so a test's chain does not depend on the day it runs.
@@ -184,3 +195,46 @@ def redis_cluster_url(redis_cluster: LocalCluster) -> str:
     redis_cluster.healthy()
     redis_cluster.flush()
     return redis_cluster.url
+
+
+class _Unhandled(logging.Handler):
+    """Keeps the records of the "asyncio" logger that report an unhandled exception."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if any(record.getMessage().startswith(u) for u in UNHANDLED):
+            self.records.append(record)
+
+
+_unhandled = _Unhandled()
+logging.getLogger("asyncio").addHandler(_unhandled)
+
+
+@pytest.fixture(autouse=True)
+def _no_unhandled_exceptions() -> Iterator[None]:
+    """Fails the test when asyncio reports an exception nobody handled.
+
+    "Task exception was never retrieved" is logged when the task is collected, which
+    can be after the test's event loop is closed (this fixture's teardown runs after
+    the loop's): hence the gc.collect(). A report logged between two tests is raised
+    by the next test's teardown and says so.
+    """
+    gc.collect()
+    before, _unhandled.records[:] = list(_unhandled.records), []
+    yield
+    gc.collect()
+    found, _unhandled.records[:] = before + _unhandled.records, []
+    if found:
+        lines = []
+        for r in found:
+            text = r.getMessage()
+            if r.exc_info and r.exc_info[1] is not None:
+                exc = r.exc_info[1]
+                text += f"\n    {type(exc).__name__}: {exc}"
+            if r in before:
+                text = "(logged before this test began, by an earlier one) " + text
+            lines.append(text)
+        pytest.fail("asyncio reported unhandled exceptions:\n" + "\n".join(lines), pytrace=False)
