@@ -30,6 +30,7 @@ NET = "198.18.0"
 REDIS = {f"redis{i}": 10 + i for i in range(1, 7)}
 PROCESSOR = ("proc", 20)
 GATEWAYS = {f"gw{i}": 30 + i for i in range(1, 4)}
+SPARE = ("gw4", 34)  # a host with nothing on it until add_gateway()
 LB = ("lb", 10)
 CLIENT = ("client", 100)
 PORT = 8000
@@ -49,7 +50,8 @@ def available() -> str | None:
 
 def addr(host: str) -> str:
     """The lab address of `host`."""
-    every = {**REDIS, **GATEWAYS, PROCESSOR[0]: PROCESSOR[1], LB[0]: LB[1], CLIENT[0]: CLIENT[1]}
+    every = {**REDIS, **GATEWAYS, PROCESSOR[0]: PROCESSOR[1], LB[0]: LB[1], CLIENT[0]: CLIENT[1],
+             SPARE[0]: SPARE[1]}  # fmt: skip
     return f"{NET}.{every[host]}"
 
 
@@ -87,7 +89,7 @@ class Lab:
     # -- hosts ---------------------------------------------------------------------
 
     def _hosts(self) -> list[str]:
-        return [*REDIS, PROCESSOR[0], *GATEWAYS, LB[0], CLIENT[0]]
+        return [*REDIS, PROCESSOR[0], *GATEWAYS, SPARE[0], LB[0], CLIENT[0]]
 
     def _network(self) -> None:
         _ip("netns", "add", SWITCH)
@@ -154,10 +156,28 @@ class Lab:
         self.run(PROCESSOR[0], [*cli, "process", "--redis", self.redis_url, "--host",
                                 addr(PROCESSOR[0]), "--port", str(PORT), "--rate", str(self.rate)])  # fmt: skip
         for gw in GATEWAYS:
-            self.run(gw, [*cli, "gateway", "--redis", self.redis_url, "--host", addr(gw),
-                          "--port", str(PORT)])  # fmt: skip
+            self.start_gateway(gw)
         self._haproxy()
         self._wait(lambda: self.ready_gateways() == len(GATEWAYS), "HAProxy sees every gateway up")
+
+    def wait_up(self, gateway: str, timeout_s: float = 30.0) -> None:
+        self._wait(lambda: self.server_states().get(gateway) == "UP", f"{gateway} up", timeout_s)
+
+    def start_gateway(self, host: str, name: str | None = None) -> str:
+        """`optionsfeed gateway` on `host`; the node name its clients' welcome shows."""
+        p = self.run(host, [sys.executable, "-m", "optionsfeed.cli", "gateway", "--redis",
+                            self.redis_url, "--host", addr(host), "--port", str(PORT)], name)  # fmt: skip
+        # `ip netns exec` execs the command: the gateway keeps this pid.
+        return f"{os.uname().nodename}-{p.pid}"
+
+    def add_gateway(self, host: str = SPARE[0]) -> str:
+        """Start a gateway on the spare host and add it to HAProxy while running
+        (the runtime API: no reload, no dropped connection); its node name."""
+        node = self.start_gateway(host)
+        self.haproxy(f"add server gateways/{host} {addr(host)}:{PORT} check")
+        self.haproxy(f"enable health gateways/{host}")
+        self.haproxy(f"enable server gateways/{host}")
+        return node
 
     def _redis_cluster(self) -> None:
         for host in REDIS:
@@ -212,7 +232,8 @@ class Lab:
         except OSError:
             return {}
         lines = [line.split(",") for line in text.splitlines() if line and line[0] != "#"]
-        return {f[1]: f[17] for f in lines if f[0] == "gateways" and f[1] in GATEWAYS}
+        known = {*GATEWAYS, SPARE[0]}
+        return {f[1]: f[17] for f in lines if f[0] == "gateways" and f[1] in known}
 
     def ready_gateways(self) -> int:
         return sum(1 for s in self.server_states().values() if s == "UP")

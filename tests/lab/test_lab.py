@@ -9,7 +9,6 @@ with the reason.
 from __future__ import annotations
 
 import re
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 from redis.crc import key_slot
 
-from .lab import GATEWAYS, PORT, Lab, addr, available
+from .lab import GATEWAYS, Lab, available
 
 pytestmark = [
     pytest.mark.lab,
@@ -82,13 +81,8 @@ def _marked_down_after(lab: Lab, gateway: str, since: float) -> float:
 
 
 def _restart_gateway(lab: Lab, gateway: str) -> None:
-    lab.run(gateway, [sys.executable, "-m", "optionsfeed.cli", "gateway", "--redis",
-                      lab.redis_url, "--host", addr(gateway), "--port", str(PORT)],
-            name=f"{gateway}-again")  # fmt: skip
-    end = time.monotonic() + 30
-    while lab.server_states().get(gateway) != "UP":
-        assert time.monotonic() < end, f"{gateway} not back up: {lab.server_states()}"
-        time.sleep(0.2)
+    lab.start_gateway(gateway, name=f"{gateway}-again")
+    lab.wait_up(gateway)
 
 
 def test_a_crashed_gateway_host_loses_its_clients_nothing(lab: Lab) -> None:
@@ -170,3 +164,14 @@ def _last_json(path: Path) -> dict[str, object]:
     assert lines, f"{path} is empty"
     out: dict[str, object] = json.loads(lines[-1])
     return out
+
+
+def test_a_gateway_host_added_while_running_takes_new_clients(lab: Lab) -> None:
+    """A fourth gateway, added to HAProxy at run time, serves new clients at once
+    (least connections: it has none) and they see no gap."""
+    node = lab.add_gateway()
+    lab.wait_up("gw4")
+    summary = lab.probe("--clients", "12", "--seconds", "3", "--channels", "chain.SPY")
+    _clean(summary)
+    assert isinstance(summary["nodes"], list)
+    assert node in summary["nodes"], (node, summary["nodes"])
