@@ -38,12 +38,15 @@ US_PER_YEAR = 365.0 * 86_400.0 * 1e6
 IV_LOW, IV_HIGH = 0.01, 5.0  # a fitted IV outside is flagged iv_out_of_range
 NEW_YORK = ZoneInfo("America/New_York")
 
-# Wire precision per field: a change smaller than this is not a change.
+# Wire precision per field: a change smaller than this is not a change. Prices, IV and
+# counts are rounded to decimals; greeks to significant digits, because their scale
+# depends on the underlying's (a BTC gamma is ~1e-5 per USD: 6 decimals would leave it
+# one digit, or none).
 DECIMALS: dict[str, int] = {
-    "bid": 4, "ask": 4, "mark": 4, "last": 4, "underlying_price": 4,
-    "iv": 5, "delta": 5, "gamma": 6, "theta": 5, "vega": 5, "rho": 5,
+    "bid": 4, "ask": 4, "mark": 4, "last": 4, "underlying_price": 4, "iv": 5,
     "bid_size": 4, "ask_size": 4, "last_size": 4, "volume": 4, "open_interest": 4,
 }  # fmt: skip
+SIGNIFICANT: dict[str, int] = {"delta": 6, "gamma": 6, "theta": 6, "vega": 6, "rho": 6}
 # Counts of contracts: whole numbers go on the wire as integers. Some venues trade
 # fractions of a contract (Deribit: 0.1 BTC), and those stay as they are (34.5).
 INT_FIELDS = ("bid_size", "ask_size", "last_size", "volume", "open_interest")
@@ -70,8 +73,34 @@ class ChainDelta:
 
 
 _INT_FIELD_INDEX = frozenset(DELTA_FIELDS.index(f) for f in INT_FIELDS)
-# Per delta field, 10**decimals, as a column for the matrix.
+# Per delta field, 10**decimals, as a column for the matrix (significant-digit rows: 1).
 _SCALE = np.array([10.0 ** DECIMALS.get(f, 0) for f in DELTA_FIELDS])[:, None]
+_SIG_ROWS = np.array([DELTA_FIELDS.index(f) for f in SIGNIFICANT])
+_SIG_DIGITS = np.array([SIGNIFICANT[f] for f in SIGNIFICANT])[:, None]
+
+
+def round_significant(x: F64, digits: NDArray[np.int64] | int) -> F64:
+    """`x` rounded to `digits` significant digits (broadcast); 0, NaN and infinity stay.
+
+    The power of ten is applied as an exact integer power (10**e with e <= 22 is exact in
+    binary64) by division or multiplication, so the result is the double nearest the
+    rounded decimal and equal inputs always round equally.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        mag = np.floor(np.log10(np.abs(x)))
+        # Capped so 10**e stays finite: below 1e-290 a value rounds to 0.
+        e = np.minimum(np.where(np.isfinite(mag), digits - 1 - mag, 0.0), 300.0)
+        up = np.rint(x * 10.0**e) / 10.0**e  # e >= 0: divide by an exact power of ten
+        down = np.rint(x / 10.0**-e) * 10.0**-e  # e < 0: multiply by one
+        out: F64 = np.where(e >= 0, up, down)
+    return out
+
+
+def to_wire(values: F64, scale: F64 = _SCALE) -> F64:
+    """A (DELTA_FIELDS x rows) matrix rounded to wire precision, field by field."""
+    out: F64 = np.rint(values * scale) / scale
+    out[_SIG_ROWS] = round_significant(values[_SIG_ROWS], _SIG_DIGITS)
+    return out
 
 
 @dataclass(slots=True)
@@ -347,7 +376,7 @@ class ChainState:
                 np.where(np.isfinite(iv), p.spot, np.nan),
             ]
         )  # fmt: skip
-        new = np.rint(new * _SCALE) / _SCALE
+        new = to_wire(new)
         old = self.pub_matrix[:, rows]
         masks = (new != old) & ~(np.isnan(new) & np.isnan(old))
         flag_mask = flags != self.pub_flags[rows]
