@@ -47,6 +47,7 @@ def test_gamma_exposure_sign_and_ratios() -> None:
     """Calls add gamma exposure and puts subtract it; ratios are puts over calls."""
     st = chain([100], [10, 30])
     st.pub["gamma"][:] = [0.02, 0.02]
+    st.pub["underlying_price"][:] = [100.0, 100.0]  # priced on the spot
     st.volume[:] = [4, 6]
     s = compute_stats(st, NOW)
     expected = (0.02 * 10 * 100 - 0.02 * 30 * 100) * 100.0**2 * 0.01
@@ -56,3 +57,26 @@ def test_gamma_exposure_sign_and_ratios() -> None:
     assert s.put_call_oi_ratio == 3.0
     assert s.total_volume == 10
     assert s.total_open_interest == 40
+
+
+def test_gamma_exposure_of_forward_priced_rows_uses_the_forward() -> None:
+    """A gamma per USD of the forward is scaled by the forward squared, not the spot's:
+    each row by the `underlying_price` its greeks were computed on."""
+    st = chain([100], [10, 30])
+    st.spot = 88_000.0
+    st.pub["gamma"][:] = [2e-5, 1e-5]
+    st.pub["underlying_price"][:] = [91_000.0, 91_000.0]
+    s = compute_stats(st, NOW)
+    expected = (2e-5 * 10 * 100 - 1e-5 * 30 * 100) * 91_000.0**2 * 0.01
+    assert s.net_gamma_exposure == round(expected, 2)
+
+
+def test_gamma_exposure_mixes_spot_and_forward_rows() -> None:
+    """Rows priced on the spot use the spot; rows without a gamma count for nothing."""
+    st = chain([90, 100], [10, 0, 20, 5])
+    st.spot = 100.0
+    st.pub["gamma"][:] = [0.01, np.nan, 0.02, 0.03]
+    st.pub["underlying_price"][:] = [100.0, np.nan, 101.0, 101.0]
+    s = compute_stats(st, NOW)
+    expected = (0.01 * 10 * 100 * 100.0**2 + (0.02 * 20 - 0.03 * 5) * 100 * 101.0**2) * 0.01
+    assert s.net_gamma_exposure == round(expected, 2)

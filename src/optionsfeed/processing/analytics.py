@@ -8,10 +8,11 @@ Conventions (docs/conventions.md says the same for users):
 - `put_call_volume_ratio` / `put_call_oi_ratio`: puts over calls (null when calls are 0).
 - `max_pain` per expiry: the listed strike where the options' total intrinsic payout
   to holders, weighted by open interest, is least.
-- `net_gamma_exposure`: sum over contracts of gamma x open interest x multiplier x S^2
-  x 0.01, calls counted positive and puts negative (the common convention that
-  dealers are long the calls and short the puts customers trade): US dollars of
-  delta change per 1% move of the underlying.
+- `net_gamma_exposure`: sum over contracts of gamma x open interest x multiplier x P^2
+  x 0.01, P the price the row's gamma is per (its `underlying_price`: the venue's
+  forward where the row is priced on one, else the spot), calls counted positive and
+  puts negative (the common convention that dealers are long the calls and short the
+  puts customers trade): US dollars of delta change per 1% move of the underlying.
 """
 
 from __future__ import annotations
@@ -104,15 +105,16 @@ def compute_stats(
     oi = np.nan_to_num(chain.open_interest, nan=0.0)
     call_vol, put_vol = float(vol[calls].sum()), float(vol[~calls].sum())
     call_oi, put_oi = float(oi[calls].sum()), float(oi[~calls].sum())
-    gamma = chain.pub["gamma"]
-    ok = np.isfinite(gamma)
+    # Each gamma is per unit of the price its row was priced on (the published
+    # `underlying_price`: the venue's forward, or the spot), so it is scaled by that
+    # price squared: gamma_F F^2 = gamma_S S^2, the same dollar gamma either way.
+    gamma, under = chain.pub["gamma"], chain.pub["underlying_price"]
+    ok = np.isfinite(gamma) & np.isfinite(under)
     gex: float | None = None
-    if np.isfinite(chain.spot) and ok.any():
-        sign = np.where(calls, 1.0, -1.0)
-        gex = float(
-            (gamma[ok] * oi[ok] * chain.multiplier[ok] * sign[ok]).sum() * chain.spot**2 * 0.01
-        )
-        gex = round(gex, 2)
+    if ok.any():
+        sign = np.where(calls[ok], 1.0, -1.0)
+        dollar_gamma = gamma[ok] * under[ok] ** 2 * 0.01
+        gex = round(float((dollar_gamma * oi[ok] * chain.multiplier[ok] * sign).sum()), 2)
     return StatsRecord(
         underlying=chain.underlying,
         ts=now_us,
