@@ -3,6 +3,7 @@ near expiry and the sanity flags (docs/conventions.md)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from optionsfeed.model.contract import Contract
 from optionsfeed.model.envelope import decode_envelope
 from optionsfeed.model.records import OptionRecord
-from optionsfeed.pricing import bsm_price, iv_and_greeks
+from optionsfeed.pricing import bsm_price, implied_vol, iv_and_greeks
 from optionsfeed.processing.analytics import compute_stats
 from optionsfeed.processing.chain import US_PER_YEAR
 from optionsfeed.processing.processor import Processor
@@ -124,3 +125,96 @@ def test_a_change_below_the_relative_precision_is_not_a_change() -> None:
         NOW + 1000,
     )
     assert all(decode_envelope(p.payload).option_deltas() == [] for p in pubs)
+
+
+# -- 3. prices keep the venue's digits; the mark is a mark --------------------------------
+
+
+def test_coin_prices_keep_eight_decimals_so_the_iv_can_be_recomputed() -> None:
+    """A venue mark of 1.78e-6 BTC goes out as 1.78e-6, and the record's own numbers
+    (mark x underlying_price, strike, time, rate) give back its IV."""
+    expiry_us = NOW + 2 * DAY_US
+    listing = coin_chain([120_000.0], expiry_us)
+    proc = Processor()
+    proc.apply(SourceBatch(listings=[listing], ticks=[UnderlyingTick("BTC", FWD, None, None, NOW)]),
+               NOW)  # fmt: skip
+    marks = [1.78e-6, 0.32967033]
+    q = coin_quotes(listing, marks, FWD, NOW, bid=[1e-6, 0.3295], ask=[2.5e-6, 0.32975123])
+    recs = records(proc.apply(SourceBatch(quotes=[q]), NOW))
+    call, put = (recs[c.symbol] for c in listing.contracts)
+    assert (call.mark, put.mark) == (1.78e-6, 0.32967033)
+    assert (call.bid, call.ask, put.ask) == (1e-6, 2.5e-6, 0.32975123)
+    t = (expiry_us - NOW) / US_PER_YEAR
+    for r in (call, put):
+        assert r.mark is not None
+        assert r.underlying_price is not None
+        assert r.iv is not None
+        again = implied_vol(r.mark * r.underlying_price, r.right == "C", r.underlying_price,
+                            r.strike, t, 0.0, 0.0)  # fmt: skip
+        assert float(again) == pytest.approx(r.iv, abs=5e-6)
+
+
+def _usd_listing() -> Listing:
+    contracts = [
+        Contract(f"XYZ261229{r}00110000", "XYZ", "XYZ", date(2026, 12, 29), NOW + 30 * DAY_US,
+                 110.0, r)
+        for r in ("C", "P")
+    ]  # fmt: skip
+    return Listing("XYZ", contracts, 0.04, 0.0)
+
+
+def _usd_priced(bid: list[float], ask: list[float], *, expiry_us: int | None = None,
+                spot: float = 100.0) -> dict[str, OptionRecord]:  # fmt: skip
+    listing = _usd_listing()
+    if expiry_us is not None:
+        listing = Listing("XYZ", [replace(c, expiry_us=expiry_us) for c in listing.contracts],
+                          0.04, 0.0)  # fmt: skip
+    proc = Processor()
+    tick = UnderlyingTick("XYZ", spot, None, None, NOW)
+    proc.apply(SourceBatch(listings=[listing], ticks=[tick]), NOW)
+    syms = [c.symbol for c in listing.contracts]
+    q = Quotes("XYZ", syms, np.array(bid), np.array(ask), np.ones(2), np.ones(2),
+               np.full(2, NOW, dtype=np.int64))  # fmt: skip
+    recs = records(proc.apply(SourceBatch(quotes=[q]), NOW))
+    return {"C": recs[syms[0]], "P": recs[syms[1]]}
+
+
+def test_no_bid_and_no_venue_mark_is_no_mark() -> None:
+    """Half the ask is not a mark: with no bid and no venue mark the record has a null
+    mark, no IV and the flag no_bid (not iv_failed: there was nothing to fit)."""
+    r = _usd_priced([0.0, 0.0], [0.05, 12.0])["C"]
+    assert r.mark is None
+    assert r.iv is None
+    assert r.delta is None
+    assert r.flags == ["no_bid"]
+
+
+def test_no_bid_with_a_venue_mark_prices_the_venues_mark() -> None:
+    """With no bid, the venue's mark is the mark (and its IV), not half the ask."""
+    expiry_us = NOW + 30 * DAY_US
+    listing = coin_chain([91_000.0], expiry_us)
+    proc = Processor()
+    proc.apply(SourceBatch(listings=[listing], ticks=[UnderlyingTick("BTC", FWD, None, None, NOW)]),
+               NOW)  # fmt: skip
+    t = (expiry_us - NOW) / US_PER_YEAR
+    marks = np.round(bsm_price([True, False], FWD, 91_000.0, t, 0.0, 0.0, 0.5) / FWD, 8).tolist()
+    q = coin_quotes(listing, marks, FWD, NOW, bid=[0.0, 0.0], ask=[0.2, 0.2])
+    recs = records(proc.apply(SourceBatch(quotes=[q]), NOW))
+    for c, mark in zip(listing.contracts, marks, strict=True):
+        r = recs[c.symbol]
+        assert r.mark == mark
+        assert r.iv == pytest.approx(0.5, abs=1e-5)
+        assert r.flags == ["no_bid"]
+
+
+def test_a_venue_mark_of_zero_is_a_mark_with_no_iv() -> None:
+    """A mark of exactly 0 is published as 0 with no IV (iv_failed), never ask/2's IV."""
+    listing = coin_chain([150_000.0], NOW + 2 * DAY_US)
+    proc = Processor()
+    proc.apply(SourceBatch(listings=[listing], ticks=[UnderlyingTick("BTC", FWD, None, None, NOW)]),
+               NOW)  # fmt: skip
+    q = coin_quotes(listing, [0.0, 0.6], FWD, NOW, bid=[0.0, 0.6], ask=[0.0005, 0.7])
+    r = records(proc.apply(SourceBatch(quotes=[q]), NOW))[listing.contracts[0].symbol]
+    assert r.mark == 0.0
+    assert r.iv is None
+    assert r.flags == ["no_bid", "iv_failed"]

@@ -7,7 +7,7 @@ delta carries only the fields whose *visible* value changed. Pure: no I/O, no
 clock (time comes in with the events).
 
 Pricing inputs per row: the mark is the venue's mark when it sends one, else the
-mid. A row with a venue forward is priced by Black-76 on it (BSM with spot = the
+mid of a two-sided quote, else none (half the ask is not a mark). A row with a venue forward is priced by Black-76 on it (BSM with spot = the
 forward and dividend yield = rate is the same formula), else by BSM on the spot.
 Every row is priced European today, American listings too: the American model of
 `pricing.american` is not fast enough for this path yet, and `exercise` is not
@@ -47,6 +47,10 @@ DECIMALS: dict[str, int] = {
     "bid_size": 4, "ask_size": 4, "last_size": 4, "volume": 4, "open_interest": 4,
 }  # fmt: skip
 SIGNIFICANT: dict[str, int] = {"delta": 6, "gamma": 6, "theta": 6, "vega": 6, "rho": 6}
+# Prices in a coin (inverse listings) keep the venue's digits: Deribit gives marks to
+# 8 decimals, and a far out-of-the-money mark of 1.78e-6 BTC is a price, not 0.
+COIN_PRICE_DECIMALS = 8
+PRICE_FIELDS = ("bid", "ask", "mark", "last")
 # Counts of contracts: whole numbers go on the wire as integers. Some venues trade
 # fractions of a contract (Deribit: 0.1 BTC), and those stay as they are (34.5).
 INT_FIELDS = ("bid_size", "ask_size", "last_size", "volume", "open_interest")
@@ -189,6 +193,12 @@ class ChainState:
         self.rate = listing.rate
         self.dividend_yield = listing.dividend_yield
         self.inverse = listing.inverse
+        # Wire precision of this chain's fields (prices to the venue's digits).
+        self.wire_scale = _SCALE.copy()
+        if listing.inverse:
+            for name in PRICE_FIELDS:
+                self.wire_scale[DELTA_FIELDS.index(name)] = 10.0**COIN_PRICE_DECIMALS
+        self._mark_scale = float(self.wire_scale[DELTA_FIELDS.index("mark"), 0])
         self.stale_after_us = stale_after_us
         self.contracts = listing.contracts
         n = len(listing.contracts)
@@ -338,10 +348,14 @@ class ChainState:
         bid, ask = self.bid[rows], self.ask[rows]
         has_bid = bid > 0
         both = has_bid & (ask > 0)
-        # Mark: the venue's; else the mid; with no bid, half the ask (flagged no_bid).
-        mid = np.where(both, (bid + ask) * 0.5, np.where(~has_bid & (ask > 0), ask * 0.5, np.nan))
+        # Mark: the venue's (0 included: a mark of 0 is a mark, which no IV fits); else
+        # the mid of a two-sided quote; else none. Half the ask is not a mark: with no
+        # bid, a row without a venue mark has no mark and no IV (flagged no_bid).
+        mid = np.where(both, (bid + ask) * 0.5, np.nan)
         venue = self.venue_mark[rows]
-        mark = np.where(np.isnan(venue), mid, venue)
+        # The IV is solved for the mark as published, so a client recomputes it exactly.
+        scale = self._mark_scale
+        mark = np.rint(np.where(np.isnan(venue), mid, venue) * scale) / scale
         fwd = self.forward[rows]
         on_fwd = np.isfinite(fwd) & (fwd > 0)
         spot = np.where(on_fwd, fwd, self.spot)
@@ -376,7 +390,7 @@ class ChainState:
                 np.where(np.isfinite(iv), p.spot, np.nan),
             ]
         )  # fmt: skip
-        new = to_wire(new)
+        new = to_wire(new, self.wire_scale)
         old = self.pub_matrix[:, rows]
         masks = (new != old) & ~(np.isnan(new) & np.isnan(old))
         flag_mask = flags != self.pub_flags[rows]
