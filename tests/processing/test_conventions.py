@@ -218,3 +218,39 @@ def test_a_venue_mark_of_zero_is_a_mark_with_no_iv() -> None:
     assert r.mark == 0.0
     assert r.iv is None
     assert r.flags == ["no_bid", "iv_failed"]
+
+
+# -- 4. theta near expiry ---------------------------------------------------------------
+
+
+def test_theta_two_hours_before_expiry_is_the_value_left_not_the_rate() -> None:
+    """An ATM BTC call 2 h from expiry: theta is the value it loses by expiry (about
+    -271 USD, as Deribit publishes), not the BSM rate x 1 day (about -1,627)."""
+    expiry_us = NOW + 2 * 3_600_000_000
+    _, listing, recs, marks = priced_coin_chain([FWD], expiry_us, 0.5)
+    for c, mark in zip(listing.contracts, marks, strict=True):
+        r = recs[c.symbol]
+        assert r.theta is not None
+        value = mark * FWD  # ATM: no intrinsic value, all of it goes by expiry
+        assert r.theta == pytest.approx(-value, rel=1e-5)
+        assert -280 < r.theta < -260
+
+
+def test_theta_one_second_before_expiry_is_at_most_the_time_value() -> None:
+    """A $2.05 call 1 s before expiry, $2 in the money: theta is -0.05 (what is left to
+    lose), not -88,540 a day; its IV is far out of range and flagged so."""
+    r = _usd_priced([2.04, 2.0], [2.06, 2.1], expiry_us=NOW + 1_000_000, spot=112.0)["C"]
+    assert r.mark == 2.05
+    assert r.theta == pytest.approx(-0.05, abs=1e-9)
+    assert r.iv is not None
+    assert "iv_out_of_range" in r.flags
+
+
+def test_theta_from_a_day_out_is_the_bsm_rate_per_day() -> None:
+    """With a day or more left theta is the BSM rate x 1 day (Deribit's convention)."""
+    expiry_us = NOW + 36 * 3_600_000_000
+    _, listing, recs, marks = priced_coin_chain([FWD], expiry_us, 0.5)
+    t = (expiry_us - NOW) / US_PER_YEAR
+    _, g = iv_and_greeks(np.array(marks) * FWD, [True, False], FWD, FWD, t, 0.0, 0.0)
+    for i, c in enumerate(listing.contracts):
+        assert recs[c.symbol].theta == pytest.approx(float(g.theta[i]), rel=5e-6)

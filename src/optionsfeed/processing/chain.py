@@ -158,6 +158,25 @@ def reprice_chains(
     return out
 
 
+def theta_to_expiry(
+    theta: F64, price: F64, is_call: NDArray[np.bool_], under: F64, strike: F64, t_years: F64
+) -> F64:
+    """Theta as the value change over min(1 day, the remaining life), per day.
+
+    `theta` is the model's rate x 1 day (per calendar day). With less than a day
+    left that rate overstates what can still happen (it grows like 1/sqrt(t) while
+    the time value shrinks like sqrt(t)), so where it is larger than the whole
+    change from now to expiry (the intrinsic value at today's `under` minus `price`),
+    that change is theta. Deribit's convention: the rate from a day out, the value
+    left near expiry (an ATM call 2 h out loses its whole value, not 12 times it).
+    """
+    intrinsic = np.maximum(np.where(is_call, under - strike, strike - under), 0.0)
+    to_expiry = intrinsic - price
+    capped = (t_years < 1.0 / 365.0) & (np.abs(theta) > np.abs(to_expiry))
+    out: F64 = np.where(capped, to_expiry, theta)
+    return out
+
+
 def _nan(n: int) -> F64:
     return np.full(n, np.nan)
 
@@ -381,12 +400,15 @@ class ChainState:
         flags |= np.where(now_us - self.quote_ts[rows] > self.stale_after_us, _BITS[Flag.STALE], 0)
         flags |= np.where(self.halted[rows], _BITS[Flag.HALTED], 0)
         flags |= np.where((iv < IV_LOW) | (iv > IV_HIGH), _BITS[Flag.IV_OUT_OF_RANGE], 0)
+        theta = theta_to_expiry(
+            g.theta, p.price, self.is_call[rows], p.spot, self.strike[rows], p.t_years
+        )
         # One (fields x rows) matrix, rounded to wire precision in one step.
         new = np.stack(
             [
                 bid, ask, self.bid_size[rows], self.ask_size[rows], mark, self.last[rows],
                 self.last_size[rows], self.volume[rows], self.open_interest[rows], iv,
-                g.delta, g.gamma, g.theta, g.vega, g.rho,
+                g.delta, g.gamma, theta, g.vega, g.rho,
                 np.where(np.isfinite(iv), p.spot, np.nan),
             ]
         )  # fmt: skip
