@@ -4,7 +4,8 @@ Conventions (docs/conventions.md says the same for users):
 - `atm_iv`: implied volatility at the forward of the nearest expiry at least one
   day out (the venue's forward where it publishes one, else F = S e^{(r-q)T}), linearly interpolated in strike between the two listed
   strikes around F; at each strike the out-of-the-money side's IV is used (the put
-  below F, the call at or above it), the other side when that one has none.
+  below F, the call at or above it), the other side when that one has none. Null
+  unless priced strikes bracket F (one on F will do).
 - `put_call_volume_ratio` / `put_call_oi_ratio`: puts over calls (null when calls are 0).
 - `max_pain` per expiry: the listed strike where the options' total intrinsic payout
   to holders, weighted by open interest, is least.
@@ -32,7 +33,10 @@ def _finite_or_none(x: float) -> float | None:
 
 
 def atm_iv(chain: ChainState, now_us: int) -> float | None:
-    """IV at the forward of the nearest expiry at least one day out (None if unknown)."""
+    """IV at the forward of the nearest expiry at least one day out.
+
+    None unless priced strikes of that expiry bracket the forward (or one is on it).
+    """
     if not np.isfinite(chain.spot):
         return None
     future = np.unique(chain.expiry_us[chain.expiry_us - now_us >= ONE_DAY_US])
@@ -61,11 +65,11 @@ def atm_iv(chain: ChainState, now_us: int) -> float | None:
     other = np.where(uniq >= fwd, put_iv, call_iv)
     ivs = np.where(np.isfinite(otm_first), otm_first, other)
     ok = np.isfinite(ivs)
-    if ok.sum() < 2:
-        return _finite_or_none(float(ivs[ok][0])) if ok.any() else None
     k, v = uniq[ok], ivs[ok]
-    if fwd <= k[0] or fwd >= k[-1]:
-        return None  # the forward is outside the quoted strikes: no honest interpolation
+    # Only priced strikes that bracket the forward (one of them may sit on it) give an
+    # honest value; a lone strike far from the money is not the at-the-money IV.
+    if len(k) == 0 or not k[0] <= fwd <= k[-1]:
+        return None
     return _finite_or_none(float(np.interp(fwd, k, v)))
 
 
