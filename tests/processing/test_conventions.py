@@ -3,7 +3,6 @@ near expiry and the sanity flags (docs/conventions.md)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import date
 
 import numpy as np
@@ -154,21 +153,14 @@ def test_coin_prices_keep_eight_decimals_so_the_iv_can_be_recomputed() -> None:
         assert float(again) == pytest.approx(r.iv, abs=5e-6)
 
 
-def _usd_listing() -> Listing:
+def _usd_priced(bid: list[float], ask: list[float], *, expiry_us: int = NOW + 30 * DAY_US,
+                spot: float = 100.0, rate: float = 0.04) -> dict[str, OptionRecord]:  # fmt: skip
+    """The call and put K=110 of a USD listing, quoted `bid` / `ask`, priced on `spot`."""
     contracts = [
-        Contract(f"XYZ261229{r}00110000", "XYZ", "XYZ", date(2026, 12, 29), NOW + 30 * DAY_US,
-                 110.0, r)
+        Contract(f"XYZ261229{r}00110000", "XYZ", "XYZ", date(2026, 12, 29), expiry_us, 110.0, r)
         for r in ("C", "P")
-    ]  # fmt: skip
-    return Listing("XYZ", contracts, 0.04, 0.0)
-
-
-def _usd_priced(bid: list[float], ask: list[float], *, expiry_us: int | None = None,
-                spot: float = 100.0) -> dict[str, OptionRecord]:  # fmt: skip
-    listing = _usd_listing()
-    if expiry_us is not None:
-        listing = Listing("XYZ", [replace(c, expiry_us=expiry_us) for c in listing.contracts],
-                          0.04, 0.0)  # fmt: skip
+    ]
+    listing = Listing("XYZ", contracts, rate, 0.0)
     proc = Processor()
     tick = UnderlyingTick("XYZ", spot, None, None, NOW)
     proc.apply(SourceBatch(listings=[listing], ticks=[tick]), NOW)
@@ -254,3 +246,61 @@ def test_theta_from_a_day_out_is_the_bsm_rate_per_day() -> None:
     _, g = iv_and_greeks(np.array(marks) * FWD, [True, False], FWD, FWD, t, 0.0, 0.0)
     for i, c in enumerate(listing.contracts):
         assert recs[c.symbol].theta == pytest.approx(float(g.theta[i]), rel=5e-6)
+
+
+# -- 6. sanity flags --------------------------------------------------------------------
+
+
+def test_a_junk_ask_gives_an_iv_that_is_flagged() -> None:
+    """A K=110 put quoted 1 / 200 on a spot of 100: the mid's IV (thousands of %) is
+    published with the flag iv_out_of_range."""
+    r = _usd_priced([1.0, 1.0], [200.0, 200.0])["P"]
+    assert r.iv is not None
+    assert r.iv > 5.0
+    assert r.flags == ["iv_out_of_range"]
+
+
+def test_a_price_at_the_upper_bound_has_no_iv_for_calls_and_puts_alike() -> None:
+    """At rate 0 a put's upper bound is its strike and a call's the spot: a mark exactly
+    there has no IV (iv_failed), however the bound rounds in binary (a put at K used
+    to come out as 5,727 %)."""
+    recs = _usd_priced([99.99, 109.99], [100.01, 110.01], rate=0.0)
+    for r in recs.values():
+        assert r.mark in (100.0, 110.0)
+        assert r.iv is None
+        assert r.flags == ["iv_failed"]
+
+
+def _mark_with_raw_iv_in(lo: float, hi: float, t: float) -> float:
+    """An 8-decimal ATM BTC call mark whose unrounded IV lies in (lo, hi)."""
+    target = (lo + hi) / 2
+    mark = round(float(bsm_price(True, FWD, FWD, t, 0.0, 0.0, target)) / FWD, 8)
+    raw = float(implied_vol(mark * FWD, True, FWD, FWD, t, 0.0, 0.0))
+    assert lo < raw < hi, raw
+    return mark
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "published", "flagged"),
+    [
+        (5.0, 5.000005, 5.0, False),  # rounds to 5.0: in range, as the record shows
+        (5.000005, 5.00001, 5.00001, True),
+        (0.0099995, 0.01, 0.01, False),
+        (0.009994, 0.009995, 0.00999, True),
+    ],
+)
+def test_the_range_flag_agrees_with_the_published_iv(
+    lo: float, hi: float, published: float, flagged: bool
+) -> None:
+    """iv_out_of_range is decided on the IV as published: a client that sees 5.0 never
+    sees the flag beside it, and sees it beside 5.00001."""
+    expiry_us = NOW + 30 * DAY_US
+    listing = coin_chain([FWD], expiry_us)
+    proc = Processor()
+    proc.apply(SourceBatch(listings=[listing], ticks=[UnderlyingTick("BTC", FWD, None, None, NOW)]),
+               NOW)  # fmt: skip
+    mark = _mark_with_raw_iv_in(lo, hi, (expiry_us - NOW) / US_PER_YEAR)
+    q = coin_quotes(listing, [mark, mark], FWD, NOW)
+    r = records(proc.apply(SourceBatch(quotes=[q]), NOW))[listing.contracts[0].symbol]
+    assert r.iv == published
+    assert ("iv_out_of_range" in r.flags) is flagged

@@ -79,6 +79,7 @@ class ChainDelta:
 _INT_FIELD_INDEX = frozenset(DELTA_FIELDS.index(f) for f in INT_FIELDS)
 # Per delta field, 10**decimals, as a column for the matrix (significant-digit rows: 1).
 _SCALE = np.array([10.0 ** DECIMALS.get(f, 0) for f in DELTA_FIELDS])[:, None]
+_IV_ROW = DELTA_FIELDS.index("iv")
 _SIG_ROWS = np.array([DELTA_FIELDS.index(f) for f in SIGNIFICANT])
 _SIG_DIGITS = np.array([SIGNIFICANT[f] for f in SIGNIFICANT])[:, None]
 
@@ -399,7 +400,6 @@ class ChainState:
         flags |= np.where(np.isfinite(mark) & np.isnan(iv), _BITS[Flag.IV_FAILED], 0)
         flags |= np.where(now_us - self.quote_ts[rows] > self.stale_after_us, _BITS[Flag.STALE], 0)
         flags |= np.where(self.halted[rows], _BITS[Flag.HALTED], 0)
-        flags |= np.where((iv < IV_LOW) | (iv > IV_HIGH), _BITS[Flag.IV_OUT_OF_RANGE], 0)
         theta = theta_to_expiry(
             g.theta, p.price, self.is_call[rows], p.spot, self.strike[rows], p.t_years
         )
@@ -413,6 +413,9 @@ class ChainState:
             ]
         )  # fmt: skip
         new = to_wire(new, self.wire_scale)
+        # On the IV as published: a client seeing 5.0 must not see the flag beside it.
+        wire_iv = new[_IV_ROW]
+        flags |= np.where((wire_iv < IV_LOW) | (wire_iv > IV_HIGH), _BITS[Flag.IV_OUT_OF_RANGE], 0)
         old = self.pub_matrix[:, rows]
         masks = (new != old) & ~(np.isnan(new) & np.isnan(old))
         flag_mask = flags != self.pub_flags[rows]
