@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 from ..model.contract import Contract
 from ..model.records import FLAG_ORDER, Flag, OptionRecord, UnderlyingRecord, encode
-from ..pricing import Greeks, iv_and_greeks
+from ..pricing import Greeks, implied_vol, iv_and_greeks
 from ..sources.base import Listing, Quotes, Trades, UnderlyingTick
 
 F64 = NDArray[np.float64]
@@ -43,7 +43,8 @@ NEW_YORK = ZoneInfo("America/New_York")
 # depends on the underlying's (a BTC gamma is ~1e-5 per USD: 6 decimals would leave it
 # one digit, or none).
 DECIMALS: dict[str, int] = {
-    "bid": 4, "ask": 4, "mark": 4, "last": 4, "underlying_price": 4, "iv": 5,
+    "bid": 4, "ask": 4, "mark": 4, "last": 4, "underlying_price": 4,
+    "iv": 5, "iv_bid": 5, "iv_ask": 5,
     "bid_size": 4, "ask_size": 4, "last_size": 4, "volume": 4, "open_interest": 4,
 }  # fmt: skip
 SIGNIFICANT: dict[str, int] = {"delta": 6, "gamma": 6, "theta": 6, "vega": 6, "rho": 6}
@@ -57,7 +58,8 @@ INT_FIELDS = ("bid_size", "ask_size", "last_size", "volume", "open_interest")
 # Fields of a delta, in wire order (after symbol, before ts and flags).
 DELTA_FIELDS = (
     "bid", "ask", "bid_size", "ask_size", "mark", "last", "last_size", "volume",
-    "open_interest", "iv", "delta", "gamma", "theta", "vega", "rho", "underlying_price",
+    "open_interest", "iv", "iv_bid", "iv_ask", "delta", "gamma", "theta", "vega", "rho",
+    "underlying_price",
 )  # fmt: skip
 
 _BITS = {flag: 1 << i for i, flag in enumerate(FLAG_ORDER)}
@@ -120,6 +122,7 @@ class PricingInputs:
     rows: NDArray[np.intp]
     mark: F64  # in the quote currency (published)
     price: F64  # the mark in the strike's currency (solved for IV)
+    sides: F64  # (2, rows): bid and ask in the strike's currency, NaN where none
     spot: F64  # the forward, or the spot
     carry: F64  # the dividend yield; the rate where priced on a forward
     t_years: F64
@@ -149,14 +152,36 @@ def reprice_chains(
         cat([np.full(n, p.chain.rate) for p, n in zip(pending, sizes, strict=True)]),
         cat([p.carry for p in pending]),
     )
+    side_iv = _side_ivs(pending)
     out: list[ChainDelta] = []
     start = 0
     for p, n in zip(pending, sizes, strict=True):
         part = slice(start, start + n)
         start += n
         greeks = Greeks(*(col[part] for col in g))
-        out.append(p.chain.finish(p, iv[part], greeks, now_us))
+        out.append(p.chain.finish(p, iv[part], greeks, now_us, side_iv=side_iv[:, part]))
     return out
+
+
+def _side_ivs(pending: list[PricingInputs]) -> F64:
+    """(2, rows) IVs of the bids and the asks of all `pending` rows, in one call.
+
+    The same model and inputs as the mark's IV (European, see the module docstring);
+    NaN where a side is missing or no volatility fits it.
+    """
+    cat = np.concatenate
+    sides = cat([p.sides for p in pending], axis=1)
+    n = sides.shape[1]
+    rates = cat([np.full(len(p.rows), p.chain.rate) for p in pending])
+    return implied_vol(
+        sides,
+        cat([p.chain.is_call[p.rows] for p in pending]),
+        cat([p.spot for p in pending]),
+        cat([p.chain.strike[p.rows] for p in pending]),
+        cat([p.t_years for p in pending]),
+        rates,
+        cat([p.carry for p in pending]),
+    ).reshape(2, n)
 
 
 def theta_to_expiry(
@@ -381,12 +406,18 @@ class ChainState:
         spot = np.where(on_fwd, fwd, self.spot)
         carry = np.where(on_fwd, self.rate, self.dividend_yield)
         price = mark * spot if self.inverse else mark
+        sides = np.stack([np.where(has_bid, bid, np.nan), np.where(ask > 0, ask, np.nan)])
+        if self.inverse:
+            sides = sides * spot
         t_years = (self.expiry_us[rows] - now_us) / US_PER_YEAR
-        return PricingInputs(self, rows, mark, price, spot, carry, t_years, both, has_bid)
+        return PricingInputs(self, rows, mark, price, sides, spot, carry, t_years, both, has_bid)
 
-    def finish(self, p: PricingInputs, iv: F64, g: Greeks, now_us: int) -> ChainDelta:
+    def finish(
+        self, p: PricingInputs, iv: F64, g: Greeks, now_us: int, *, side_iv: F64 | None = None
+    ) -> ChainDelta:
         """Diff priced rows against what was published; mark the changes published.
 
+        `side_iv`: (2, rows) IVs of the bid and the ask (None: unknown, published null).
         Returns the wire deltas of the rows whose visible values changed and their
         new full records.
         """
@@ -403,12 +434,13 @@ class ChainState:
         theta = theta_to_expiry(
             g.theta, p.price, self.is_call[rows], p.spot, self.strike[rows], p.t_years
         )
+        iv_bid, iv_ask = side_iv if side_iv is not None else (_nan(len(rows)), _nan(len(rows)))
         # One (fields x rows) matrix, rounded to wire precision in one step.
         new = np.stack(
             [
                 bid, ask, self.bid_size[rows], self.ask_size[rows], mark, self.last[rows],
                 self.last_size[rows], self.volume[rows], self.open_interest[rows], iv,
-                g.delta, g.gamma, theta, g.vega, g.rho,
+                iv_bid, iv_ask, g.delta, g.gamma, theta, g.vega, g.rho,
                 np.where(np.isfinite(iv), p.spot, np.nan),
             ]
         )  # fmt: skip
@@ -481,6 +513,7 @@ class ChainState:
                 col["gamma"][i], col["theta"][i], col["vega"][i], col["rho"][i],
                 col["underlying_price"][i], ts[i], FLAG_LISTS[flags[i]],
             )  # fmt: skip
+            rec.iv_bid, rec.iv_ask = col["iv_bid"][i], col["iv_ask"][i]
             if c.currency is not None:
                 rec.currency = c.currency
             out.append((c.symbol, encode(rec)))
