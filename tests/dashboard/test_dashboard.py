@@ -138,6 +138,34 @@ async def test_switching_expiry_unsubscribes_and_subscribes(up: str, browser: Br
     await page.close()
 
 
+@pytest.mark.timeout(60)
+async def test_an_iv_cell_shows_the_bid_and_ask_iv_on_hover(up: str, browser: Browser) -> None:
+    """Hovering an IV cell shows the record's iv_bid and iv_ask (its title), kept in
+    step with the record as updates arrive."""
+    page, errors, _ = await open_page(browser, up)
+    await page.wait_for_function(
+        "document.querySelectorAll('#chain tbody tr').length >= 10", timeout=15000
+    )
+    # An ATM cell: both sides quoted there, so both IVs are known.
+    cell = page.locator("#chain tbody tr.atm td.c[data-f=iv]")
+    await page.wait_for_function(
+        "() => /^bid IV \\d+\\.\\d% · ask IV \\d+\\.\\d%$/.test(document.querySelector("
+        "'#chain tbody tr.atm td.c[data-f=iv]').title)",
+        timeout=10000,
+    )  # fmt: skip
+    title = await cell.get_attribute("title")
+    sym = await cell.get_attribute("data-s")
+    row = await page.evaluate(
+        "sym => window.optionsfeedModel().rows.find(r => r.symbol === sym)", sym
+    )
+    shown = [float(x.rstrip("%")) / 100 for x in (title or "").replace("·", "").split() if "%" in x]
+    assert shown[0] == pytest.approx(row["iv_bid"], abs=0.002)
+    assert shown[1] == pytest.approx(row["iv_ask"], abs=0.002)
+    assert row["iv_bid"] <= row["iv_ask"]
+    assert errors == []
+    await page.close()
+
+
 @pytest.mark.timeout(90)
 async def test_no_long_task_over_50_ms_at_2000_updates_per_second(
     browser: Browser, tmp_path: Path, record_property: Any

@@ -1,8 +1,11 @@
-"""Listed expiries: kinds, holidays moving to the previous session, the 16:00 ET instant."""
+"""Listed expiries: kinds, holidays moving to the previous session, the instant of the
+exchange's close (16:00 ET, 13:00 on early-close days)."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+
+import pytest
 
 from optionsfeed.model.calendar import (
     NEW_YORK,
@@ -29,6 +32,29 @@ def test_expiry_instant_is_16_new_york_in_winter_and_summer() -> None:
     summer = datetime.fromtimestamp(expiry_instant_us(date(2027, 6, 18)) / 1e6, UTC)
     assert (winter.hour, winter.minute) == (21, 0)
     assert (summer.hour, summer.minute) == (20, 0)
+
+
+EARLY_CLOSES = [date(2026, 11, 27), date(2026, 12, 24), date(2027, 11, 26)]
+
+
+@pytest.mark.parametrize("day", EARLY_CLOSES)
+def test_early_close_days_expire_at_the_13_00_close(day: date) -> None:
+    """The day after Thanksgiving and Christmas Eve close at 13:00 ET: expiry is then."""
+    at = datetime.fromtimestamp(expiry_instant_us(day) / 1e6, NEW_YORK)
+    assert (at.date(), at.hour, at.minute) == (day, 13, 0)
+
+
+@pytest.mark.parametrize("day", EARLY_CLOSES)
+def test_zero_dte_on_an_early_close_is_gone_after_13_00(day: date) -> None:
+    """A 0DTE expiry on an early-close day is listed at 12:59 ET and gone at 13:00 ET."""
+    assert day in listed_expiries(SPY_LIKE, _ny_us(day.year, day.month, day.day, 12, 59))
+    assert day not in listed_expiries(SPY_LIKE, _ny_us(day.year, day.month, day.day, 13, 0))
+
+
+def test_a_day_that_is_no_session_expires_at_16_00() -> None:
+    """An expiry on a day the exchange does not trade (a venue's odd listing) keeps 16:00 ET."""
+    at = datetime.fromtimestamp(expiry_instant_us(date(2026, 12, 25)) / 1e6, NEW_YORK)
+    assert (at.hour, at.minute) == (16, 0)
 
 
 def test_christmas_friday_moves_to_thursday() -> None:

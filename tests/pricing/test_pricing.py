@@ -109,6 +109,22 @@ def test_no_solution_gives_nan_never_garbage(
     assert all(math.isnan(v[0]) for v in g)
 
 
+def test_a_price_on_the_upper_bound_has_no_iv_by_any_rounding() -> None:
+    """The bound as a caller computes it (S e^{-qT}, K e^{-rT}) gives NaN for every
+    contract, not a finite IV for the ones whose bound rounded down; just below it
+    (1e-9 relative) every one solves."""
+    rng = np.random.default_rng(1)
+    n = 20_000
+    s = rng.uniform(10, 100_000, n)
+    k = s * rng.uniform(0.5, 2, n)
+    t = rng.uniform(1e-4, 2, n)
+    r, q = rng.choice([0.0, 0.04], n), rng.choice([0.0, 0.01], n)
+    call = rng.random(n) < 0.5
+    bound = np.where(call, s * np.exp(-q * t), k * np.exp(-r * t))
+    assert np.isnan(implied_vol(bound, call, s, k, t, r, q)).all()
+    assert np.isfinite(implied_vol(bound * (1 - 1e-9), call, s, k, t, r, q)).all()
+
+
 def test_scalar_and_broadcast_inputs() -> None:
     """Scalars broadcast against arrays; the result has the broadcast shape."""
     iv = implied_vol(np.array([10.0, 12.0]), True, SPOT, 100.0, 1.0, RATE, DIV)

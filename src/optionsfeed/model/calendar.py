@@ -2,9 +2,11 @@
 
 Nominal expiries (dailies, Friday weeklies, third-Friday monthlies, quarter-end
 quarterlies, January LEAPS) that fall on an exchange holiday move to the previous
-trading session, as the listing exchanges do. Trading sessions come from
-`exchange_calendars`' XNYS calendar, a maintained list of NYSE holidays and early
-closes, so nothing here hard-codes a holiday.
+trading session, as the listing exchanges do. Trading sessions and their closes come
+from `exchange_calendars`' XNYS calendar, a maintained list of NYSE holidays and
+early closes, so nothing here hard-codes a holiday or a half day: an expiry's
+instant is its session's close, 16:00 New York, or 13:00 on an early-close day
+(the day after Thanksgiving, Christmas Eve).
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ _QUARTER_MONTHS = (3, 6, 9, 12)
 
 
 def expiry_instant_us(expiry: date) -> int:
-    """16:00 America/New_York on `expiry`, in microseconds since the Unix epoch."""
+    """The exchange's close on `expiry`, in microseconds since the Unix epoch.
+
+    16:00 America/New_York on a regular session, 13:00 on an early-close day; 16:00
+    on a day that is no session (a listing the calendar does not know of).
+    """
+    close = _closes(expiry.year).get(expiry)
+    if close is not None:
+        return close
     return int(datetime.combine(expiry, _EXPIRY_TIME, NEW_YORK).timestamp()) * 1_000_000
 
 
@@ -52,16 +61,29 @@ class ExpiryProfile:
     leaps_years: int
 
 
-@lru_cache(maxsize=4)
-def _sessions(first_year: int, last_year: int) -> frozenset[date]:
-    # Building the calendar takes ~0.4 s, so it is made once per span of years.
+def _calendar(first_year: int, last_year: int) -> exchange_calendars.ExchangeCalendar:
     with warnings.catch_warnings():
         # pandas deprecation notices raised inside the library, not actionable here
         warnings.simplefilter("ignore")
-        cal = exchange_calendars.get_calendar(
+        return exchange_calendars.get_calendar(
             "XNYS", start=f"{first_year}-01-01", end=f"{last_year}-12-31"
         )
-        return frozenset(cal.sessions.date)
+
+
+@lru_cache(maxsize=4)
+def _sessions(first_year: int, last_year: int) -> frozenset[date]:
+    # Building the calendar takes ~0.1-0.4 s, so it is made once per span of years.
+    return frozenset(_calendar(first_year, last_year).sessions.date)
+
+
+@lru_cache(maxsize=16)
+def _closes(year: int) -> dict[date, int]:
+    """Each session of `year` -> its close in µs. Cached per year: expiry instants are
+    looked up per contract (thousands per listing), a year's calendar once."""
+    closes = _calendar(year, year).closes
+    return {
+        ts.date(): int(close.value // 1_000) for ts, close in zip(closes.index, closes, strict=True)
+    }
 
 
 _YEARS_AHEAD = 6  # covers LEAPS and the 60 months scanned below
@@ -101,8 +123,9 @@ def _months_from(today: date) -> list[tuple[int, int]]:
 def listed_expiries(profile: ExpiryProfile, now_us: int) -> list[date]:
     """Expiry dates listed at `now_us` that have not yet expired, sorted and unique.
 
-    An expiry counts until its 16:00 New York instant, so a 0DTE expiry is listed
-    in the morning and gone after the close.
+    An expiry counts until its instant (the session's close: 16:00 New York, 13:00
+    on an early-close day), so a 0DTE expiry is listed in the morning and gone after
+    the close.
     """
     today = trading_day(now_us)
     if profile.leaps_years > _YEARS_AHEAD - 1:

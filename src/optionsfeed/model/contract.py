@@ -15,9 +15,9 @@ class Contract:
     """One listed option contract, as a source lists it.
 
     `symbol` is the compact OSI symbol for US equity options, or the venue's own
-    instrument name elsewhere. `expiry_us` is the expiry instant (16:00
-    America/New_York on `expiry` for US equity options) in microseconds since the
-    Unix epoch; pricing measures time to expiry to it. `exercise`: "american" for
+    instrument name elsewhere. `expiry_us` is the expiry instant (for US equity
+    options the exchange's close on `expiry`: 16:00 America/New_York, 13:00 on an
+    early-close day) in microseconds since the Unix epoch; pricing measures time to expiry to it. `exercise`: "american" for
     US single-stock and ETF options (exercisable any day to expiry), "european" for
     cash-settled indices and Deribit; pricing follows it.
     """

@@ -33,8 +33,9 @@ FLAG_ORDER: tuple[Flag, ...] = (
 
 
 class OptionRecord(msgspec.Struct, omit_defaults=False):
-    """A full option record (a snapshot row). Only `currency` and `exercise` may be absent
-    (the processor always sets `exercise`).
+    """A full option record (a snapshot row). Only the optional fields may be absent:
+    `currency`, `exercise`, `iv_bid` and `iv_ask` (the processor always sets the last
+    two, null where no volatility fits that side).
 
     Sizes, volume and open interest are integers, except on venues that trade
     fractions of a contract (Deribit), where they may be fractional.
@@ -67,6 +68,8 @@ class OptionRecord(msgspec.Struct, omit_defaults=False):
     flags: list[str]
     currency: str | msgspec.UnsetType = msgspec.UNSET
     exercise: str | msgspec.UnsetType = msgspec.UNSET
+    iv_bid: float | msgspec.UnsetType | None = msgspec.UNSET
+    iv_ask: float | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class UnderlyingRecord(msgspec.Struct):

@@ -33,6 +33,10 @@ F64 = NDArray[np.float64]
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _MAX_STEPS = 40
 _REL_TOL = 1e-12  # a step this small (relative) means the next is at rounding level
+# A price within this (relative) of the no-arbitrage upper bound is at the bound: the
+# bound itself is computed with rounding (K e^{-rT} in binary), and a price on it would
+# otherwise solve to a volatility of thousands of % or not at all, by the last bit.
+_BOUND_TOL = 1e-12
 
 
 class Greeks(NamedTuple):
@@ -186,7 +190,8 @@ def implied_vol(
     """BSM implied volatility of discounted `price`; arguments broadcast together.
 
     NaN where no volatility reproduces the price: at or below intrinsic value, at or
-    above the no-arbitrage upper bound, `t <= 0`, or any input not a positive number.
+    above the no-arbitrage upper bound (within 1e-12 of it counts as at it: the bound
+    is itself rounded), `t <= 0`, or any input not a positive number.
     """
     c, p_, s_, k_, t_, r_, q_ = np.broadcast_arrays(
         np.asarray(is_call, dtype=bool), _f64(price), _f64(s), _f64(k), _f64(t), _f64(r), _f64(q)
@@ -203,7 +208,9 @@ def implied_vol(
         intrinsic = np.maximum(theta * (np.exp(0.5 * x) - np.exp(-0.5 * x)), 0.0)
         beta_otm = beta - intrinsic
         x_otm = -np.abs(x)
-        ok = (t_ > 0) & (s_ > 0) & (k_ > 0) & (beta_otm > 0) & (beta_otm < np.exp(0.5 * x_otm))
+        # The tolerance is relative to the option's own bound (before the parity step).
+        upper = np.exp(0.5 * x_otm) - _BOUND_TOL * np.exp(0.5 * theta * x)
+        ok = (t_ > 0) & (s_ > 0) & (k_ > 0) & (beta_otm > 0) & (beta_otm < upper)
         ok &= np.isfinite(beta) & np.isfinite(x)
     sel = np.flatnonzero(ok)
     if len(sel):

@@ -4,14 +4,16 @@ Conventions (docs/conventions.md says the same for users):
 - `atm_iv`: implied volatility at the forward of the nearest expiry at least one
   day out (the venue's forward where it publishes one, else F = S e^{(r-q)T}), linearly interpolated in strike between the two listed
   strikes around F; at each strike the out-of-the-money side's IV is used (the put
-  below F, the call at or above it), the other side when that one has none.
+  below F, the call at or above it), the other side when that one has none. Null
+  unless priced strikes bracket F (one on F will do).
 - `put_call_volume_ratio` / `put_call_oi_ratio`: puts over calls (null when calls are 0).
 - `max_pain` per expiry: the listed strike where the options' total intrinsic payout
   to holders, weighted by open interest, is least.
-- `net_gamma_exposure`: sum over contracts of gamma x open interest x multiplier x S^2
-  x 0.01, calls counted positive and puts negative (the common convention that
-  dealers are long the calls and short the puts customers trade): US dollars of
-  delta change per 1% move of the underlying.
+- `net_gamma_exposure`: sum over contracts of gamma x open interest x multiplier x P^2
+  x 0.01, P the price the row's gamma is per (its `underlying_price`: the venue's
+  forward where the row is priced on one, else the spot), calls counted positive and
+  puts negative (the common convention that dealers are long the calls and short the
+  puts customers trade): US dollars of delta change per 1% move of the underlying.
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ def _finite_or_none(x: float) -> float | None:
 
 
 def atm_iv(chain: ChainState, now_us: int) -> float | None:
-    """IV at the forward of the nearest expiry at least one day out (None if unknown)."""
+    """IV at the forward of the nearest expiry at least one day out.
+
+    None unless priced strikes of that expiry bracket the forward (or one is on it).
+    """
     if not np.isfinite(chain.spot):
         return None
     future = np.unique(chain.expiry_us[chain.expiry_us - now_us >= ONE_DAY_US])
@@ -60,11 +65,11 @@ def atm_iv(chain: ChainState, now_us: int) -> float | None:
     other = np.where(uniq >= fwd, put_iv, call_iv)
     ivs = np.where(np.isfinite(otm_first), otm_first, other)
     ok = np.isfinite(ivs)
-    if ok.sum() < 2:
-        return _finite_or_none(float(ivs[ok][0])) if ok.any() else None
     k, v = uniq[ok], ivs[ok]
-    if fwd <= k[0] or fwd >= k[-1]:
-        return None  # the forward is outside the quoted strikes: no honest interpolation
+    # Only priced strikes that bracket the forward (one of them may sit on it) give an
+    # honest value; a lone strike far from the money is not the at-the-money IV.
+    if len(k) == 0 or not k[0] <= fwd <= k[-1]:
+        return None
     return _finite_or_none(float(np.interp(fwd, k, v)))
 
 
@@ -104,15 +109,16 @@ def compute_stats(
     oi = np.nan_to_num(chain.open_interest, nan=0.0)
     call_vol, put_vol = float(vol[calls].sum()), float(vol[~calls].sum())
     call_oi, put_oi = float(oi[calls].sum()), float(oi[~calls].sum())
-    gamma = chain.pub["gamma"]
-    ok = np.isfinite(gamma)
+    # Each gamma is per unit of the price its row was priced on (the published
+    # `underlying_price`: the venue's forward, or the spot), so it is scaled by that
+    # price squared: gamma_F F^2 = gamma_S S^2, the same dollar gamma either way.
+    gamma, under = chain.pub["gamma"], chain.pub["underlying_price"]
+    ok = np.isfinite(gamma) & np.isfinite(under)
     gex: float | None = None
-    if np.isfinite(chain.spot) and ok.any():
-        sign = np.where(calls, 1.0, -1.0)
-        gex = float(
-            (gamma[ok] * oi[ok] * chain.multiplier[ok] * sign[ok]).sum() * chain.spot**2 * 0.01
-        )
-        gex = round(gex, 2)
+    if ok.any():
+        sign = np.where(calls[ok], 1.0, -1.0)
+        dollar_gamma = gamma[ok] * under[ok] ** 2 * 0.01
+        gex = round(float((dollar_gamma * oi[ok] * chain.multiplier[ok] * sign).sum()), 2)
     return StatsRecord(
         underlying=chain.underlying,
         ts=now_us,

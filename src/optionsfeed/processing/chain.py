@@ -7,7 +7,7 @@ delta carries only the fields whose *visible* value changed. Pure: no I/O, no
 clock (time comes in with the events).
 
 Pricing inputs per row: the mark is the venue's mark when it sends one, else the
-mid. A row with a venue forward is priced by Black-76 on it (BSM with spot = the
+mid of a two-sided quote, else none (half the ask is not a mark). A row with a venue forward is priced by Black-76 on it (BSM with spot = the
 forward and dividend yield = rate is the same formula), else by BSM on the spot.
 Every row is priced European today, American listings too: the American model of
 `pricing.american` is not fast enough for this path yet, and `exercise` is not
@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 from ..model.contract import Contract
 from ..model.records import FLAG_ORDER, Flag, OptionRecord, UnderlyingRecord, encode
-from ..pricing import Greeks, iv_and_greeks
+from ..pricing import Greeks, implied_vol, iv_and_greeks
 from ..sources.base import Listing, Quotes, Trades, UnderlyingTick
 
 F64 = NDArray[np.float64]
@@ -38,19 +38,28 @@ US_PER_YEAR = 365.0 * 86_400.0 * 1e6
 IV_LOW, IV_HIGH = 0.01, 5.0  # a fitted IV outside is flagged iv_out_of_range
 NEW_YORK = ZoneInfo("America/New_York")
 
-# Wire precision per field: a change smaller than this is not a change.
+# Wire precision per field: a change smaller than this is not a change. Prices, IV and
+# counts are rounded to decimals; greeks to significant digits, because their scale
+# depends on the underlying's (a BTC gamma is ~1e-5 per USD: 6 decimals would leave it
+# one digit, or none).
 DECIMALS: dict[str, int] = {
     "bid": 4, "ask": 4, "mark": 4, "last": 4, "underlying_price": 4,
-    "iv": 5, "delta": 5, "gamma": 6, "theta": 5, "vega": 5, "rho": 5,
+    "iv": 5, "iv_bid": 5, "iv_ask": 5,
     "bid_size": 4, "ask_size": 4, "last_size": 4, "volume": 4, "open_interest": 4,
 }  # fmt: skip
+SIGNIFICANT: dict[str, int] = {"delta": 6, "gamma": 6, "theta": 6, "vega": 6, "rho": 6}
+# Prices in a coin (inverse listings) keep the venue's digits: Deribit gives marks to
+# 8 decimals, and a far out-of-the-money mark of 1.78e-6 BTC is a price, not 0.
+COIN_PRICE_DECIMALS = 8
+PRICE_FIELDS = ("bid", "ask", "mark", "last")
 # Counts of contracts: whole numbers go on the wire as integers. Some venues trade
 # fractions of a contract (Deribit: 0.1 BTC), and those stay as they are (34.5).
 INT_FIELDS = ("bid_size", "ask_size", "last_size", "volume", "open_interest")
 # Fields of a delta, in wire order (after symbol, before ts and flags).
 DELTA_FIELDS = (
     "bid", "ask", "bid_size", "ask_size", "mark", "last", "last_size", "volume",
-    "open_interest", "iv", "delta", "gamma", "theta", "vega", "rho", "underlying_price",
+    "open_interest", "iv", "iv_bid", "iv_ask", "delta", "gamma", "theta", "vega", "rho",
+    "underlying_price",
 )  # fmt: skip
 
 _BITS = {flag: 1 << i for i, flag in enumerate(FLAG_ORDER)}
@@ -70,8 +79,35 @@ class ChainDelta:
 
 
 _INT_FIELD_INDEX = frozenset(DELTA_FIELDS.index(f) for f in INT_FIELDS)
-# Per delta field, 10**decimals, as a column for the matrix.
+# Per delta field, 10**decimals, as a column for the matrix (significant-digit rows: 1).
 _SCALE = np.array([10.0 ** DECIMALS.get(f, 0) for f in DELTA_FIELDS])[:, None]
+_IV_ROW = DELTA_FIELDS.index("iv")
+_SIG_ROWS = np.array([DELTA_FIELDS.index(f) for f in SIGNIFICANT])
+_SIG_DIGITS = np.array([SIGNIFICANT[f] for f in SIGNIFICANT])[:, None]
+
+
+def round_significant(x: F64, digits: NDArray[np.int64] | int) -> F64:
+    """`x` rounded to `digits` significant digits (broadcast); 0, NaN and infinity stay.
+
+    The power of ten is applied as an exact integer power (10**e with e <= 22 is exact in
+    binary64) by division or multiplication, so the result is the double nearest the
+    rounded decimal and equal inputs always round equally.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        mag = np.floor(np.log10(np.abs(x)))
+        # Capped so 10**e stays finite: below 1e-290 a value rounds to 0.
+        e = np.minimum(np.where(np.isfinite(mag), digits - 1 - mag, 0.0), 300.0)
+        up = np.rint(x * 10.0**e) / 10.0**e  # e >= 0: divide by an exact power of ten
+        down = np.rint(x / 10.0**-e) * 10.0**-e  # e < 0: multiply by one
+        out: F64 = np.where(e >= 0, up, down)
+    return out
+
+
+def to_wire(values: F64, scale: F64 = _SCALE) -> F64:
+    """A (DELTA_FIELDS x rows) matrix rounded to wire precision, field by field."""
+    out: F64 = np.rint(values * scale) / scale
+    out[_SIG_ROWS] = round_significant(values[_SIG_ROWS], _SIG_DIGITS)
+    return out
 
 
 @dataclass(slots=True)
@@ -86,6 +122,7 @@ class PricingInputs:
     rows: NDArray[np.intp]
     mark: F64  # in the quote currency (published)
     price: F64  # the mark in the strike's currency (solved for IV)
+    sides: F64  # (2, rows): bid and ask in the strike's currency, NaN where none
     spot: F64  # the forward, or the spot
     carry: F64  # the dividend yield; the rate where priced on a forward
     t_years: F64
@@ -115,13 +152,54 @@ def reprice_chains(
         cat([np.full(n, p.chain.rate) for p, n in zip(pending, sizes, strict=True)]),
         cat([p.carry for p in pending]),
     )
+    side_iv = _side_ivs(pending)
     out: list[ChainDelta] = []
     start = 0
     for p, n in zip(pending, sizes, strict=True):
         part = slice(start, start + n)
         start += n
         greeks = Greeks(*(col[part] for col in g))
-        out.append(p.chain.finish(p, iv[part], greeks, now_us))
+        out.append(p.chain.finish(p, iv[part], greeks, now_us, side_iv=side_iv[:, part]))
+    return out
+
+
+def _side_ivs(pending: list[PricingInputs]) -> F64:
+    """(2, rows) IVs of the bids and the asks of all `pending` rows, in one call.
+
+    The same model and inputs as the mark's IV (European, see the module docstring);
+    NaN where a side is missing or no volatility fits it.
+    """
+    cat = np.concatenate
+    sides = cat([p.sides for p in pending], axis=1)
+    n = sides.shape[1]
+    rates = cat([np.full(len(p.rows), p.chain.rate) for p in pending])
+    return implied_vol(
+        sides,
+        cat([p.chain.is_call[p.rows] for p in pending]),
+        cat([p.spot for p in pending]),
+        cat([p.chain.strike[p.rows] for p in pending]),
+        cat([p.t_years for p in pending]),
+        rates,
+        cat([p.carry for p in pending]),
+    ).reshape(2, n)
+
+
+def theta_to_expiry(
+    theta: F64, price: F64, is_call: NDArray[np.bool_], under: F64, strike: F64, t_years: F64
+) -> F64:
+    """Theta as the value change over min(1 day, the remaining life), per day.
+
+    `theta` is the model's rate x 1 day (per calendar day). With less than a day
+    left that rate overstates what can still happen (it grows like 1/sqrt(t) while
+    the time value shrinks like sqrt(t)), so where it is larger than the whole
+    change from now to expiry (the intrinsic value at today's `under` minus `price`),
+    that change is theta. Deribit's convention: the rate from a day out, the value
+    left near expiry (an ATM call 2 h out loses its whole value, not 12 times it).
+    """
+    intrinsic = np.maximum(np.where(is_call, under - strike, strike - under), 0.0)
+    to_expiry = intrinsic - price
+    capped = (t_years < 1.0 / 365.0) & (np.abs(theta) > np.abs(to_expiry))
+    out: F64 = np.where(capped, to_expiry, theta)
     return out
 
 
@@ -160,6 +238,12 @@ class ChainState:
         self.rate = listing.rate
         self.dividend_yield = listing.dividend_yield
         self.inverse = listing.inverse
+        # Wire precision of this chain's fields (prices to the venue's digits).
+        self.wire_scale = _SCALE.copy()
+        if listing.inverse:
+            for name in PRICE_FIELDS:
+                self.wire_scale[DELTA_FIELDS.index(name)] = 10.0**COIN_PRICE_DECIMALS
+        self._mark_scale = float(self.wire_scale[DELTA_FIELDS.index("mark"), 0])
         self.stale_after_us = stale_after_us
         self.contracts = listing.contracts
         n = len(listing.contracts)
@@ -309,21 +393,31 @@ class ChainState:
         bid, ask = self.bid[rows], self.ask[rows]
         has_bid = bid > 0
         both = has_bid & (ask > 0)
-        # Mark: the venue's; else the mid; with no bid, half the ask (flagged no_bid).
-        mid = np.where(both, (bid + ask) * 0.5, np.where(~has_bid & (ask > 0), ask * 0.5, np.nan))
+        # Mark: the venue's (0 included: a mark of 0 is a mark, which no IV fits); else
+        # the mid of a two-sided quote; else none. Half the ask is not a mark: with no
+        # bid, a row without a venue mark has no mark and no IV (flagged no_bid).
+        mid = np.where(both, (bid + ask) * 0.5, np.nan)
         venue = self.venue_mark[rows]
-        mark = np.where(np.isnan(venue), mid, venue)
+        # The IV is solved for the mark as published, so a client recomputes it exactly.
+        scale = self._mark_scale
+        mark = np.rint(np.where(np.isnan(venue), mid, venue) * scale) / scale
         fwd = self.forward[rows]
         on_fwd = np.isfinite(fwd) & (fwd > 0)
         spot = np.where(on_fwd, fwd, self.spot)
         carry = np.where(on_fwd, self.rate, self.dividend_yield)
         price = mark * spot if self.inverse else mark
+        sides = np.stack([np.where(has_bid, bid, np.nan), np.where(ask > 0, ask, np.nan)])
+        if self.inverse:
+            sides = sides * spot
         t_years = (self.expiry_us[rows] - now_us) / US_PER_YEAR
-        return PricingInputs(self, rows, mark, price, spot, carry, t_years, both, has_bid)
+        return PricingInputs(self, rows, mark, price, sides, spot, carry, t_years, both, has_bid)
 
-    def finish(self, p: PricingInputs, iv: F64, g: Greeks, now_us: int) -> ChainDelta:
+    def finish(
+        self, p: PricingInputs, iv: F64, g: Greeks, now_us: int, *, side_iv: F64 | None = None
+    ) -> ChainDelta:
         """Diff priced rows against what was published; mark the changes published.
 
+        `side_iv`: (2, rows) IVs of the bid and the ask (None: unknown, published null).
         Returns the wire deltas of the rows whose visible values changed and their
         new full records.
         """
@@ -337,17 +431,23 @@ class ChainState:
         flags |= np.where(np.isfinite(mark) & np.isnan(iv), _BITS[Flag.IV_FAILED], 0)
         flags |= np.where(now_us - self.quote_ts[rows] > self.stale_after_us, _BITS[Flag.STALE], 0)
         flags |= np.where(self.halted[rows], _BITS[Flag.HALTED], 0)
-        flags |= np.where((iv < IV_LOW) | (iv > IV_HIGH), _BITS[Flag.IV_OUT_OF_RANGE], 0)
+        theta = theta_to_expiry(
+            g.theta, p.price, self.is_call[rows], p.spot, self.strike[rows], p.t_years
+        )
+        iv_bid, iv_ask = side_iv if side_iv is not None else (_nan(len(rows)), _nan(len(rows)))
         # One (fields x rows) matrix, rounded to wire precision in one step.
         new = np.stack(
             [
                 bid, ask, self.bid_size[rows], self.ask_size[rows], mark, self.last[rows],
                 self.last_size[rows], self.volume[rows], self.open_interest[rows], iv,
-                g.delta, g.gamma, g.theta, g.vega, g.rho,
+                iv_bid, iv_ask, g.delta, g.gamma, theta, g.vega, g.rho,
                 np.where(np.isfinite(iv), p.spot, np.nan),
             ]
         )  # fmt: skip
-        new = np.rint(new * _SCALE) / _SCALE
+        new = to_wire(new, self.wire_scale)
+        # On the IV as published: a client seeing 5.0 must not see the flag beside it.
+        wire_iv = new[_IV_ROW]
+        flags |= np.where((wire_iv < IV_LOW) | (wire_iv > IV_HIGH), _BITS[Flag.IV_OUT_OF_RANGE], 0)
         old = self.pub_matrix[:, rows]
         masks = (new != old) & ~(np.isnan(new) & np.isnan(old))
         flag_mask = flags != self.pub_flags[rows]
@@ -413,6 +513,7 @@ class ChainState:
                 col["gamma"][i], col["theta"][i], col["vega"][i], col["rho"][i],
                 col["underlying_price"][i], ts[i], FLAG_LISTS[flags[i]],
             )  # fmt: skip
+            rec.iv_bid, rec.iv_ask = col["iv_bid"][i], col["iv_ask"][i]
             if c.currency is not None:
                 rec.currency = c.currency
             out.append((c.symbol, encode(rec)))

@@ -153,7 +153,14 @@ def test_a_closed_book_is_halted_and_nulls_are_unknown() -> None:
     assert math.isnan(item.last)
     assert math.isnan(item.volume)
     assert math.isnan(item.open_interest)
-    assert math.isnan(item.mark)  # no mark: processing uses the mid
+
+
+def test_a_mark_of_zero_is_a_mark() -> None:
+    """Deribit's mark_price 0 is the venue's mark (of a worthless option), not a missing
+    one: processing must not replace it by a mid or half the ask."""
+    item = decoder().decode(tick_msg(mark_price=0.0, best_bid_price=0.0, best_ask_price=0.0005))
+    assert isinstance(item, Quote)
+    assert item.mark == 0.0
 
 
 @pytest.mark.parametrize(

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import pytest
 
-from optionsfeed.model.calendar import expiry_instant_us
+from optionsfeed.model.calendar import NEW_YORK, expiry_instant_us
 from optionsfeed.model.contract import Contract
 from optionsfeed.sources.massive import normalize as n
 
@@ -158,6 +158,14 @@ def test_contracts_pages_become_contracts() -> None:
     )  # fmt: skip
     assert (adj.root, adj.right, adj.strike, adj.multiplier) == ("SPY1", "P", 650.5, 150)
     assert n.parse_contracts_page(b'{"status":"OK"}', "SPY").contracts == []
+
+
+def test_a_contract_expiring_on_an_early_close_expires_at_13_00() -> None:
+    """Massive's contracts take their expiry instant from the exchange's close."""
+    row = rest_contract(ticker="O:SPY261127C00650000", expiration_date="2026-11-27")
+    (c,) = n.parse_contracts_page(json.dumps({"results": [row]}).encode(), "SPY").contracts
+    at = datetime.fromtimestamp(c.expiry_us / 1e6, NEW_YORK)
+    assert (at.date(), at.hour, at.minute) == (date(2026, 11, 27), 13, 0)
 
 
 @pytest.mark.parametrize(

@@ -62,3 +62,14 @@ def test_each_strike_lists_a_call_and_a_put() -> None:
     for c in contracts:
         pairs.setdefault((c.expiry, c.strike), set()).add(c.right)
     assert all(rights == {"C", "P"} for rights in pairs.values())
+
+
+def test_an_early_close_expiry_expires_at_the_close() -> None:
+    """On 2026-12-24 (13:00 close) the 0DTE contracts expire at 13:00 ET, not 16:00."""
+    exp, strikes = profiles_for("SPY", 680.0)
+    contracts = build_listing("SPY", 680.0, exp, strikes, _now("2026-12-24"))
+    today = [c for c in contracts if c.expiry.isoformat() == "2026-12-24"]
+    assert today
+    for c in today:
+        at = datetime.fromtimestamp(c.expiry_us / 1e6, NEW_YORK)
+        assert (at.hour, at.minute) == (13, 0)

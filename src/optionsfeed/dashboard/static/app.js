@@ -81,6 +81,12 @@ let noticeFor = null;  // the channel the notice is about, cleared when it recov
 
 // ---- formatting -------------------------------------------------------------------
 
+// The IV cell's hover: the volatilities of the bid and the ask (iv_bid, iv_ask).
+function ivTitle(r) {
+  const pct = (v) => (v === null || v === undefined ? "—" : (v * 100).toFixed(1) + "%");
+  return r ? `bid IV ${pct(r.iv_bid)} · ask IV ${pct(r.iv_ask)}` : "";
+}
+
 function fmt(field, v) {
   if (v === null || v === undefined) return "";
   switch (field) {
@@ -335,7 +341,8 @@ function buildTable() {
     if (k === atm) tr.classList.add("atm");
     const c = byKey.get(`${k}|C`), p = byKey.get(`${k}|P`);
     const cell = (r, f, side) =>
-      `<td class="${side}" data-s="${r ? r.symbol : ""}" data-f="${f}">${r ? fmt(f, r[f]) : ""}</td>`;
+      `<td class="${side}" data-s="${r ? r.symbol : ""}" data-f="${f}"` +
+      (f === "iv" ? ` title="${ivTitle(r)}"` : "") + `>${r ? fmt(f, r[f]) : ""}</td>`;
     const flags = (r, side) =>
       `<td class="${side} flags" data-s="${r ? r.symbol : ""}" data-f="flags">${r ? flagText(r) : ""}</td>`;
     tr.innerHTML = flags(c, "c") + calls.map((f) => cell(c, f, "c")).join("") +
@@ -390,6 +397,10 @@ function paint() {
         const key = (row.flags || []).join();
         if (key !== td.shown) { td.shown = key; td.innerHTML = flagText(row); }
         continue;
+      }
+      if (field === "iv") {
+        const title = ivTitle(row);
+        if (title !== td.title) td.title = title;
       }
       const v = row[field], was = td.shown;
       if (v === was) continue;

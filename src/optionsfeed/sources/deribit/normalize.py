@@ -344,7 +344,7 @@ class Decoder:
             t.best_bid_amount if bid > 0.0 and t.best_bid_amount is not None else 0.0,
             t.best_ask_amount if ask > 0.0 and t.best_ask_amount is not None else 0.0,
             t.timestamp * 1000,
-            t.mark_price if t.mark_price > 0.0 else NAN,  # no mark: the mid is used
+            t.mark_price,  # 0 too: a mark of 0 is a mark (no IV fits it), not a missing one
             t.underlying_price,
             NAN if t.last_price is None else t.last_price,
             NAN if volume is None else volume,
