@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -71,7 +71,7 @@ def wait_for(cond: Callable[[], bool], limit_s: float, what: str, step_s: float 
 def epochs(r: redis.Redis) -> dict[str, str | None]:
     out = {}
     for u in UNDERLYINGS:
-        e = r.hget(f"of:{{{u}}}:meta", "epoch")
+        e = cast("bytes | None", r.hget(f"of:{{{u}}}:meta", "epoch"))
         out[u] = None if e is None else e.decode()
     return out
 
