@@ -113,12 +113,13 @@ async def _until_signal() -> None:
     await stop.wait()
 
 
-async def _run(settings: Settings, *, process: bool, http: bool) -> None:
+async def _run(settings: Settings, *, process: bool, http: bool, gateway_too: bool) -> None:
     async with open_broker(settings.broker_url, history=settings.history) as broker:
         tasks: list[asyncio.Task[None]] = []
         status: PublisherStatus | None = None
         service: ProcessingService | None = None
         source_health: Callable[[], str | None] | None = None
+        http_in_process = gateway_too
         if process:
             source = open_source(settings)
             service = ProcessingService(
@@ -127,9 +128,10 @@ async def _run(settings: Settings, *, process: bool, http: bool) -> None:
                 stale_after_us=int(settings.stale_after_s * 1e6),
                 # A replay runs on its recording's clock, so it is deterministic.
                 clock=getattr(source, "clock", wall_clock_us),
-                # Every processor takes leases: a second one on the same broker stands
-                # by (or shares the underlyings) instead of fighting over the epochs.
-                leases=LeaseSettings(),
+                # `process` takes leases: a second one on the same broker stands by
+                # instead of fighting over the epochs. `up` is one whole deployment
+                # in a process (often memory://, or a replay that ends): no leases.
+                leases=LeaseSettings() if not http_in_process else None,
             )
             status = service.status
             source_health = getattr(source, "health", None)
@@ -240,6 +242,7 @@ def _run_one(settings: Settings, command: str) -> None:
         settings,
         process=command in ("up", "process"),
         http=command in ("up", "gateway") or settings.port != 0,
+        gateway_too=command == "up",
     )
     try:
         import uvloop
