@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -27,6 +28,8 @@ from .gateway.hub import Hub
 from .gateway.pacing import PacingSettings
 from .gateway.rest import make_app
 from .gateway.server import Gateway
+from .processing.leases import LeaseSettings
+from .processing.metrics import ProcessorMetrics
 from .processing.service import ProcessingService, PublisherStatus
 from .sources.factory import open_source
 from .sources.record import RecordWriter
@@ -76,6 +79,20 @@ async def readiness(
     return None
 
 
+def leases_owned(service: ProcessingService) -> dict[str, Any]:
+    """The `/readyz` fields of a processor: its role, what it owns, what it stands by for.
+
+    A standby (owns nothing) is ready when the rest of readiness holds: it is hot and
+    takes over within the lease TTL, which is what it is there for.
+    """
+    if service.leases is None:
+        return {}
+    owned = service.leases.owned()
+    standby = sorted(service.processor.chains.keys() - set(owned))
+    role = "active" if owned else "standby"
+    return {"role": role, "owned": owned, "standby_for": standby}
+
+
 async def _serve_http(
     app: web.Application, host: str, port: int, *, reuse_port: bool = False
 ) -> web.AppRunner:
@@ -96,12 +113,13 @@ async def _until_signal() -> None:
     await stop.wait()
 
 
-async def _run(settings: Settings, *, process: bool, http: bool) -> None:
+async def _run(settings: Settings, *, process: bool, http: bool, gateway_too: bool) -> None:
     async with open_broker(settings.broker_url, history=settings.history) as broker:
         tasks: list[asyncio.Task[None]] = []
         status: PublisherStatus | None = None
         service: ProcessingService | None = None
         source_health: Callable[[], str | None] | None = None
+        http_in_process = gateway_too
         if process:
             source = open_source(settings)
             service = ProcessingService(
@@ -110,6 +128,10 @@ async def _run(settings: Settings, *, process: bool, http: bool) -> None:
                 stale_after_us=int(settings.stale_after_s * 1e6),
                 # A replay runs on its recording's clock, so it is deterministic.
                 clock=getattr(source, "clock", wall_clock_us),
+                # `process` takes leases: a second one on the same broker stands by
+                # instead of fighting over the epochs. `up` is one whole deployment
+                # in a process (often memory://, or a replay that ends): no leases.
+                leases=LeaseSettings() if not http_in_process else None,
             )
             status = service.status
             source_health = getattr(source, "health", None)
@@ -120,6 +142,9 @@ async def _run(settings: Settings, *, process: bool, http: bool) -> None:
 
             async def ready() -> str | None:
                 return await readiness(broker, settings, status=status, source_health=source_health)
+
+            details = (lambda: leases_owned(service)) if service is not None else None
+            metrics_from = ProcessorMetrics(service).render if service is not None else None
 
             tokens = (
                 load_tokens(settings.tokens, redis_url=settings.redis)
@@ -136,7 +161,9 @@ async def _run(settings: Settings, *, process: bool, http: bool) -> None:
                 allow_origins=frozenset(settings.allow_origins),
             )
             gateway.start()
-            app = make_app(broker, ready, gateway, tokens=tokens)
+            app = make_app(
+                broker, ready, gateway, tokens=tokens, details=details, metrics_from=metrics_from
+            )
             runner = await _serve_http(
                 app, settings.host, settings.port, reuse_port=settings.workers > 1
             )
@@ -161,6 +188,9 @@ async def _run(settings: Settings, *, process: bool, http: bool) -> None:
             for t in [waiter, *tasks]:
                 if not await cancel_and_wait(t):
                     log.error("task %s did not stop within the limit", t.get_name())
+            if service is not None:
+                # Nothing publishes any more: hand the underlyings to a peer at once.
+                await service.release_leases()
             if runner is not None:
                 for site in list(runner.sites):
                     await site.stop()  # stop accepting first, then drain the clients
@@ -212,6 +242,7 @@ def _run_one(settings: Settings, command: str) -> None:
         settings,
         process=command in ("up", "process"),
         http=command in ("up", "gateway") or settings.port != 0,
+        gateway_too=command == "up",
     )
     try:
         import uvloop

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class OptionsFeedError(Exception):
     """Base of every error optionsfeed raises on purpose."""
@@ -41,6 +43,22 @@ class SequenceConflict(OptionsFeedError):
     def __init__(self, underlying: str, detail: str) -> None:
         super().__init__(f"{underlying}: {detail}")
         self.underlying = underlying
+        self.detail = detail
+
+
+class Fenced(OptionsFeedError):
+    """A publication was refused because the publisher does not hold the lease of its
+    underlying (another processor took it over, or it lapsed).
+
+    The caller stops publishing those underlyings and must not answer with a new
+    epoch: the lease holder is the one writer. `underlyings` names every refused one
+    (the others of the same call were applied); `underlying` is the first of them.
+    """
+
+    def __init__(self, underlyings: Sequence[str], detail: str) -> None:
+        super().__init__(f"{', '.join(underlyings)}: {detail}")
+        self.underlyings = tuple(underlyings)
+        self.underlying = self.underlyings[0]
         self.detail = detail
 
 

@@ -13,7 +13,7 @@ from optionsfeed.broker import open_broker
 from optionsfeed.broker.base import Broker
 from optionsfeed.broker.memory import MemoryBroker
 from optionsfeed.broker.redis import RedisBroker
-from optionsfeed.errors import ConfigError, SequenceConflict
+from optionsfeed.errors import ConfigError, Fenced, SequenceConflict
 from optionsfeed.model.envelope import (
     STATS_FIELD,
     UNDERLYING_FIELD,
@@ -258,3 +258,52 @@ async def test_underlyings_are_independent(broker: Broker) -> None:
         await broker.publish([Feed("SPY").delta()])
     await broker.publish([qqq.delta()])
     assert (await broker.meta("QQQ")).seq == 3  # type: ignore[union-attr]
+
+
+async def test_leases_take_renew_release_compare_the_owner(broker: Broker) -> None:
+    """A lease is taken only when free (or already the taker's); renew and release need the owner."""
+    assert await broker.lease("take", ["SPY", "QQQ"], "a", 3000) == {"SPY", "QQQ"}
+    assert await broker.lease("take", ["SPY", "QQQ"], "b", 3000) == set()
+    assert await broker.lease("take", ["SPY"], "a", 3000) == {"SPY"}
+    assert await broker.lease("renew", ["SPY", "QQQ"], "b", 3000) == set()
+    assert await broker.lease("release", ["SPY"], "b", 3000) == set()
+    assert await broker.lease("renew", ["SPY", "QQQ"], "a", 3000) == {"SPY", "QQQ"}
+    assert await broker.lease("release", ["SPY"], "a", 3000) == {"SPY"}
+    assert await broker.lease("take", ["SPY", "QQQ"], "b", 3000) == {"SPY"}
+    await broker.lease("release", ["SPY", "QQQ"], "a", 3000)
+    await broker.lease("release", ["SPY", "QQQ"], "b", 3000)
+
+
+async def test_a_lease_lapses_after_its_ttl(broker: Broker) -> None:
+    """Not renewed, a lease lapses: another owner takes it and the old one cannot renew."""
+    assert await broker.lease("take", ["SPY"], "a", 150) == {"SPY"}
+    await asyncio.sleep(0.3)
+    assert await broker.lease("renew", ["SPY"], "a", 3000) == set()
+    assert await broker.lease("take", ["SPY"], "b", 3000) == {"SPY"}
+    await broker.lease("release", ["SPY"], "b", 3000)
+
+
+async def test_a_publish_without_the_lease_is_fenced_and_writes_nothing(broker: Broker) -> None:
+    """With an owner, only the lease holder writes; the others are refused with Fenced."""
+    spy, qqq = Feed("SPY"), Feed("QQQ")
+    assert await broker.lease("take", ["SPY", "QQQ"], "a", 3000) == {"SPY", "QQQ"}
+    await broker.publish([spy.reset("e1", chain()), qqq.reset("q1", chain())], owner="a")
+    before = await broker.snapshot("SPY")
+    await broker.lease("release", ["SPY"], "a", 3000)
+    assert await broker.lease("take", ["SPY"], "b", 3000) == {"SPY"}
+    # A reset from the stale owner would be the worst write of all: it is fenced too.
+    stale = Feed("SPY")
+    with pytest.raises(Fenced) as err:
+        await broker.publish(
+            [stale.reset("e2", chain(1)), spy.delta(), qqq.delta({"S0": record("S0", 9.0)})],
+            owner="a",
+        )
+    assert err.value.underlyings == ("SPY", "SPY")
+    assert "held by b" in err.value.detail
+    assert await broker.snapshot("SPY") == before
+    assert (await broker.meta("QQQ")).seq == 2  # type: ignore[union-attr]
+    spy.seq -= 1  # the refused delta was not applied
+    await broker.publish([spy.delta()], owner="b")
+    assert (await broker.meta("SPY")).seq == 2  # type: ignore[union-attr]
+    await broker.lease("release", ["SPY", "QQQ"], "a", 3000)
+    await broker.lease("release", ["SPY", "QQQ"], "b", 3000)

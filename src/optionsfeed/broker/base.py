@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Literal, Protocol, Self
 
 from ..model.envelope import ChainInfo, Publication
+
+LeaseOp = Literal["take", "renew", "release"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +87,25 @@ class Broker(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
-    async def publish(self, publications: Sequence[Publication]) -> None:
+    async def publish(self, publications: Sequence[Publication], *, owner: str = "") -> None:
         """Apply each publication atomically, in order.
 
         Raises BrokerUnavailable when the broker cannot be reached (some of the
         publications may then have been applied) and SequenceConflict when the
-        cache is not at the publication's `prev`.
+        cache is not at the publication's `prev`. With `owner` (a processor's lease
+        id), a publication is applied only while `owner` holds the lease of its
+        underlying, checked atomically with the write; Fenced names the refused ones
+        (the others are applied).
+        """
+        ...
+
+    async def lease(
+        self, op: LeaseOp, underlyings: Sequence[str], owner: str, ttl_ms: int
+    ) -> set[str]:
+        """Take (free, or already `owner`'s), renew or release (both only while `owner`
+        holds it) the lease of each of `underlyings`; a taken or renewed lease lapses
+        `ttl_ms` later. Returns the underlyings `owner` holds afterwards (take, renew)
+        or released (release). BrokerUnavailable when the broker cannot be reached.
         """
         ...
 

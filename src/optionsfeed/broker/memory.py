@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-from ..errors import SequenceConflict
+from ..errors import Fenced, SequenceConflict
 from ..model.envelope import ChainInfo, Publication, decode_info
-from .base import ChainMeta, Snapshot
+from .base import ChainMeta, LeaseOp, Snapshot
 
 DEFAULT_HISTORY = 2000
 DEFAULT_SUBSCRIBER_QUEUE = 10_000
@@ -69,7 +70,8 @@ class MemoryBroker:
     """Cache, bounded history (`history` envelopes per underlying) and pub/sub in memory.
 
     Every operation is synchronous under the hood, so each publication is atomic
-    with respect to readers on the same event loop.
+    with respect to readers on the same event loop. Leases work as on Redis (one
+    process holds them all in practice, but a lapsed or foreign lease fences).
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class MemoryBroker:
         self._subscriber_queue = subscriber_queue
         self._chains: dict[str, _Chain] = {}
         self._subscribers: dict[str, set[MemorySubscription]] = {}
+        self._leases: dict[str, tuple[str, float]] = {}  # underlying -> (owner, lapses at)
 
     async def __aenter__(self) -> Self:
         return self
@@ -96,9 +99,44 @@ class MemoryBroker:
     ) -> None:
         self._subscribers.clear()
 
-    async def publish(self, publications: Sequence[Publication]) -> None:
+    async def publish(self, publications: Sequence[Publication], *, owner: str = "") -> None:
+        # As on Redis: the fenced ones are skipped, Fenced wins over a conflict.
+        fenced: list[str] = []
+        conflict: SequenceConflict | None = None
         for pub in publications:
-            self._apply(pub)
+            if owner and self._holder(pub.underlying) != owner:
+                fenced.append(pub.underlying)
+                continue
+            try:
+                self._apply(pub)
+            except SequenceConflict as exc:
+                conflict = exc
+                break
+        if fenced:
+            raise Fenced(fenced, f"lease held by {self._holder(fenced[0]) or 'nobody'}")
+        if conflict is not None:
+            raise conflict
+
+    def _holder(self, underlying: str) -> str | None:
+        held = self._leases.get(underlying)
+        if held is None or held[1] <= time.monotonic():
+            return None
+        return held[0]
+
+    async def lease(
+        self, op: LeaseOp, underlyings: Sequence[str], owner: str, ttl_ms: int
+    ) -> set[str]:
+        out = set()
+        lapses = time.monotonic() + ttl_ms / 1000
+        for u in underlyings:
+            holder = self._holder(u)
+            if (op == "take" and holder in (None, owner)) or (op == "renew" and holder == owner):
+                self._leases[u] = (owner, lapses)
+                out.add(u)
+            elif op == "release" and holder == owner:
+                del self._leases[u]
+                out.add(u)
+        return out
 
     def _apply(self, pub: Publication) -> None:
         chain = self._chains.get(pub.underlying)

@@ -7,7 +7,8 @@ Lua script (`publish.lua`) updates them atomically: `{prefix}:{U}:meta` (hash: e
 seq, updated_us, info), `{prefix}:{U}:chain` (hash: cache field -> full record JSON),
 `{prefix}:{U}:hist` (stream, id `<seq>-0`, field `e` = envelope, `MAXLEN ~ history`),
 `{prefix}:{U}:live` (the channel: PUBLISH on one Redis, SPUBLISH on a cluster, where a
-shard channel lives on its slot's primary only). The set `{prefix}:underlyings` is a
+shard channel lives on its slot's primary only), `{prefix}:{U}:lease` (the id of the
+processor that owns U, with a TTL: `lease.lua`; publish.lua checks it when given an owner). The set `{prefix}:underlyings` is a
 registry in a slot of its own (on a cluster, one shard's), written beside each reset.
 
 Failures: a refused, reset or silent connection raises `BrokerUnavailable` within
@@ -49,9 +50,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 from redis.utils import HIREDIS_AVAILABLE
 
-from ..errors import BrokerUnavailable, SequenceConflict
+from ..errors import BrokerUnavailable, Fenced, SequenceConflict
 from ..model.envelope import ChainInfo, Publication, decode_info
-from .base import ChainMeta, Snapshot
+from .base import ChainMeta, LeaseOp, Snapshot
 from .cluster import is_cluster_url, node_kwargs, redact_cluster, seed_urls
 from .live import RedisSubscription
 
@@ -66,6 +67,7 @@ SUBSCRIPTION_CONNECTIONS = 100_000  # bounded by the underlyings listed, not by 
 SUBSCRIBER_IDLE_S = 1.0
 
 _SCRIPT = importlib.resources.files(__package__).joinpath("publish.lua").read_text("utf-8")
+_LEASE_SCRIPT = importlib.resources.files(__package__).joinpath("lease.lua").read_text("utf-8")
 _EMPTY_INFO = b'{"expiries":{}}'
 # Errors that say "the broker cannot be reached or is not serving now", never "your
 # request is wrong". On a cluster that includes a slot no node serves, CLUSTERDOWN,
@@ -202,7 +204,7 @@ class RedisBroker:
         self._in_flight = asyncio.Semaphore(COMMAND_CONNECTIONS)
 
     def key(self, underlying: str, kind: str) -> str:
-        """The key `{prefix}:{U}:kind` (kind: meta, chain, hist or live)."""
+        """The key `{prefix}:{U}:kind` (kind: meta, chain, hist, live or lease)."""
         return f"{self.prefix}:{{{underlying}}}:{kind}"
 
     async def __aenter__(self) -> Self:
@@ -246,9 +248,12 @@ class RedisBroker:
         except _UNAVAILABLE as exc:
             raise BrokerUnavailable(f"redis {self.url}: {exc or type(exc).__name__}") from exc
 
-    async def publish(self, publications: Sequence[Publication]) -> None:
+    async def publish(self, publications: Sequence[Publication], *, owner: str = "") -> None:
         """Apply each publication atomically, in order, in one round trip.
 
+        With `owner`, each is applied only while `owner` holds its underlying's lease
+        (checked in the script, atomically with the write); Fenced names every refused
+        one, after the others were applied, and takes precedence over SequenceConflict.
         Every publication is tried (a pipeline of one script call each); when some
         were refused, SequenceConflict names the first refused one after the others
         were applied (MemoryBroker stops at the first: either way the caller starts
@@ -261,7 +266,7 @@ class RedisBroker:
                 raise ValueError(f"{pub.underlying}: seq {pub.seq} does not follow prev {pub.prev}")
         if not publications:
             return
-        results = await self._send(publications, use_eval=False)
+        results = await self._send(publications, use_eval=False, owner=owner)
         missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if missing:
             # Redis lost its script cache (restart, failover, SCRIPT FLUSH). The script
@@ -275,21 +280,28 @@ class RedisBroker:
                 i for i in rest
                 if isinstance(results[i], Exception) and not isinstance(results[i], _UNAVAILABLE)
             ]  # fmt: skip
-            retried = await self._send([publications[i] for i in again], use_eval=True)
+            retried = await self._send([publications[i] for i in again], use_eval=True, owner=owner)
             for i, r in zip(again, retried, strict=True):
                 results[i] = r
         conflict: SequenceConflict | None = None
+        fenced: list[str] = []
+        fenced_why = ""
         for pub, r in zip(publications, results, strict=True):
             if not isinstance(r, Exception):
                 continue
-            if str(r).startswith("CONFLICT "):
+            if str(r).startswith("FENCED "):
+                fenced.append(pub.underlying)
+                fenced_why = fenced_why or str(r).split(" ", 1)[1]
+            elif str(r).startswith("CONFLICT "):
                 conflict = conflict or SequenceConflict(pub.underlying, str(r).split(" ", 1)[1])
             else:
                 self._raise_refused(pub.underlying, r)
+        if fenced:
+            raise Fenced(fenced, fenced_why)
         if conflict is not None:
             raise conflict
 
-    async def _send(self, pubs: Sequence[Publication], *, use_eval: bool) -> list[Any]:
+    async def _send(self, pubs: Sequence[Publication], *, use_eval: bool, owner: str) -> list[Any]:
         """One pipeline (no MULTI) of a script call per publication: their results.
 
         On a cluster redis-py splits it by node (one pipeline each, sent concurrently;
@@ -306,15 +318,15 @@ class RedisBroker:
                 n += 1
             info = pub.info if pub.info is not None else (_EMPTY_INFO if pub.reset else b"")
             args: list[bytes | str | int] = [pub.epoch, pub.prev, pub.seq, pub.ts, pub.payload]
-            args += ("1" if pub.reset else "0", info, self.history_size, self._publish_cmd)
+            args += ("1" if pub.reset else "0", info, self.history_size, self._publish_cmd, owner)
             args.extend(itertools.chain.from_iterable(pub.records))
-            keys = [self.key(u, kind) for kind in ("meta", "chain", "hist", "live")]
+            keys = [self.key(u, kind) for kind in ("meta", "chain", "hist", "live", "lease")]
             script_at.append(n)
             n += 1
             if use_eval:
-                pipe.eval(_SCRIPT, 4, *keys, *args)
+                pipe.eval(_SCRIPT, 5, *keys, *args)
             else:
-                pipe.evalsha(self._sha, 4, *keys, *args)
+                pipe.evalsha(self._sha, 5, *keys, *args)
         results: list[Any] = await self._call(pipe.execute(raise_on_error=False))
         for i, r in enumerate(results):
             if i not in script_at and isinstance(r, Exception):
@@ -327,6 +339,22 @@ class RedisBroker:
         if code in _SERVER_STATE or isinstance(r, _UNAVAILABLE):
             raise BrokerUnavailable(f"redis {self.url} refused {what}: {r}") from r
         raise r
+
+    async def lease(
+        self, op: LeaseOp, underlyings: Sequence[str], owner: str, ttl_ms: int
+    ) -> set[str]:
+        """Take, renew or release the leases of `underlyings` for `owner`, in one round
+        trip (one small script per underlying, EVAL: idempotent, so NOSCRIPT cannot
+        arise): the underlyings whose lease `owner` holds afterwards (take, renew) or
+        released (release). BrokerUnavailable as for publish; an underlying whose node
+        refused (e.g. a failover on a cluster) counts as not held."""
+        if not underlyings:
+            return set()
+        pipe = self._redis.pipeline(transaction=False)
+        for u in underlyings:
+            pipe.eval(_LEASE_SCRIPT, 1, self.key(u, "lease"), op, owner, ttl_ms)
+        results = await self._call(pipe.execute(raise_on_error=False))
+        return {u for u, r in zip(underlyings, results, strict=True) if r == 1}
 
     async def snapshot(
         self, underlying: str, fields: Sequence[str] | None = None

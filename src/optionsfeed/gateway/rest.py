@@ -9,9 +9,11 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from datetime import date
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..broker.base import Broker
 from ..dashboard import STATIC
@@ -31,6 +33,10 @@ TOKENS_KEY: web.AppKey[TokenStore | None] = web.AppKey("tokens")
 # Per request, set by the auth middleware.
 ENTITLEMENTS_KEY: web.RequestKey[Entitlements] = web.RequestKey("entitlements", Entitlements)
 READINESS_KEY: web.AppKey[Readiness] = web.AppKey("readiness")
+# What a process adds to its /readyz body (a processor: the underlyings it owns).
+DETAILS_KEY: web.AppKey[Callable[[], dict[str, Any]] | None] = web.AppKey("details")
+# Metric lines beside the gateway's (a processor's), rendered at scrape time.
+METRICS_KEY: web.AppKey[list[Callable[[], bytes]]] = web.AppKey("metrics")
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -56,9 +62,16 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     reason = await request.app[READINESS_KEY]()
+    details = request.app[DETAILS_KEY]
+    extra = details() if details is not None else {}
     if reason is None:
-        return _json(b'{"status":"ready"}')
-    return _json(encode({"status": "not ready", "reason": reason}), status=503)
+        return _json(encode({"status": "ready", **extra}))
+    return _json(encode({"status": "not ready", "reason": reason, **extra}), status=503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = b"".join(render() for render in request.app[METRICS_KEY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def underlyings(request: web.Request) -> web.Response:
@@ -133,9 +146,20 @@ def make_app(
     gateway: Gateway | None = None,
     *,
     tokens: TokenStore | None = None,
+    details: Callable[[], dict[str, Any]] | None = None,
+    metrics_from: Callable[[], bytes] | None = None,
 ) -> web.Application:
-    """The HTTP application: health, readiness, the REST API and (with `gateway`) `/ws`."""
+    """The HTTP application: health, readiness, the REST API and (with `gateway`) `/ws`.
+
+    `details` adds fields to the `/readyz` body; `metrics_from` adds lines to `/metrics`
+    (served when there is a gateway or `metrics_from`).
+    """
     app = web.Application(middlewares=[_auth])
+    app[DETAILS_KEY] = details
+    renders = [gateway.metrics.render] if gateway is not None else []
+    if metrics_from is not None:
+        renders.append(metrics_from)
+    app[METRICS_KEY] = renders
     app[TOKENS_KEY] = tokens
     app[BROKER_KEY] = broker
     app[READINESS_KEY] = readiness
@@ -147,5 +171,6 @@ def make_app(
     app.router.add_get("/api/v1/chain/{underlying:.+}", chain)
     if gateway is not None:
         app.router.add_get("/ws", gateway.handle)
-        app.router.add_get("/metrics", gateway.metrics_endpoint)
+    if renders:
+        app.router.add_get("/metrics", metrics)
     return app

@@ -1,0 +1,60 @@
+"""`GET /metrics` lines of a processor (Prometheus text format): leases and publishing.
+
+Read from the service's plain counters at scrape time; nothing is observed per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .service import ProcessingService
+
+
+class ProcessorMetrics:
+    """The registry of one processor; `render()` is the scrape's body."""
+
+    def __init__(self, service: ProcessingService) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_ProcessorCollector(service))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _ProcessorCollector(Collector):
+    def __init__(self, service: ProcessingService) -> None:
+        self.svc = service
+
+    def collect(self) -> Iterator[Metric]:
+        svc = self.svc
+        st = svc.status
+        owned = GaugeMetricFamily(
+            "optionsfeed_leases_owned",
+            "1 for each underlying whose lease this processor holds, 0 for those it stands by for",
+            labels=["underlying"],
+        )
+        mine = set(svc.leases.owned()) if svc.leases is not None else set(svc.processor.chains)
+        for u in sorted(svc.processor.chains.keys() | mine):
+            owned.add_metric([u], 1 if u in mine else 0)
+        yield owned
+        if svc.leases is not None:
+            yield CounterMetricFamily(
+                "optionsfeed_lease_gains", "Leases gained (each starts a new epoch)",
+                value=svc.leases.gains,
+            )  # fmt: skip
+            yield CounterMetricFamily(
+                "optionsfeed_lease_losses", "Leases lost: lapsed, refused on renewal or fenced",
+                value=svc.leases.losses,
+            )  # fmt: skip
+        yield CounterMetricFamily(
+            "optionsfeed_publications", "Publications applied by the broker", value=st.published
+        )
+        yield CounterMetricFamily(
+            "optionsfeed_publications_fenced",
+            "Publications the broker refused because this processor did not hold the lease",
+            value=st.fenced,
+        )
