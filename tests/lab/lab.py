@@ -36,6 +36,7 @@ CLIENT = ("client", 100)
 PORT = 8000
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0
+UNDERLYINGS = 5  # the simulator's default: SPY, QQQ, AAPL, TSLA, NVDA
 
 
 def available() -> str | None:
@@ -71,6 +72,7 @@ class Lab:
         self.workdir = workdir
         self.rate = rate
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._host_of: dict[str, str] = {}
         self.redis_url = "redis+cluster://" + ",".join(f"{addr(h)}:6379" for h in list(REDIS)[:3])
         self.url = f"ws://{addr(LB[0])}:{PORT}/ws"
         self.stats_socket = workdir / "haproxy.sock"
@@ -122,6 +124,7 @@ class Lab:
         )  # fmt: skip
         log.close()
         self.procs[name] = p
+        self._host_of[name] = host
         return p
 
     def exec(self, host: str, args: Sequence[str], timeout: float = 30.0) -> str:
@@ -138,6 +141,8 @@ class Lab:
     def kill_host(self, host: str) -> None:
         """kill -9 of every process on `host` (a crashed machine)."""
         _kill_namespace(PREFIX + host)
+        for name in [n for n, h in self._host_of.items() if h == host]:
+            self.procs.pop(name).wait(timeout=10)  # gone on purpose: not a failure
 
     def redis_cli(self, host: str, *args: str) -> str:
         return self.exec(host, ["redis-cli", "-h", addr(host), "-p", "6379", *args])
@@ -159,6 +164,17 @@ class Lab:
             self.start_gateway(gw)
         self._haproxy()
         self._wait(lambda: self.ready_gateways() == len(GATEWAYS), "HAProxy sees every gateway up")
+        self._wait(lambda: len(self.listed()) == UNDERLYINGS, "every underlying has data")
+
+    def listed(self) -> list[str]:
+        """The underlyings the gateways list (REST through HAProxy, from the client host)."""
+        url = f"http://{addr(LB[0])}:{PORT}/api/v1/underlyings"
+        code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=2).read().decode())"
+        try:
+            out = self.exec(CLIENT[0], [sys.executable, "-c", code], timeout=10)
+        except (RuntimeError, subprocess.TimeoutExpired):
+            return []
+        return [u["symbol"] for u in json.loads(out)["underlyings"] if u["contracts"] > 0]
 
     def wait_up(self, gateway: str, timeout_s: float = 30.0) -> None:
         self._wait(lambda: self.server_states().get(gateway) == "UP", f"{gateway} up", timeout_s)
