@@ -9,11 +9,9 @@ clock (time comes in with the events).
 Pricing inputs per row: the mark is the venue's mark when it sends one, else the
 mid. A row with a venue forward is priced by Black-76 on it (BSM with spot = the
 forward and dividend yield = rate is the same formula), else by BSM on the spot.
-Every row is priced European today, American listings too: the American model of
-`pricing.american` is not fast enough for this path yet, and `exercise` is not
-published until rows are priced by it (a record saying `american` beside a European
-IV would mislead). A fitted IV outside [IV_LOW, IV_HIGH] is published with the
-flag `iv_out_of_range`. Prices of an `inverse` listing are in units of the underlying; they are converted
+Each row is priced by its contract's exercise style (`pricing.american` for
+American listings), which full records publish as `exercise`. A fitted IV outside
+[IV_LOW, IV_HIGH] is published with the flag `iv_out_of_range`. Prices of an `inverse` listing are in units of the underlying; they are converted
 to the strike's currency (times the forward, or the spot) before solving, so IV
 and greeks are those of the USD value, as docs/protocol.md says of `currency`.
 """
@@ -30,7 +28,8 @@ from numpy.typing import NDArray
 
 from ..model.contract import Contract
 from ..model.records import FLAG_ORDER, Flag, OptionRecord, UnderlyingRecord, encode
-from ..pricing import Greeks, iv_and_greeks
+from ..pricing import Greeks
+from ..pricing.american import iv_and_greeks_by_exercise
 from ..sources.base import Listing, Quotes, Trades, UnderlyingTick
 
 F64 = NDArray[np.float64]
@@ -106,7 +105,7 @@ def reprice_chains(
     if sum(sizes) == 0:
         return [ChainDelta([], []) for _ in pending]
     cat = np.concatenate
-    iv, g = iv_and_greeks(
+    iv, g = iv_and_greeks_by_exercise(
         cat([p.price for p in pending]),
         cat([p.chain.is_call[p.rows] for p in pending]),
         cat([p.spot for p in pending]),
@@ -114,6 +113,8 @@ def reprice_chains(
         cat([p.t_years for p in pending]),
         cat([np.full(n, p.chain.rate) for p, n in zip(pending, sizes, strict=True)]),
         cat([p.carry for p in pending]),
+        cat([p.chain.american[p.rows] for p in pending]),
+        guess=cat([p.chain.pub["iv"][p.rows] for p in pending]),  # where the search starts
     )
     out: list[ChainDelta] = []
     start = 0
@@ -169,6 +170,9 @@ class ChainState:
         self.strike = np.array([c.strike for c in listing.contracts], dtype=np.float64)
         self.expiry_us = np.array([c.expiry_us for c in listing.contracts], dtype=np.int64)
         self.is_call = np.array([c.right == "C" for c in listing.contracts], dtype=np.bool_)
+        self.american = np.array(
+            [c.exercise == "american" for c in listing.contracts], dtype=np.bool_
+        )
         self.multiplier = np.array([c.multiplier for c in listing.contracts], dtype=np.float64)
         self.expiry_str = [c.expiry.isoformat() for c in listing.contracts]
         # Inputs from the source.
@@ -415,6 +419,7 @@ class ChainState:
             )  # fmt: skip
             if c.currency is not None:
                 rec.currency = c.currency
+            rec.exercise = c.exercise
             out.append((c.symbol, encode(rec)))
         return out
 
