@@ -159,3 +159,50 @@ def test_degenerate_inputs() -> None:
         2,
         3,
     )
+
+
+def test_iv_round_trip_and_greeks_against_differences() -> None:
+    """On random contracts (several rates and yields): the IV of our own price is the
+    volatility, and the greeks agree with differences of the price."""
+    rng = np.random.default_rng(3)
+    n = 300
+    c = rng.random(n) < 0.5
+    k = rng.uniform(60, 160, n)
+    t = rng.uniform(5 / 365, 2, n)
+    vol = rng.uniform(0.1, 0.8, n)
+    r = rng.choice([0.02, 0.05], n)
+    q = rng.choice([0.0, 0.01, 0.03], n)
+    price = american_price(c, SPOT, k, t, r, q, vol)
+    iv, g = american_iv_and_greeks(price, c, SPOT, k, t, r, q)
+    vega = g.vega * 100.0
+    checked = vega >= MIN_VEGA
+    assert np.max(np.abs(iv - vol)[checked]) < 1e-8
+
+    def p(s: float = SPOT, v: np.ndarray = vol, rate: np.ndarray = r) -> np.ndarray:
+        return american_price(c, s, k, t, rate, q, v)
+
+    g = american_greeks(c, SPOT, k, t, r, q, vol)
+    h = 0.01
+    np.testing.assert_allclose(g.delta, (p(SPOT + h) - p(SPOT - h)) / (2 * h), atol=5e-5)
+    np.testing.assert_allclose(g.gamma, (p(SPOT + h) - 2 * p() + p(SPOT - h)) / h**2, atol=3e-4)
+    np.testing.assert_allclose(g.vega, (p(v=vol + 1e-4) - p(v=vol - 1e-4)) / 2e-2, atol=1e-4)
+    np.testing.assert_allclose(g.rho, (p(rate=r + 1e-4) - p(rate=r - 1e-4)) / 2e-2, atol=1e-4)
+
+
+def test_negligible_premium_prices_european() -> None:
+    """Where the premium's bound is below 1e-7 of vol times vega (out-of-the-money
+    calls on a small yield, here), the price is the European one."""
+    rng = np.random.default_rng(0)
+    k, t, vol = rng.uniform(100, 160, 500), rng.uniform(1 / 365, 0.5, 500), rng.uniform(0.1, 1, 500)
+    am = american_price(True, SPOT, k, t, 0.04, 0.01, vol)
+    eu = bsm_price(True, SPOT, k, t, 0.04, 0.01, vol)
+    same = am == eu
+    assert same.mean() > 0.2
+    vega = american_greeks(True, SPOT, k, t, 0.04, 0.01, vol).vega * 100.0
+    assert (np.abs(am - eu) <= 1e-4 * vega).all()
+
+
+def test_volatility_outside_the_tables_is_nan() -> None:
+    """Where early exercise matters, a volatility outside [1e-4, 100] prices NaN."""
+    assert np.isnan(american_price(False, 100.0, 120.0, 1.0, 0.04, 0.0, 200.0))
+    assert np.isfinite(american_price(False, 100.0, 120.0, 1.0, 0.04, 0.0, 50.0))

@@ -1,4 +1,4 @@
-"""The exercise style (not published while every row is priced European), and the
+"""The exercise style (each row priced by its own, and published), and the
 `iv_out_of_range` flag."""
 
 from __future__ import annotations
@@ -6,14 +6,16 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-import msgspec
 import numpy as np
+import pytest
 
 from optionsfeed.model.contract import Contract
+from optionsfeed.pricing import implied_vol
+from optionsfeed.pricing.american import american_implied_vol
 from optionsfeed.processing.processor import Processor
 from optionsfeed.sources.base import Listing, Quotes, SourceBatch, UnderlyingTick
 
-from .test_venue_columns import EXPIRY_US, NOW, records
+from .test_venue_columns import EXPIRY_US, NOW, T, records
 
 
 def _listing(exercise: str) -> Listing:
@@ -38,11 +40,22 @@ def _priced(exercise: str, bid: float, ask: float) -> dict[str, dict[str, Any]]:
             for s, r in records(pubs).items()}  # fmt: skip
 
 
-def test_exercise_is_not_claimed_while_rows_are_priced_european() -> None:
-    """No record says `american` beside a European IV: the field waits for the model."""
+def test_rows_are_priced_and_published_by_their_exercise_style() -> None:
+    """An American listing publishes `american` and the American IV (below the European
+    one for a put: its price carries the early-exercise premium); a European one
+    `european` and the European IV; a call without dividends is the same either way."""
+    recs = {style: _priced(style, 5.0, 5.1) for style in ("american", "european")}
+    syms = sorted(recs["american"])
+    call, put = (s for s in syms if "C" in s[9:]), (s for s in syms if "P" in s[9:])
+    c, p = next(call), next(put)
     for style in ("american", "european"):
-        recs = _priced(style, 2.0, 2.1)
-        assert {r["exercise"] for r in recs.values()} == {msgspec.UNSET}
+        assert {r["exercise"] for r in recs[style].values()} == {style}
+    am = american_implied_vol(5.05, False, 100.0, 100.0, T, 0.04, 0.01)
+    assert recs["american"][p]["iv"] == pytest.approx(float(am), abs=1e-5)
+    eu = implied_vol(5.05, False, 100.0, 100.0, T, 0.04, 0.01)
+    assert recs["european"][p]["iv"] == pytest.approx(float(eu), abs=1e-5)
+    assert recs["american"][p]["iv"] < recs["european"][p]["iv"]
+    assert recs["american"][c]["iv"] <= recs["european"][c]["iv"]
 
 
 def test_iv_outside_the_range_is_flagged_and_kept() -> None:

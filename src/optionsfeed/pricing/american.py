@@ -1,19 +1,23 @@
 """American option prices, implied volatility and greeks, vectorized with NumPy.
 
 The model is Andersen, Lake and Offengeld's ("High-performance American option
-pricing", 2016): the put's early-exercise boundary B(tau) solves an integral
-equation, which is iterated to its fixed point at a few Chebyshev nodes in sqrt(tau)
-(started from the QD+ approximation of Li, 2010), and the price is the European
-price plus the early-exercise premium, an integral over that boundary. Calls are
-priced as puts by McDonald-Schroder symmetry, C(S, K, r, q) = P(K, S, q, r).
+pricing", 2016): the price is the European price plus the early-exercise premium,
+an integral over the put's exercise boundary (`pricing.alo` solves the boundary,
+`pricing.boundary_table` shares it between contracts). Calls are priced as puts by
+McDonald-Schroder symmetry, C(S, K, r, q) = P(K, S, q, r).
 
-Everything is an array over contracts: the nodes and quadrature points sit at the
-same place for every contract in normalized time, so interpolating the boundary is
-one matrix product with a constant matrix, and a whole chain costs a few dozen
-array operations per boundary iteration.
+One pass over the premium's quadrature points gives the premium and, from the same
+normal CDFs, its derivatives in the spot (delta, gamma), the volatility (with the
+boundary's own dependence, from the table) and the rate. The implied volatility is
+a safeguarded Newton iteration on the American price with that American vega,
+started at the European IV of the price (an upper bound); its last pass gives the
+greeks.
 
-Where early exercise is never optimal (a put with r <= 0 and r <= q, a call with
-q <= 0 and q <= r) the American price is the European one and is computed as such.
+The premium is left out (the price is the European one) where early exercise is
+never optimal (a put with r <= 0, a call with q <= 0), and where a bound on it is
+below `NEGLIGIBLE` of volatility times the vega: the boundary lies below
+xmax = K min(1, r/q), so the premium is at most r K T N(-d) with d the distance of
+the spot from xmax in standard deviations (deep out-of-the-money options).
 """
 
 from __future__ import annotations
@@ -22,213 +26,72 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from numpy.polynomial import chebyshev, legendre
+from numpy.polynomial import legendre
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import ndtr
 
-from . import Greeks, bsm_greeks, bsm_price, implied_vol
+from . import Greeks, bsm_greeks, bsm_price, implied_vol, iv_and_greeks
+from .alo import exercise_cap
+from .boundary_table import DEGREE, SIGMA_MAX, SIGMA_MIN, TABLES, bucket_of, bucket_years
 
 F64 = NDArray[np.float64]
 B8 = NDArray[np.bool_]
+INTP = NDArray[np.intp]
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 IV_MIN, IV_MAX = 1e-3, 10.0  # the volatilities the solver searches
-_IV_TOL = 1e-7  # volatility tolerance of the solver (the model is accurate to about 1e-5)
+NEGLIGIBLE = 1e-7  # of volatility: a premium bounded below this times the vega is left out
+_IV_TOL = 1e-8  # a bracketing step this small ends the search
+# A Newton step this small ends it too: the point after it is then within about
+# (f'' / 2f') 1e-10 of the root, so it is taken without another pass.
+_NEWTON_TOL = 1e-5
+_PRICE_TOL = 1e-13  # of the (put form) strike: the price is matched to rounding
 _IV_STEPS = 30
+_H_RATE = 1e-4  # the rate step of rho's boundary term (tables at r +- h)
+PREMIUM_POINTS = 16
 
 
-class Scheme(NamedTuple):
-    """The size of the ALO discretization.
+def _premium_quadrature(p: int) -> tuple[F64, F64, F64]:
+    """(sqrt(t / T) of the points, their weights on [0, 1] in t / T, sqrt((T - t) / T)).
 
-    `nodes` Chebyshev intervals of the boundary, `quad` Gauss-Legendre points of
-    each fixed-point integral, `steps` fixed-point iterations (the first a
-    Jacobi-Newton step), `price_quad` Gauss-Legendre points of the premium.
+    The integral over time from now t is taken in an angle, t = T sin^4(phi), by
+    Gauss-Legendre: near t = T (the boundary's square-root behaviour at expiry) the
+    time left goes as cos^2(phi), and near t = 0, where the integrand of a contract
+    close to its boundary rises steeply, the points crowd as phi^4. Against sin^2,
+    the same accuracy takes 16 points instead of 24 (docs/benchmarks.md).
     """
-
-    nodes: int
-    quad: int
-    steps: int
-    price_quad: int
-
-
-# Measured against QuantLib (docs/conventions.md): within 1e-4 of volatility on the test grid.
-DEFAULT_SCHEME = Scheme(nodes=8, quad=12, steps=4, price_quad=24)
-
-
-class _Geometry(NamedTuple):
-    z: F64  # Chebyshev nodes in [-1, 1] (n + 1 of them); sqrt(tau / T) = (1 + z) / 2
-    frac: F64  # tau_i / T at the nodes i = 1..n
-    u: F64  # (n, l) quadrature points u / tau_i in (0, 1) of the fixed-point integrals
-    w: F64  # (l,) their weights on [0, 1]
-    mq: F64  # (n + 1, n * l): boundary values at the nodes -> at the quadrature points
-    zp: F64  # (p,) premium quadrature points as sqrt(t / T) in (0, 1)
-    wp: F64  # (p,) their weights on [0, 1]
-    mp: F64  # (n + 1, p): boundary values at the nodes -> at T - t of the premium points
-
-
-_GEOMETRY: dict[Scheme, _Geometry] = {}
-
-
-def _interp_matrix(z: F64, at: F64) -> F64:
-    """M such that values at Chebyshev nodes `z` times M are the interpolant at `at`."""
-    n = len(z) - 1
-    inv = np.linalg.inv(chebyshev.chebvander(z, n))
-    out: F64 = (chebyshev.chebvander(at, n) @ inv).T
-    return out
-
-
-def _geometry(scheme: Scheme) -> _Geometry:
-    g = _GEOMETRY.get(scheme)
-    if g is not None:
-        return g
-    n = scheme.nodes
-    z = -np.cos(np.arange(n + 1) * math.pi / n)
-    frac = ((1.0 + z[1:]) / 2.0) ** 2
-    # Both integrals in an angle, u = sin^2(phi) of the interval: it takes away the
-    # square-root behaviour of the boundary near expiry and of the integrands at the
-    # interval's far end, so Gauss-Legendre converges fast.
-    x, w = legendre.leggauss(scheme.quad)
+    x, w = legendre.leggauss(p)
     phi = math.pi / 4.0 * (x + 1.0)
-    u = np.broadcast_to(np.sin(phi) ** 2, (n, scheme.quad)).copy()
-    w = math.pi / 4.0 * w * np.sin(2.0 * phi)
-    # A quadrature point u tau_i sits at sqrt(u tau_i / T) = sqrt(u) (1 + z_i) / 2.
-    at = np.sqrt(u) * ((1.0 + z[1:]) / 2.0)[:, None] * 2.0 - 1.0
-    mq = _interp_matrix(z, at.ravel())
-    xp, wp = legendre.leggauss(scheme.price_quad)
-    phip = math.pi / 4.0 * (xp + 1.0)
-    zp = np.sin(phip)
-    wp = math.pi / 4.0 * wp * np.cos(phip)
-    mp = _interp_matrix(z, 2.0 * np.cos(phip) - 1.0)
-    g = _Geometry(z, frac, u, w, mq, zp, wp, mp)
-    _GEOMETRY[scheme] = g
-    return g
+    sin, cos = np.sin(phi), np.cos(phi)
+    u = sin**4
+    wt = math.pi / 4.0 * w * 4.0 * sin**3 * cos  # dt / T = 4 sin^3 cos dphi
+    return np.sqrt(u), wt, np.sqrt(1.0 - u)
+
+
+_ZP, _WT, _LEFT = _premium_quadrature(PREMIUM_POINTS)
+_ZP2 = _ZP * _ZP
+_WTT = _WT * _ZP2  # the weights of integrals weighted by t / T
+# w^k at the points per unit of sqrt(T / T_bucket): a contract's boundary there is
+# (its coefficients x its powers of sqrt(T / T_bucket)) @ _POWERS.
+_POWERS = _LEFT[None, :] ** np.arange(DEGREE + 1)[:, None]
+# Contracts per block of a pass: its (contracts x points) arrays stay in the core's
+# cache, and its matrix products stay below OpenBLAS's threading threshold (on a
+# shared machine, BLAS threads spinning beside the event loop cost more than they give).
+_BLOCK = 512
 
 
 def _f64(a: ArrayLike) -> F64:
     return np.asarray(a, dtype=np.float64)
 
 
-class _Boundary(NamedTuple):
-    """A put's exercise boundary: B(tau) = xmax exp(-sqrt(h(tau))), h at the nodes."""
-
-    xmax: F64  # (m,)
-    h: F64  # (m, n + 1)
-
-
-def _qd_plus(k: F64, t: F64, r: F64, q: F64, sig: F64, xmax: F64) -> F64:
-    """QD+ boundary at times `t` (m, n): the starting point of the fixed-point iteration.
-
-    Halley steps on Li's equation from `xmax`, clamped to (0, xmax].
-    """
-    s2 = sig * sig
-    v = sig * np.sqrt(t)
-    dr, dq = np.exp(-r * t), np.exp(-q * t)
-    om = 2.0 * (r - q) / s2
-    root = np.sqrt((om - 1.0) ** 2 + 8.0 * r / (s2 * (1.0 - dr)))
-    lam = 0.5 * (-(om - 1.0) - root)
-    lam_p = 2.0 * r / (s2 * (1.0 - dr) ** 2 * root)
-    alpha = 2.0 * dr * r / (s2 * (2.0 * lam + om - 1.0))
-    beta = alpha * (1.0 / (1.0 - dr) + lam_p / (2.0 * lam + om - 1.0)) - lam
-    a_rdr = alpha / (r * dr)
-    lo = 1e-10 * xmax
-    x = np.broadcast_to(xmax, t.shape).copy()
-    for _ in range(8):  # a starting point only: the fixed-point steps refine it
-        dp = np.log(x * dq / (k * dr)) / v + 0.5 * v
-        dm = dp - v
-        n_dp, n_dm = ndtr(-dp), ndtr(-dm)
-        phi = _INV_SQRT_2PI * np.exp(-0.5 * dp * dp)
-        npv = dr * k * n_dm - x * dq * n_dp
-        theta = r * k * dr * n_dm - q * x * dq * n_dp - s2 * x / (2.0 * v) * dq * phi
-        charm = -dq * (phi * ((r - q) / v - dm / (2.0 * t)) + q * n_dp)
-        f = (1.0 - dq * n_dp) * x - beta * (k - x - npv) + a_rdr * theta
-        f1 = 1.0 - dq * n_dp + dq / v * phi + beta * (1.0 - dq * n_dp) + a_rdr * charm
-        gamma = phi * dq / (v * x)
-        colour = gamma * (q + (r - q) * dp / v + (1.0 - dp * dm) / (2.0 * t))
-        f2 = dq * (phi / (x * v) - phi * dp / (x * v * v)) + beta * gamma + a_rdr * colour
-        step = f / f1 / (1.0 - 0.5 * f * f2 / (f1 * f1))
-        nxt = np.clip(x - np.where(np.isfinite(step), step, 0.0), lo, xmax)
-        done = bool(np.all(np.abs(nxt - x) <= 1e-9 * k))
-        x = nxt
-        if done:
-            break
-    return x
-
-
-def _put_boundary(k: F64, t: F64, r: F64, q: F64, sig: F64, scheme: Scheme) -> _Boundary:
-    """The exercise boundary of puts with r > 0 (1-D arrays of one length m)."""
-    g = _geometry(scheme)
-    n, nq = scheme.nodes, scheme.quad
-    xmax = k * np.minimum(1.0, r / np.where(q > 0, q, 1e-300))
-    kc, rc, qc, sc, xc = (a[:, None] for a in (k, r, q, sig, xmax))
-    tau = t[:, None] * g.frac  # (m, n)
-    b = _qd_plus(kc, tau, rc, qc, sc, xc)
-    h = np.zeros((len(k), n + 1))
-    h[:, 1:] = np.log(b / xc) ** 2
-    # Per node and quadrature point: time left tau - u and the discount weights.
-    tq = tau[:, :, None]
-    left = tq * (1.0 - g.u)  # tau - u
-    sq_left = np.sqrt(left)
-    u = tq * g.u
-    wr = tq * g.w * np.exp(rc[:, :, None] * u)
-    wq = tq * g.w * np.exp(qc[:, :, None] * u)
-    r3, q3, s3 = rc[:, :, None], qc[:, :, None], sc[:, :, None]
-    v3 = s3 * sq_left
-    drift3 = (r3 - q3) * left
-    vi = sc * np.sqrt(tau)
-    ln_xk = np.log(xc / kc)
-    alpha = kc * np.exp(-(rc - qc) * tau)
-    for step in range(scheme.steps):
-        sh = np.sqrt(h[:, 1:])
-        shq = np.sqrt(np.maximum(h @ g.mq, 0.0)).reshape(len(k), n, nq)
-        dp = (shq - sh[:, :, None] + drift3) / v3 + 0.5 * v3
-        ni = np.einsum("mnl,mnl->mn", wr, ndtr(dp - v3))
-        di = np.einsum("mnl,mnl->mn", wq, ndtr(dp))
-        dpk = (ln_xk - sh + (rc - qc) * tau) / vi + 0.5 * vi
-        dmk = dpk - vi
-        num = ndtr(dmk) + rc * ni
-        den = ndtr(dpk) + qc * di
-        fv = alpha * num / den
-        bi = xc * np.exp(-sh)
-        if step == 0:
-            # Jacobi-Newton: the derivative of f in b through the non-integral terms only.
-            nd = _INV_SQRT_2PI * np.exp(-0.5 * dmk * dmk) / (bi * vi)
-            dd = _INV_SQRT_2PI * np.exp(-0.5 * dpk * dpk) / (bi * vi)
-            fd = alpha * (nd / den - dd * num / (den * den))
-            fv = bi - (fv - bi) / (fd - 1.0)
-        fv = np.clip(np.where(np.isfinite(fv), fv, bi), 1e-10 * xc, xc)
-        h[:, 1:] = np.log(fv / xc) ** 2
-    return _Boundary(xmax, h)
-
-
-def _put_from_boundary(
-    s: F64, k: F64, t: F64, r: F64, q: F64, sig: F64, bd: _Boundary, scheme: Scheme
-) -> F64:
-    """European price + early-exercise premium over the boundary `bd`, at least intrinsic."""
-    g = _geometry(scheme)
-    sqt = np.sqrt(t)[:, None]
-    z = sqt * g.zp  # (m, p): sqrt of the time from now
-    tt = z * z
-    sh = np.sqrt(np.maximum(bd.h @ g.mp, 0.0))
-    rc, qc, sc = r[:, None], q[:, None], sig[:, None]
-    v = sc * z
-    dp = (np.log(s / bd.xmax)[:, None] + sh + (rc - qc) * tt) / v + 0.5 * v
-    f = rc * k[:, None] * np.exp(-rc * tt) * ndtr(v - dp) - qc * s[:, None] * np.exp(
-        -qc * tt
-    ) * ndtr(-dp)
-    premium = np.sum(f * (2.0 * z) * sqt * g.wp, axis=1)
-    euro = bsm_price(False, s, k, t, r, q, sig)
-    out: F64 = np.maximum(np.maximum(euro, 0.0) + np.maximum(premium, 0.0), k - s)
-    return out
-
-
 class _PutForm(NamedTuple):
-    """Contracts as puts (calls by symmetry), split into American and European rows."""
+    """Contracts as puts (calls by symmetry)."""
 
     s: F64
     k: F64
     r: F64
     q: F64
-    early: B8  # early exercise may be optimal: priced by the boundary
+    early: B8  # early exercise may be optimal
 
 
 def _as_puts(c: B8, s: F64, k: F64, r: F64, q: F64) -> _PutForm:
@@ -239,45 +102,286 @@ def _as_puts(c: B8, s: F64, k: F64, r: F64, q: F64) -> _PutForm:
     return _PutForm(ps, pk, pr, pq, pr > 0)
 
 
+def _negligible(pf: _PutForm, t: F64, sig: F64, vega: F64) -> B8:
+    """Where the premium is bounded below NEGLIGIBLE x vega (vega per unit of vol).
+
+    With the boundary at xmax or below, the premium is at most
+    r K integral_0^T N(-d2(S, xmax, t)) dt <= r K T N(-(L + min(mu, 0) T) / (sigma sqrt T)),
+    L = ln(S / xmax), mu = r - q - sigma^2 / 2; the bound grows with sigma.
+    """
+    cap = pf.k * exercise_cap(pf.r, pf.q)
+    mu = np.minimum(pf.r - pf.q - 0.5 * sig * sig, 0.0)
+    d = (np.log(pf.s / cap) + mu * t) / (sig * np.sqrt(t))
+    out: B8 = pf.r * pf.k * t * ndtr(-d) < NEGLIGIBLE * vega
+    return out
+
+
+class _Contracts(NamedTuple):
+    """Contracts priced with a premium, in put form, with what that needs besides sigma."""
+
+    s: F64
+    k: F64
+    t: F64
+    r: F64
+    q: F64
+    gid: INTP  # boundary table group
+    alpha_pow: F64  # (m, degree + 1): powers of sqrt(T / T_bucket)
+    ln_sx: F64  # ln(S / xmax): the log distance to the boundary at expiry
+    qx: F64  # q xmax
+
+
+def _contracts(s: F64, k: F64, t: F64, r: F64, q: F64) -> _Contracts:
+    b = bucket_of(t)
+    alpha = np.sqrt(t / bucket_years(b))
+    alpha_pow = np.cumprod(np.repeat(alpha[:, None], DEGREE + 1, axis=1), axis=1) / alpha[:, None]
+    xmax = k * exercise_cap(r, q)
+    gid = TABLES.group_ids(r, q, b)
+    return _Contracts(s, k, t, r, q, gid, alpha_pow, np.log(s / xmax), q * xmax)
+
+
+def _take(ct: _Contracts, rows: INTP) -> _Contracts:
+    return _Contracts._make(a[rows] for a in ct)
+
+
+class _Premium(NamedTuple):
+    """The premium of puts and its derivatives."""
+
+    value: F64
+    d_sig: F64  # with the boundary's dependence on sigma
+    d_s: F64  # in the put's spot (the boundary does not depend on it)
+    d_ss: F64
+    d_r: F64  # in the put's rate, boundary held fixed
+    d_q: F64  # in the put's dividend yield, boundary held fixed
+    ln_sb: F64  # ln(S / B(T)): at or below 0 exercise is optimal now
+    f_l: F64  # (m, points): d f / d ln(S / B) at each point, for rho's boundary part
+    sh: F64  # (m, points): ln(xmax / B) at each point
+
+
+def _empty_premium(n: int) -> _Premium:
+    return _Premium(*(np.full(n, np.nan) for _ in range(7)),
+                    *(np.full((n, PREMIUM_POINTS), np.nan) for _ in range(2)))  # fmt: skip
+
+
+def _premium(ct: _Contracts, sig: F64) -> _Premium:
+    """The early-exercise premium of puts `ct` at `sig` (within the tables' range)."""
+    n = len(sig)
+    out = _empty_premium(n)
+    ch, cdh = TABLES.coefficients(ct.gid, np.log(sig))
+    ch *= ct.alpha_pow
+    cdh *= ct.alpha_pow
+    # The boundary now, at tau = T: w = sqrt(T / T_bucket), where ch sums to h.
+    out.ln_sb[:] = ct.ln_sx + np.sqrt(np.maximum(ch.sum(axis=1), 0.0))
+    for start in range(0, n, _BLOCK):
+        part = slice(start, start + _BLOCK)
+        _premium_block(_take_slice(ct, part), sig[part], ch[part] @ _POWERS,
+                       cdh[part] @ _POWERS, out, part)  # fmt: skip
+    return out
+
+
+def _premium_value(ct: _Contracts, sig: F64) -> F64:
+    """The premium alone (`_premium(ct, sig).value` at a third of the work)."""
+    n = len(sig)
+    out = np.empty(n)
+    ch, _ = TABLES.coefficients(ct.gid, np.log(sig))
+    ch *= ct.alpha_pow
+    for start in range(0, n, _BLOCK):
+        part = slice(start, start + _BLOCK)
+        t, s, k, r, q = (a[part] for a in (ct.t, ct.s, ct.k, ct.r, ct.q))
+        sh = np.sqrt(np.maximum(ch[part] @ _POWERS, 0.0))
+        v = (sig[part] * np.sqrt(t))[:, None] * _ZP
+        tt = t[:, None] * _ZP2
+        dp = (r - q)[:, None] * tt
+        dp += ct.ln_sx[part, None]
+        dp += sh
+        dp /= v
+        dp += 0.5 * v
+        dm = dp - v
+        np.negative(dm, out=dm)
+        nm = ndtr(dm, out=dm)
+        nm *= np.exp(-r[:, None] * tt)
+        np.negative(dp, out=dp)
+        nd = ndtr(dp, out=dp)
+        nd *= np.exp(-q[:, None] * tt)
+        out[part] = t * (r * k * (nm @ _WT) - q * s * (nd @ _WT))
+    return out
+
+
+def _take_slice(ct: _Contracts, part: slice) -> _Contracts:
+    return _Contracts._make(a[part] for a in ct)
+
+
+def _premium_block(
+    ct: _Contracts, sig: F64, h: F64, dh: F64, out: _Premium, part: slice
+) -> None:  # fmt: skip
+    """One block of `_premium`: h = ln(B / xmax)^2 and dh / d ln sigma at the points.
+
+    With dm, dp the d's of the put struck at the boundary B(T - t) at time t from
+    now, the premium is the integral of f = r K e^{-rt} N(-dm) - q S e^{-qt} N(-dp);
+    its derivatives use S e^{-qt} phi(dp) = B e^{-rt} phi(dm). The weights of the
+    points are t x _WT, so every integral is a product with a constant vector:
+    the integrands go into one buffer and one matrix product sums them all.
+    """
+    m = len(sig)
+    np.maximum(h, 0.0, out=h)
+    sh = np.sqrt(h)
+    # d sqrt(h) / d sigma (h and sqrt(h) vanish together at expiry).
+    dsh = np.divide(dh, sh, out=dh, where=sh > 0)
+    dsh[sh <= 0] = 0.0
+    dsh *= (0.5 / sig)[:, None]
+    t, s, k, r, q = ct.t, ct.s, ct.k, ct.r, ct.q
+    v = (sig * np.sqrt(t))[:, None] * _ZP
+    tt = t[:, None] * _ZP2
+    qb = np.exp(-sh)
+    qb *= ct.qx[:, None]  # q B(T - t)
+    dp = (r - q)[:, None] * tt
+    dp += ct.ln_sx[:, None]
+    dp += sh  # ln(S / B) + (r - q) t
+    dp /= v
+    dp += 0.5 * v
+    dm = dp - v
+    er = np.exp(-r[:, None] * tt)
+    # The integrands, weighted by _WT below: e^{-rt} N(-dm), e^{-qt} N(-dp), f_l =
+    # d f / d ln(S / B), phi(dm) e^{-rt} (r K dp - q B dm), phi(dm) e^{-rt} q B / v,
+    # f_l dm / v, f_l dsh.
+    buf = np.empty((7, m, PREMIUM_POINTS))
+    er_nm, eq_nd, f_l, sig_part, ss_a, ss_b, f_dsh = buf
+    np.negative(dm, out=er_nm)
+    ndtr(er_nm, out=er_nm)
+    er_nm *= er
+    np.negative(dp, out=eq_nd)
+    ndtr(eq_nd, out=eq_nd)
+    eq_nd *= np.exp(-q[:, None] * tt)
+    a = np.square(dm)
+    a *= -0.5
+    np.exp(a, out=a)
+    a *= er
+    a *= _INV_SQRT_2PI  # e^{-rt} phi(dm)
+    rk = (r * k)[:, None]
+    np.subtract(qb, rk, out=f_l)
+    f_l *= a
+    f_l /= v
+    np.multiply(rk, dp, out=sig_part)
+    sig_part -= qb * dm
+    sig_part *= a
+    np.multiply(qb, a, out=ss_a)
+    ss_a /= v
+    np.divide(dm, v, out=ss_b)
+    ss_b *= f_l
+    np.multiply(f_l, dsh, out=f_dsh)
+    sums = buf.reshape(7 * m, PREMIUM_POINTS) @ _WT
+    s_er, s_eq, s_l, s_sig, s_ssa, s_ssb, s_dsh = sums.reshape(7, m) * t
+    # The rate and dividend derivatives also need the integrals weighted by t.
+    t_er, t_eq, t_l = (buf[:3].reshape(3 * m, PREMIUM_POINTS) @ _WTT).reshape(3, m) * (t * t)
+    out.value[part] = r * k * s_er - q * s * s_eq
+    out.d_sig[part] = s_sig / sig + s_dsh
+    out.d_s[part] = s_l / s - q * s_eq
+    out.d_ss[part] = (s_ssa - s_l - s_ssb) / (s * s)
+    out.d_r[part] = k * (s_er - r * t_er) + t_l
+    out.d_q[part] = -s * (s_eq - q * t_eq) - t_l
+    out.f_l[part] = f_l
+    out.sh[part] = sh
+
+
+def _european(c: B8, s: F64, k: F64, t: F64, r: F64, q: F64, sig: F64) -> tuple[F64, F64]:
+    """European price and vega (per unit of volatility), t > 0 and sigma > 0."""
+    sd = sig * np.sqrt(t)
+    d1 = (np.log(s / k) + (r - q) * t) / sd + 0.5 * sd
+    d2 = d1 - sd
+    sign = np.where(c, 1.0, -1.0)
+    fs, fk = s * np.exp(-q * t), k * np.exp(-r * t)
+    price = sign * (fs * ndtr(sign * d1) - fk * ndtr(sign * d2))
+    vega = fs * _INV_SQRT_2PI * np.exp(-0.5 * d1 * d1) * np.sqrt(t)
+    return price, vega
+
+
+class _Inputs(NamedTuple):
+    """Flattened, broadcast inputs: calls, spot, strike, time, rate, dividend, last column."""
+
+    c: B8
+    s: F64
+    k: F64
+    t: F64
+    r: F64
+    q: F64
+    x: F64  # sigma, or the price
+    shape: tuple[int, ...]
+
+
+def _inputs(is_call: ArrayLike, s: ArrayLike, k: ArrayLike, t: ArrayLike, r: ArrayLike,
+            q: ArrayLike, x: ArrayLike) -> _Inputs:  # fmt: skip
+    arrays = np.broadcast_arrays(
+        np.asarray(is_call, dtype=bool), _f64(s), _f64(k), _f64(t), _f64(r), _f64(q), _f64(x)
+    )
+    c, s_, k_, t_, r_, q_, x_ = (np.ravel(a) for a in arrays)
+    return _Inputs(c, s_, k_, t_, r_, q_, x_, arrays[0].shape)
+
+
 def american_price(
     is_call: ArrayLike, s: ArrayLike, k: ArrayLike, t: ArrayLike, r: ArrayLike, q: ArrayLike,
-    sigma: ArrayLike, scheme: Scheme = DEFAULT_SCHEME,
+    sigma: ArrayLike,
 ) -> F64:  # fmt: skip
     """American prices; arguments broadcast together.
 
     At `t <= 0` or `sigma <= 0` the price is the intrinsic value max(S - K, 0) or
-    max(K - S, 0); NaN inputs give NaN.
+    max(K - S, 0); NaN inputs give NaN, and so does a volatility above SIGMA_MAX
+    (100) or below SIGMA_MIN (1e-4) where early exercise matters.
     """
-    c, s_, k_, t_, r_, q_, v_ = (
-        np.ravel(a)
-        for a in np.broadcast_arrays(
-            np.asarray(is_call, dtype=bool), _f64(s), _f64(k), _f64(t), _f64(r), _f64(q),
-            _f64(sigma),
-        )
-    )  # fmt: skip
-    shape = np.broadcast_shapes(*(np.shape(a) for a in (is_call, s, k, t, r, q, sigma)))
-    out = _price(c, s_, k_, t_, r_, q_, v_, scheme)
+    c, s_, k_, t_, r_, q_, v_, shape = _inputs(is_call, s, k, t, r, q, sigma)
+    pf = _as_puts(c, s_, k_, r_, q_)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        out = bsm_price(c, s_, k_, t_, r_, q_, v_)
+        live = (t_ > 0) & (v_ > 0) & (s_ > 0) & (k_ > 0)
+        am, bad = _american_rows(pf, t_, v_, live)
+        out[bad] = np.nan
+        if len(am):
+            ct = _contracts(pf.s[am], pf.k[am], t_[am], pf.r[am], pf.q[am])
+            prem = _premium_value(ct, v_[am])
+            out[am] = np.maximum(np.maximum(out[am], 0.0) + np.maximum(prem, 0.0), ct.k - ct.s)
+        intrinsic = np.maximum(pf.k - pf.s, 0.0)
+        out = np.where(live | np.isnan(v_) | np.isnan(t_), out, intrinsic)
     return out.reshape(shape)
 
 
-def _price(c: B8, s: F64, k: F64, t: F64, r: F64, q: F64, sig: F64, scheme: Scheme) -> F64:
-    pf = _as_puts(c, s, k, r, q)
+def _american_rows(pf: _PutForm, t: F64, sig: F64, live: B8) -> tuple[INTP, INTP]:
+    """(rows priced with a premium, rows with a volatility outside the tables)."""
+    rows = np.flatnonzero(live & pf.early)
+    inside = (sig[rows] >= SIGMA_MIN) & (sig[rows] <= SIGMA_MAX)
+    bad, rows = rows[~inside], rows[inside]
+    sub = _PutForm._make(a[rows] for a in pf)
+    vega = _european(np.zeros(len(rows), dtype=np.bool_), sub.s, sub.k, t[rows], sub.r,
+                     sub.q, sig[rows])[1]  # fmt: skip
+    return rows[~_negligible(sub, t[rows], sig[rows], vega)], bad
+
+
+def american_greeks(
+    is_call: ArrayLike, s: ArrayLike, k: ArrayLike, t: ArrayLike, r: ArrayLike, q: ArrayLike,
+    sigma: ArrayLike,
+) -> Greeks:  # fmt: skip
+    """Greeks of the American price at `sigma`; NaN where `sigma` or `t` is not positive.
+
+    European greeks plus the premium's: delta and gamma in the spot over the
+    boundary (which does not depend on the spot), vega and rho with the boundary's
+    own dependence on sigma and r; theta from the Black-Scholes equation
+    (theta = rV - (r - q) S delta - sigma^2 S^2 gamma / 2); where exercise is
+    optimal, those of the intrinsic value. Units as `bsm_greeks`.
+    """
+    inp = _inputs(is_call, s, k, t, r, q, sigma)
+    c, s_, k_, t_, r_, q_, v_, shape = inp
+    pf = _as_puts(c, s_, k_, r_, q_)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        out = bsm_price(c, s, k, t, r, q, sig)
-        live = (t > 0) & (sig > 0) & (s > 0) & (k > 0)
-        am = np.flatnonzero(pf.early & live)
-        if len(am):
-            a = (pf.s[am], pf.k[am], t[am], pf.r[am], pf.q[am], sig[am])
-            bd = _put_boundary(*a[1:], scheme)
-            out[am] = _put_from_boundary(*a, bd, scheme)
-        intrinsic = np.maximum(pf.k - pf.s, 0.0)
-        out = np.where(live | np.isnan(sig) | np.isnan(t), out, intrinsic)
-    return out
+        live = (t_ > 0) & (v_ > 0) & (s_ > 0) & (k_ > 0) & np.isfinite(r_ + q_)
+        am, bad = _american_rows(pf, t_, v_, live)
+        ct = _contracts(pf.s[am], pf.k[am], t_[am], pf.r[am], pf.q[am])
+        prem = _premium(ct, v_[am])
+        g = _assemble(inp, pf, v_, am, ct, prem)
+    for col in g:
+        col[bad] = np.nan
+    return Greeks(*(a.reshape(shape) for a in g))
 
 
 def american_implied_vol(
     price: ArrayLike, is_call: ArrayLike, s: ArrayLike, k: ArrayLike, t: ArrayLike,
-    r: ArrayLike, q: ArrayLike, scheme: Scheme = DEFAULT_SCHEME,
+    r: ArrayLike, q: ArrayLike,
 ) -> F64:  # fmt: skip
     """Implied volatility of American `price`; arguments broadcast together.
 
@@ -285,174 +389,212 @@ def american_implied_vol(
     the intrinsic value, at or above the upper bound (the spot for a call, the
     strike for a put), `t <= 0`, or any input not a positive number.
     """
-    arrays = np.broadcast_arrays(
-        np.asarray(is_call, dtype=bool), _f64(price), _f64(s), _f64(k), _f64(t), _f64(r), _f64(q)
-    )
-    shape = arrays[0].shape
-    c, p, s_, k_, t_, r_, q_ = (np.ravel(a) for a in arrays)
-    return _implied_vol(c, p, s_, k_, t_, r_, q_, scheme).reshape(shape)
-
-
-def _implied_vol(
-    c: B8, p: F64, s: F64, k: F64, t: F64, r: F64, q: F64, scheme: Scheme
-) -> F64:  # fmt: skip
-    out = np.full(p.shape, np.nan)
-    pf = _as_puts(c, s, k, r, q)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        intrinsic = np.maximum(pf.k - pf.s, 0.0)
-        ok = (t > 0) & (s > 0) & (k > 0) & (p > intrinsic) & (p < pf.k) & np.isfinite(p)
-        ok &= np.isfinite(r) & np.isfinite(q)
-        euro = np.flatnonzero(ok & ~pf.early)
-        if len(euro):
-            out[euro] = implied_vol(p[euro], c[euro], s[euro], k[euro], t[euro], r[euro], q[euro])
-        sel = np.flatnonzero(ok & pf.early)
-        if len(sel):
-            out[sel] = _solve(p[sel], pf.s[sel], pf.k[sel], t[sel], pf.r[sel], pf.q[sel], scheme)
-    out[(out < IV_MIN) | (out > IV_MAX)] = np.nan
-    return out
-
-
-def _solve(p: F64, s: F64, k: F64, t: F64, r: F64, q: F64, scheme: Scheme) -> F64:
-    """American put IV by a bracketed secant (regula falsi, Illinois-style) search.
-
-    The European IV of the price bounds the American one from above (the American
-    price is at least the European); one de-Americanizing step (the European IV of
-    the price less the premium found there) lands close below or above it.
-    """
-    n = len(p)
-    out = np.full(n, np.nan)
-
-    def f(idx: NDArray[np.intp], vol: F64) -> F64:
-        res: F64 = _price(np.zeros(len(idx), dtype=bool), s[idx], k[idx], t[idx], r[idx],
-                          q[idx], vol, scheme) - p[idx]  # fmt: skip
-        return res
-
-    idx = np.arange(n)
-    x0 = implied_vol(p, False, s, k, t, r, q)
-    x0 = np.where(np.isfinite(x0), np.clip(x0, IV_MIN, IV_MAX), 1.0)
-    f0 = f(idx, x0)
-    # Bracket [lo, hi] with f(lo) < 0 < f(hi), as far as known.
-    lo, flo = np.full(n, IV_MIN), np.full(n, np.nan)
-    hi, fhi = np.full(n, IV_MAX), np.full(n, np.nan)
-    pos = f0 >= 0
-    hi, fhi = np.where(pos, x0, hi), np.where(pos, f0, fhi)
-    lo, flo = np.where(pos, lo, x0), np.where(pos, flo, f0)
-    # De-Americanize: the European IV of the price less the premium at x0.
-    premium = f0 + p - bsm_price(False, s, k, t, r, q, x0)
-    x1 = implied_vol(p - premium, False, s, k, t, r, q)
-    x1 = np.where(np.isfinite(x1) & (x1 > lo) & (x1 < hi), x1, np.nan)
-    x1 = np.where(np.isnan(x1), np.where(pos, 0.5 * (lo + hi), np.minimum(2.0 * x0, IV_MAX)), x1)
-    prev_x, prev_f = x0, f0
-    x = x1
-    for _ in range(_IV_STEPS):
-        fx = f(idx, x)
-        below = fx < 0
-        lo, flo = np.where(below, x, lo), np.where(below, fx, flo)
-        hi, fhi = np.where(below, hi, x), np.where(below, fhi, fx)
-        # Secant through the last two points; inside the bracket, else a bracket step.
-        sec = x - fx * (x - prev_x) / (fx - prev_f)
-        inside = np.isfinite(sec) & (sec > lo) & (sec < hi)
-        both = np.isfinite(flo) & np.isfinite(fhi)
-        falsi = lo - flo * (hi - lo) / (fhi - flo)
-        bisect = np.where(both, 0.5 * (falsi + 0.5 * (lo + hi)), np.sqrt(lo * hi))
-        nxt = np.where(inside, sec, bisect)
-        done = (np.abs(nxt - x) <= _IV_TOL) | (fx == 0) | (hi - lo <= _IV_TOL)
-        # An unbracketed end (the price beyond what IV_MIN..IV_MAX reaches) fails.
-        failed = done & ~(both | (fx == 0) | (np.abs(nxt - x) <= _IV_TOL))
-        res = np.where(failed, np.nan, np.where(fx == 0, x, nxt))
-        if done.any():
-            out[idx[done]] = res[done]
-            keep = ~done
-            idx, lo, hi, flo, fhi = idx[keep], lo[keep], hi[keep], flo[keep], fhi[keep]
-            x, fx, nxt = x[keep], fx[keep], nxt[keep]
-            if len(idx) == 0:
-                break
-        prev_x, prev_f = x, fx
-        x = nxt
-    return out
-
-
-def american_greeks(
-    is_call: ArrayLike, s: ArrayLike, k: ArrayLike, t: ArrayLike, r: ArrayLike, q: ArrayLike,
-    sigma: ArrayLike, scheme: Scheme = DEFAULT_SCHEME,
-) -> Greeks:  # fmt: skip
-    """Greeks of the American price at `sigma`; NaN where `sigma` or `t` is not positive.
-
-    Delta and gamma by central differences in the spot over the boundary held fixed
-    (it does not depend on the spot); theta from the Black-Scholes equation
-    (theta = rV - (r - q) S delta - sigma^2 S^2 gamma / 2, zero where exercise is
-    optimal); vega and rho by central differences of the price in sigma and r.
-    """
-    arrays = np.broadcast_arrays(
-        np.asarray(is_call, dtype=bool), _f64(s), _f64(k), _f64(t), _f64(r), _f64(q), _f64(sigma)
-    )
-    shape = arrays[0].shape
-    c, s_, k_, t_, r_, q_, v_ = (np.ravel(a) for a in arrays)
-    g = _greeks(c, s_, k_, t_, r_, q_, v_, scheme)
-    return Greeks(*(a.reshape(shape) for a in g))
-
-
-_H_SPOT = 1e-3  # relative bump of the spot
-_H_VOL = 1e-3  # absolute bump of the volatility
-_H_RATE = 1e-4  # absolute bump of the rate
-
-
-def _greeks(
-    c: B8, s: F64, k: F64, t: F64, r: F64, q: F64, sig: F64, scheme: Scheme
-) -> Greeks:  # fmt: skip
-    n = len(s)
-    out = [np.full(n, np.nan) for _ in range(5)]
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        live = (t > 0) & (sig > 0) & (s > 0) & (k > 0) & np.isfinite(r + q)
-        early = _as_puts(c, s, k, r, q).early
-        eu = np.flatnonzero(live & ~early)
-        if len(eu):
-            ge = bsm_greeks(c[eu], s[eu], k[eu], t[eu], r[eu], q[eu], sig[eu])
-            for col, val in zip(out, ge, strict=True):
-                col[eu] = val
-        sel = np.flatnonzero(live & early)
-        if len(sel) == 0:
-            return Greeks(*out)
-        c = c[sel]
-        s, k, t, r, q, sig = (a[sel] for a in (s, k, t, r, q, sig))
-        m = len(sel)
-        pf = _as_puts(c, s, k, r, q)
-        # Put-space delta and gamma in its spot ps: the boundary depends on pk only.
-        h = _H_SPOT * pf.s
-        ps3 = np.concatenate([pf.s - h, pf.s, pf.s + h])
-        t3, pk3, pr3, pq3, v3 = (np.tile(a, 3) for a in (t, pf.k, pf.r, pf.q, sig))
-        bd = _put_boundary(pf.k, t, pf.r, pf.q, sig, scheme)
-        bd3 = _Boundary(np.tile(bd.xmax, 3), np.tile(bd.h, (3, 1)))
-        vals = _put_from_boundary(ps3, pk3, t3, pr3, pq3, v3, bd3, scheme)
-        down, value, up = vals[:m], vals[m:2 * m], vals[2 * m:]  # fmt: skip
-        d1 = (up - down) / (2.0 * h)
-        d2 = (up - 2.0 * value + down) / (h * h)
-        # Back to the call: C(S, K) = P(K, S) is homogeneous of degree one in (S, K).
-        delta = np.where(c, (value - k * d1) / s, d1)
-        gamma = np.where(c, d2 * (k / s) ** 2, d2)
-        exercised = value <= np.maximum(pf.k - pf.s, 0.0)
-        theta = np.where(
-            exercised, 0.0, r * value - (r - q) * s * delta - 0.5 * sig * sig * s * s * gamma
-        )
-        # Vega and rho: four repricings in one call.
-        cc = np.tile(c, 4)
-        bumped = _price(
-            cc, np.tile(s, 4), np.tile(k, 4), np.tile(t, 4),
-            np.concatenate([r, r, r - _H_RATE, r + _H_RATE]), np.tile(q, 4),
-            np.concatenate([sig - _H_VOL, sig + _H_VOL, sig, sig]), scheme,
-        )  # fmt: skip
-        vega = (bumped[m:2 * m] - bumped[:m]) / (2.0 * _H_VOL)  # fmt: skip
-        rho = (bumped[3 * m:] - bumped[2 * m:3 * m]) / (2.0 * _H_RATE)  # fmt: skip
-    for col, val in zip(out, (delta, gamma, theta / 365.0, vega / 100.0, rho / 100.0),
-                        strict=True):  # fmt: skip
-        col[sel] = val
-    return Greeks(*out)
+    return american_iv_and_greeks(price, is_call, s, k, t, r, q)[0]
 
 
 def american_iv_and_greeks(
     price: ArrayLike, is_call: ArrayLike, s: ArrayLike, k: ArrayLike, t: ArrayLike,
-    r: ArrayLike, q: ArrayLike, scheme: Scheme = DEFAULT_SCHEME,
+    r: ArrayLike, q: ArrayLike, guess: ArrayLike | None = None,
 ) -> tuple[F64, Greeks]:  # fmt: skip
-    """Implied volatility of American `price` and the greeks at it (NaN where the IV is NaN)."""
-    iv = american_implied_vol(price, is_call, s, k, t, r, q, scheme)
-    return iv, american_greeks(is_call, s, k, t, r, q, iv, scheme)
+    """Implied volatility of American `price` and the greeks at it (NaN where the IV is NaN).
+
+    As `american_implied_vol` and `american_greeks`, in one call: the greeks come
+    from the solver's last pass. `guess` (NaN for none), e.g. the IV found for the
+    same contract a moment ago, is where the search starts where it lies inside
+    the search's bracket; it changes how fast the IV is found, not which.
+    """
+    inp = _inputs(is_call, s, k, t, r, q, price)
+    start = np.ravel(np.broadcast_to(_f64(np.nan if guess is None else guess), inp.shape))
+    c, s_, k_, t_, r_, q_, p, shape = inp
+    iv = np.full(p.shape, np.nan)
+    pf = _as_puts(c, s_, k_, r_, q_)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        intrinsic = np.maximum(pf.k - pf.s, 0.0)
+        ok = (t_ > 0) & (s_ > 0) & (k_ > 0) & (p > intrinsic) & (p < pf.k) & np.isfinite(p)
+        ok &= np.isfinite(r_) & np.isfinite(q_)
+        iv[ok] = implied_vol(p[ok], c[ok], s_[ok], k_[ok], t_[ok], r_[ok], q_[ok])
+        # The European IV bounds the American one from above; where the premium is
+        # negligible even there, it is the American IV.
+        sel = np.flatnonzero(ok & pf.early)
+        sub = _PutForm._make(a[sel] for a in pf)
+        top = np.clip(np.where(np.isfinite(iv[sel]), iv[sel], 1.0), IV_MIN, IV_MAX)
+        vega = _european(c[sel], s_[sel], k_[sel], t_[sel], r_[sel], q_[sel], top)[1]
+        negligible = np.isfinite(iv[sel]) & _negligible(sub, t_[sel], top, vega)
+        sel = sel[~negligible]
+        ct = _contracts(pf.s[sel], pf.k[sel], t_[sel], pf.r[sel], pf.q[sel])
+        iv[sel], _, prem = _solve(p[sel], c[sel], s_[sel], k_[sel], ct, iv[sel], start[sel])
+        iv[(iv < IV_MIN) | (iv > IV_MAX)] = np.nan
+        # The premium's parts come from the solver's last pass, at `at` (within
+        # _NEWTON_TOL of the IV); the European ones are taken at the IV itself.
+        found = np.isfinite(iv[sel])
+        g = _assemble(inp, pf, iv, sel[found], _take(ct, np.flatnonzero(found)),
+                      _Premium._make(a[found] for a in prem))  # fmt: skip
+    return iv.reshape(shape), Greeks(*(a.reshape(shape) for a in g))
+
+
+def _solve(
+    p: F64, c: B8, s: F64, k: F64, ct: _Contracts, euro_iv: F64, guess: F64
+) -> tuple[F64, F64, _Premium]:  # fmt: skip
+    """American IV by Newton's method with the American vega, bracketed.
+
+    Returns the IV, the volatility of the last pass and the premium found there.
+    The European IV `euro_iv` of the price bounds the American one from above (the
+    American price A is at least the European), so Newton starts there, or at
+    `guess` where that lies below it. The
+    equation is sqrt(A - I) = sqrt(p - I), I the intrinsic value: near the money
+    that is Newton on A, and deep in the money, where A - I grows like (sigma -
+    sigma_b)^2 from the sigma_b below which exercise is optimal, it keeps Newton's
+    speed; once a step lands where exercise is optimal, the contract goes on with
+    Newton on A from above. A step that would leave the bracket [lo, hi] known so far
+    is a regula falsi step (Illinois), or a bisection in ln(sigma) while one end is
+    unknown.
+    """
+    n = len(p)
+    t, r, q = ct.t, np.where(c, ct.q, ct.r), np.where(c, ct.r, ct.q)
+    out, last = np.full(n, np.nan), np.full(n, np.nan)
+    found = _empty_premium(n)
+    known = np.isfinite(euro_iv) & (euro_iv <= IV_MAX)
+    hi = np.where(known, euro_iv, IV_MAX)
+    lo = np.full(n, IV_MIN)
+    # g = sqrt(A - I) - sqrt(p - I) at the ends, NaN while unknown (the upper end is
+    # known to price at or above p when it is the European IV, by an amount not
+    # known yet), or where exercise is optimal (g is flat there).
+    g_lo, g_hi = np.full(n, np.nan), np.full(n, np.nan)
+    x = np.where(known, hi, 0.5)
+    x = np.where((guess > lo) & (guess < hi), guess, x)
+    p_otm = p - np.maximum(ct.k - ct.s, 0.0)  # the price above the intrinsic value
+    root_otm = np.sqrt(p_otm)
+    moved = np.zeros(n, dtype=np.int8)  # the end moved last: -1 lo, +1 hi
+    flat = np.zeros(n, dtype=np.bool_)
+    idx = np.arange(n)
+    for _ in range(_IV_STEPS):
+        if len(idx) == 0:
+            break
+        sub = _take(ct, idx)
+        prem = _premium(sub, x)
+        euro, vega = _european(c[idx], s[idx], k[idx], t[idx], r[idx], q[idx], x)
+        fx = euro + np.maximum(prem.value, 0.0) - p[idx]
+        above_i = np.sqrt(np.maximum(fx + p_otm[idx], 0.0))
+        gx = above_i - root_otm[idx]
+        above = fx > 0
+        # Illinois: an end kept twice in a row has its g halved.
+        g_lo = np.where(above & (moved == 1), 0.5 * g_lo, g_lo)
+        g_hi = np.where(~above & (moved == -1), 0.5 * g_hi, g_hi)
+        hi, g_hi = np.where(above, x, hi), np.where(above, gx, g_hi)
+        lo = np.where(above, lo, x)
+        g_lo = np.where(above, g_lo, np.where(above_i > 0, gx, np.nan))
+        moved = np.where(above, 1, -1).astype(np.int8)
+        flat |= ~(above_i > 0)
+        nxt = x - np.where(flat, fx, gx * 2.0 * above_i) / (vega + prem.d_sig)
+        inside = np.isfinite(nxt) & (nxt > lo) & (nxt < hi)
+        falsi = lo - g_lo * (hi - lo) / (g_hi - g_lo)
+        use_falsi = ~inside & np.isfinite(falsi) & (falsi > lo) & (falsi < hi)
+        nxt = np.where(inside, nxt, np.where(use_falsi, falsi, np.sqrt(lo * hi)))
+        step = np.abs(nxt - x)
+        # Ended: a small Newton step (near sigma_b, where convergence is only linear,
+        # a very small one), a small bracketing step or bracket, or the price
+        # matched to rounding.
+        hit = np.abs(fx) <= _PRICE_TOL * sub.k
+        newton = inside & (step <= np.where(flat, _IV_TOL, _NEWTON_TOL))
+        done = newton | hit | (step <= _IV_TOL) | (hi - lo <= _IV_TOL)
+        # A root only where the price was matched, Newton converged, or the bracket
+        # closed with both of its ends known.
+        real = hit | newton | (step <= _IV_TOL) & use_falsi
+        real |= (moved == -1) & np.isfinite(g_hi) | (moved == 1) & (lo > IV_MIN)
+        d = np.flatnonzero(done)
+        out[idx[d]] = np.where(real[d], np.where(hit[d], x[d], nxt[d]), np.nan)
+        last[idx[d]] = x[d]
+        for col, val in zip(found, prem, strict=True):
+            col[idx[d]] = val[d]
+        keep = ~done
+        idx, lo, hi, g_lo, g_hi, moved, flat, x = (
+            a[keep] for a in (idx, lo, hi, g_lo, g_hi, moved, flat, nxt)
+        )
+    return out, last, found
+
+
+def _assemble(
+    inp: _Inputs, pf: _PutForm, sig: F64, rows: INTP, ct: _Contracts, prem: _Premium
+) -> list[F64]:  # fmt: skip
+    """Greeks: European at `sig` everywhere, plus the premium's `prem` at `rows`."""
+    c, s, k, t, r, q = inp.c, inp.s, inp.k, inp.t, inp.r, inp.q
+    out = list(bsm_greeks(c, s, k, t, r, q, sig))
+    if len(rows) == 0:
+        return out
+    cs = c[rows]
+    ss, ks, ts, rs, qs, vs = (a[rows] for a in (s, k, t, r, q, sig))
+    value = bsm_price(cs, ss, ks, ts, rs, qs, vs) + np.maximum(prem.value, 0.0)
+    exercised = prem.ln_sb <= 0.0
+    value = np.maximum(value, ct.k - ct.s)
+    # Put-form derivatives -> the contract's own (a call by homogeneity: P(K, S) is of
+    # degree one in (S, K), so dP/dK = (P - S dP/dS) / K).
+    d_s = np.where(cs, (prem.value - ct.s * prem.d_s) / ct.k, prem.d_s)
+    d_ss = np.where(cs, prem.d_ss * (ct.s / ct.k) ** 2, prem.d_ss)
+    delta = out[0][rows] + d_s
+    gamma = out[1][rows] + d_ss
+    theta = rs * value - (rs - qs) * ss * delta - 0.5 * vs * vs * ss * ss * gamma
+    vega = out[3][rows] + prem.d_sig / 100.0
+    rho = out[4][rows] + _premium_rho(ct, vs, prem, cs) / 100.0
+    # Where exercise is optimal, the intrinsic value's: delta +-1, the rest 0.
+    out[0][rows] = np.where(exercised, np.where(cs, 1.0, -1.0), delta)
+    for col, val in zip(out[1:], (gamma, theta / 365.0, vega, rho), strict=True):
+        col[rows] = np.where(exercised, 0.0, val)
+    return out
+
+
+def _premium_rho(ct: _Contracts, sig: F64, prem: _Premium, c: B8) -> F64:
+    """d premium / d r of the contract (a call's r is its put form's q), per unit of rate.
+
+    The boundary's part is a central difference of the tables at the rate moved by
+    +-_H_RATE (forward from the premium's own boundary where the put form's rate is
+    too small to step down).
+    """
+    up_r = np.where(c, ct.r, ct.r + _H_RATE)
+    up_q = np.where(c, ct.q + _H_RATE, ct.q)
+    central = c | (ct.r > 2.0 * _H_RATE)
+    down_r = np.where(c | ~central, ct.r, ct.r - _H_RATE)
+    down_q = np.where(c, ct.q - _H_RATE, ct.q)
+    bucket = bucket_of(ct.t)
+    ln_b = []
+    for rr, qq in ((up_r, up_q), (down_r, down_q)):
+        ch, _ = TABLES.coefficients(TABLES.group_ids(rr, qq, bucket), np.log(sig))
+        ch *= ct.alpha_pow
+        h = np.concatenate([ch[i : i + _BLOCK] @ _POWERS for i in range(0, len(ch), _BLOCK)])
+        ln_b.append(np.log(exercise_cap(rr, qq))[:, None] - np.sqrt(np.maximum(h, 0.0)))
+    base = np.log(exercise_cap(ct.r, ct.q))[:, None] - prem.sh
+    down = np.where(central[:, None], ln_b[1], base)
+    d_ln_b = (ln_b[0] - down) * prem.f_l
+    width = np.where(central, 2.0 * _H_RATE, _H_RATE)
+    # d premium / d ln B(point) = -weight x f_l
+    out: F64 = np.where(c, prem.d_q, prem.d_r) - (d_ln_b @ _WT) * ct.t / width
+    return out
+
+
+def iv_and_greeks_by_exercise(
+    price: ArrayLike, is_call: ArrayLike, s: ArrayLike, k: ArrayLike, t: ArrayLike,
+    r: ArrayLike, q: ArrayLike, american: ArrayLike, guess: ArrayLike | None = None,
+) -> tuple[F64, Greeks]:  # fmt: skip
+    """IV and greeks of each row by its exercise style: American rows (`american`
+    true) by `american_iv_and_greeks` (from `guess`, if given), the others by the
+    European `iv_and_greeks`.
+
+    Arrays (or scalars) that broadcast together to one dimension; one call per style.
+    """
+    arrays = np.broadcast_arrays(
+        np.asarray(american, dtype=bool), np.asarray(is_call, dtype=bool), _f64(price),
+        _f64(s), _f64(k), _f64(t), _f64(r), _f64(q), _f64(np.nan if guess is None else guess),
+    )  # fmt: skip
+    am, c, p, s_, k_, t_, r_, q_, x = (np.ravel(a) for a in arrays)
+    iv = np.full(len(p), np.nan)
+    cols = [np.full(len(p), np.nan) for _ in range(5)]
+    for rows in (np.flatnonzero(am), np.flatnonzero(~am)):
+        if len(rows) == 0:
+            continue
+        args = (p[rows], c[rows], s_[rows], k_[rows], t_[rows], r_[rows], q_[rows])
+        if am[rows[0]]:
+            iv[rows], g = american_iv_and_greeks(*args, guess=x[rows])
+        else:
+            iv[rows], g = iv_and_greeks(*args)
+        for col, val in zip(cols, g, strict=True):
+            col[rows] = val
+    return iv, Greeks(*cols)

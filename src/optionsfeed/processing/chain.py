@@ -9,11 +9,9 @@ clock (time comes in with the events).
 Pricing inputs per row: the mark is the venue's mark when it sends one, else the
 mid of a two-sided quote, else none (half the ask is not a mark). A row with a venue forward is priced by Black-76 on it (BSM with spot = the
 forward and dividend yield = rate is the same formula), else by BSM on the spot.
-Every row is priced European today, American listings too: the American model of
-`pricing.american` is not fast enough for this path yet, and `exercise` is not
-published until rows are priced by it (a record saying `american` beside a European
-IV would mislead). A fitted IV outside [IV_LOW, IV_HIGH] is published with the
-flag `iv_out_of_range`. Prices of an `inverse` listing are in units of the underlying; they are converted
+Each row is priced by its contract's exercise style (`pricing.american` for
+American listings), which full records publish as `exercise`. A fitted IV outside
+[IV_LOW, IV_HIGH] is published with the flag `iv_out_of_range`. Prices of an `inverse` listing are in units of the underlying; they are converted
 to the strike's currency (times the forward, or the spot) before solving, so IV
 and greeks are those of the USD value, as docs/protocol.md says of `currency`.
 """
@@ -30,7 +28,8 @@ from numpy.typing import NDArray
 
 from ..model.contract import Contract
 from ..model.records import FLAG_ORDER, Flag, OptionRecord, UnderlyingRecord, encode
-from ..pricing import Greeks, implied_vol, iv_and_greeks
+from ..pricing import Greeks, implied_vol
+from ..pricing.american import american_iv_and_greeks, iv_and_greeks_by_exercise
 from ..sources.base import Listing, Quotes, Trades, UnderlyingTick
 
 F64 = NDArray[np.float64]
@@ -143,7 +142,7 @@ def reprice_chains(
     if sum(sizes) == 0:
         return [ChainDelta([], []) for _ in pending]
     cat = np.concatenate
-    iv, g = iv_and_greeks(
+    iv, g = iv_and_greeks_by_exercise(
         cat([p.price for p in pending]),
         cat([p.chain.is_call[p.rows] for p in pending]),
         cat([p.spot for p in pending]),
@@ -151,8 +150,10 @@ def reprice_chains(
         cat([p.t_years for p in pending]),
         cat([np.full(n, p.chain.rate) for p, n in zip(pending, sizes, strict=True)]),
         cat([p.carry for p in pending]),
+        cat([p.chain.american[p.rows] for p in pending]),
+        guess=cat([p.chain.pub["iv"][p.rows] for p in pending]),  # where the search starts
     )
-    side_iv = _side_ivs(pending)
+    side_iv = _side_ivs(pending, iv)
     out: list[ChainDelta] = []
     start = 0
     for p, n in zip(pending, sizes, strict=True):
@@ -163,25 +164,31 @@ def reprice_chains(
     return out
 
 
-def _side_ivs(pending: list[PricingInputs]) -> F64:
-    """(2, rows) IVs of the bids and the asks of all `pending` rows, in one call.
+def _side_ivs(pending: list[PricingInputs], mark_iv: F64) -> F64:
+    """(2, rows) IVs of the bids and the asks of all `pending` rows.
 
-    The same model and inputs as the mark's IV (European, see the module docstring);
-    NaN where a side is missing or no volatility fits it.
+    The same model and inputs as the mark's IV: European rows in one call, American
+    rows by the American solver, starting from the mark's IV (`mark_iv`, which the
+    sides' IVs lie close to); NaN where a side is missing or no volatility fits it.
     """
     cat = np.concatenate
     sides = cat([p.sides for p in pending], axis=1)
     n = sides.shape[1]
+    is_call = cat([p.chain.is_call[p.rows] for p in pending])
+    spot = cat([p.spot for p in pending])
+    strike = cat([p.chain.strike[p.rows] for p in pending])
+    t = cat([p.t_years for p in pending])
     rates = cat([np.full(len(p.rows), p.chain.rate) for p in pending])
-    return implied_vol(
-        sides,
-        cat([p.chain.is_call[p.rows] for p in pending]),
-        cat([p.spot for p in pending]),
-        cat([p.chain.strike[p.rows] for p in pending]),
-        cat([p.t_years for p in pending]),
-        rates,
-        cat([p.carry for p in pending]),
-    ).reshape(2, n)
+    carry = cat([p.carry for p in pending])
+    out = implied_vol(sides, is_call, spot, strike, t, rates, carry).reshape(2, n)
+    am = np.flatnonzero(cat([p.chain.american[p.rows] for p in pending]))
+    if am.size:
+        for side in (0, 1):
+            out[side, am] = american_iv_and_greeks(
+                sides[side, am], is_call[am], spot[am], strike[am], t[am], rates[am], carry[am],
+                guess=mark_iv[am],
+            )[0]  # fmt: skip
+    return out
 
 
 def theta_to_expiry(
@@ -253,6 +260,9 @@ class ChainState:
         self.strike = np.array([c.strike for c in listing.contracts], dtype=np.float64)
         self.expiry_us = np.array([c.expiry_us for c in listing.contracts], dtype=np.int64)
         self.is_call = np.array([c.right == "C" for c in listing.contracts], dtype=np.bool_)
+        self.american = np.array(
+            [c.exercise == "american" for c in listing.contracts], dtype=np.bool_
+        )
         self.multiplier = np.array([c.multiplier for c in listing.contracts], dtype=np.float64)
         self.expiry_str = [c.expiry.isoformat() for c in listing.contracts]
         # Inputs from the source.
@@ -516,6 +526,7 @@ class ChainState:
             rec.iv_bid, rec.iv_ask = col["iv_bid"][i], col["iv_ask"][i]
             if c.currency is not None:
                 rec.currency = c.currency
+            rec.exercise = c.exercise
             out.append((c.symbol, encode(rec)))
         return out
 

@@ -7,7 +7,8 @@ Model, per underlying:
   w(k) = theta/2 (1 + rho phi k + sqrt((phi k + rho)^2 + 1 - rho^2)) with
   phi = eta / sqrt(theta); the ATM term structure decays from the short level to
   the long one; the short level mean-reverts and moves against spot (leverage).
-- Quotes: the model price, a spread that widens with price and for non-penny
+- Quotes: the model price (American for American listings, by
+  `pricing.american`, European otherwise), a spread that widens with price and for non-penny
   classes, tick rules ($0.01 throughout for penny classes, else $0.01 under $3 and
   $0.05 above), a no-bid below one tick, sizes that grow toward the money.
 - Message mix: each step an underlying ticks, then its contracts are requoted,
@@ -28,6 +29,7 @@ from numpy.typing import NDArray
 
 from ...model.contract import Contract
 from ...pricing import bsm_price
+from ...pricing.american import american_price
 from ..base import Listing, Quotes, SourceBatch, Trades, UnderlyingTick
 from .listing import build_listing
 from .strikes import profiles_for
@@ -54,6 +56,7 @@ class _Underlying:
     strike: F64
     expiry_us: NDArray[np.int64]
     is_call: NDArray[np.bool_]
+    american: NDArray[np.bool_]
     cdf: F64  # cumulative draw weights (normalized)
     spot: float
     short_vol: float
@@ -98,9 +101,10 @@ class SimMarket:
         strike = np.array([c.strike for c in contracts])
         expiry_us = np.array([c.expiry_us for c in contracts], dtype=np.int64)
         is_call = np.array([c.right == "C" for c in contracts])
+        american = np.array([c.exercise == "american" for c in contracts], dtype=np.bool_)
         u = _Underlying(
-            spec, contracts, strike, expiry_us, is_call, np.zeros(0), spot, short_vol, skew,
-            last_tick_price=float("nan"), next_expiry_us=int(expiry_us.min()),
+            spec, contracts, strike, expiry_us, is_call, american, np.zeros(0), spot,
+            short_vol, skew, last_tick_price=float("nan"), next_expiry_us=int(expiry_us.min()),
         )  # fmt: skip
         u.cdf = self._weights(u)
         u.weights_us = self.now_us
@@ -173,9 +177,14 @@ class SimMarket:
         fwd = u.spot * np.exp((spec.rate - spec.dividend_yield) * t)
         vol = self.implied_vol(u, rows, t, fwd)
         spot = np.full(n, u.spot)
-        theo = bsm_price(
-            u.is_call[rows], spot, u.strike[rows], t, spec.rate, spec.dividend_yield, vol
-        )
+        am = u.american[rows]
+        model = american_price if am.all() else bsm_price
+        theo = model(u.is_call[rows], spot, u.strike[rows], t, spec.rate, spec.dividend_yield, vol)
+        if am.any() and not am.all():
+            theo[am] = american_price(
+                u.is_call[rows][am], spot[am], u.strike[rows][am], t[am], spec.rate,
+                spec.dividend_yield, vol[am],
+            )  # fmt: skip
         theo = np.nan_to_num(theo, nan=0.0)
         if spec.penny_all:
             frac, fine = 0.003, np.full(n, 0.01)

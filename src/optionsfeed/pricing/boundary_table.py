@@ -1,0 +1,212 @@
+"""Exercise boundaries shared between contracts: tables per (rate, dividend, time bucket).
+
+A put's boundary per unit of strike, B(tau) / K, depends on the rate r, the dividend
+yield q, the volatility and the time left tau; not on the spot, the strike, or which
+contract asks. So it is solved (`pricing.alo`) once per table row and every contract
+with that (r, q) interpolates it:
+
+- time: contracts are grouped in buckets by time to expiry, bucket b holding
+  T in (BASE 2^(b-1), BASE 2^b]; a row is the boundary over tau in [0, T_b], as a
+  polynomial in w = sqrt(tau / T_b) (ALO's Chebyshev interpolant, held as monomial
+  coefficients so that a contract's own points w = sqrt(T / T_b) x fixed fractions
+  are one matrix product for all contracts);
+- volatility: rows sit on a grid of ln(sigma) with step `LN_STEP`; a contract's
+  boundary is the 6-point Lagrange interpolant of g = h / sigma^2 (h = ln(B/xmax)^2,
+  nearly proportional to sigma^2, so g is smooth in sigma) between the rows around
+  its sigma.
+
+Rows are solved on first use and kept; a table row costs about one boundary solve
+of one contract at a fine scheme, so a chain priced again and again (the data path)
+pays for its rows once. Bounded: at most `capacity` (r, q, bucket) groups of
+`ROWS` rows each; a call that needs a new group when all are taken starts the
+cache again. Not thread-safe (one per process, used from one thread).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.sparse
+from numpy.polynomial import chebyshev
+from numpy.polynomial import polynomial as poly
+from numpy.typing import NDArray
+
+from .alo import Scheme, chebyshev_nodes, put_boundary
+
+F64 = NDArray[np.float64]
+INTP = NDArray[np.intp]
+
+BASE_YEARS = 1.0 / 365.0  # bucket 0 holds T in (1/2 day, 1 day]
+LN_STEP = 0.1  # the grid of ln(sigma)
+SIGMA_MIN, SIGMA_MAX = 1e-4, 100.0  # volatilities the tables cover
+# Fine enough that the tables are not what limits accuracy (docs/conventions.md).
+TABLE_SCHEME = Scheme(nodes=16, quad=24, steps=10)
+DEGREE = TABLE_SCHEME.nodes
+
+_OFFSETS = np.arange(-2, 4)  # the stencil: rows j0 - 2 .. j0 + 3 around sigma's cell
+_J_LO = math.floor(math.log(SIGMA_MIN) / LN_STEP) + int(_OFFSETS[0])
+_J_HI = math.ceil(math.log(SIGMA_MAX) / LN_STEP) + int(_OFFSETS[-1])
+ROWS = _J_HI - _J_LO + 1
+
+
+def _cheb_to_monomial() -> F64:
+    """Values at the Chebyshev nodes -> monomial coefficients in w = (1 + z) / 2."""
+    n = DEGREE
+    inv = np.linalg.inv(chebyshev.chebvander(chebyshev_nodes(TABLE_SCHEME), n))
+    conv = np.zeros((n + 1, n + 1))
+    for k in range(n + 1):
+        in_z = poly.Polynomial(chebyshev.cheb2poly(np.eye(n + 1)[k]))
+        coef = in_z(poly.Polynomial([-1.0, 2.0])).coef  # substitute z = 2w - 1
+        conv[: len(coef), k] = coef
+    out: F64 = conv @ inv
+    return out
+
+
+_TO_MONOMIAL = _cheb_to_monomial()
+
+
+def bucket_of(t: F64) -> NDArray[np.int64]:
+    """The time bucket of each time to expiry `t` > 0 (years)."""
+    b = np.ceil(np.log2(t / BASE_YEARS) - 1e-12)
+    return b.astype(np.int64)
+
+
+def bucket_years(b: NDArray[np.int64]) -> F64:
+    """The longest time to expiry of each bucket."""
+    out: F64 = BASE_YEARS * np.exp2(b.astype(np.float64))
+    return out
+
+
+def _stencil_matrix() -> F64:
+    """C with the Lagrange weights of the stencil = [1, u, .., u^5] @ C (u in [0, 1))."""
+    nodes = _OFFSETS.astype(np.float64)
+    vander = np.vander(nodes, len(nodes), increasing=True)  # value of u^k at each node
+    out: F64 = np.linalg.inv(vander).astype(np.float64)
+    return out
+
+
+_STENCIL = _stencil_matrix()
+_STENCIL_D = np.arange(1, len(_OFFSETS))[:, None] * _STENCIL[1:]  # d/du of the weights
+
+
+def stencil_weights(ln_sig: F64) -> tuple[INTP, F64, F64]:
+    """(first row j0 - 2, weights, weights of d/d ln sigma) of the 6-point stencils."""
+    x = ln_sig / LN_STEP
+    j0 = np.floor(x)
+    u = (x - j0)[:, None]
+    # Horner in u, not a matrix product: small products stay off BLAS's threads.
+    w = np.broadcast_to(_STENCIL[-1], (len(x), len(_OFFSETS))).copy()
+    for row in _STENCIL[-2::-1]:
+        w *= u
+        w += row
+    dw = np.broadcast_to(_STENCIL_D[-1], w.shape).copy()
+    for row in _STENCIL_D[-2::-1]:
+        dw *= u
+        dw += row
+    dw /= LN_STEP
+    first = j0.astype(np.intp) + int(_OFFSETS[0])
+    return first, w, dw
+
+
+def _unique(a: F64) -> tuple[F64, INTP]:
+    """np.unique with the inverse, quick for the usual case of one value."""
+    if len(a) and (a == a[0]).all():
+        return a[:1], np.zeros(len(a), dtype=np.intp)
+    u, inverse = np.unique(a, return_inverse=True)
+    return u, inverse
+
+
+class BoundaryTables:
+    """The cache of boundary tables; see the module's docstring."""
+
+    def __init__(self, capacity: int = 512) -> None:
+        self.capacity = capacity
+        self._clear()
+
+    def _clear(self) -> None:
+        self._groups: dict[tuple[float, float, int], int] = {}
+        self._keys: list[tuple[float, float, int]] = []
+        self._coef = np.zeros((0, DEGREE + 1))
+        self._have = np.zeros(0, dtype=np.bool_)
+
+    def group_ids(self, r: F64, q: F64, bucket: NDArray[np.int64]) -> INTP:
+        """Group id per contract (put form: r > 0). At most `capacity` distinct ones.
+
+        Ids stay valid until the next call of `group_ids` (which may start again).
+        """
+        # Unique (r, q, bucket) triples by the ranks of each (sorting floats, not rows).
+        ur, ir = _unique(r)
+        uq, iq = _unique(q)
+        ub, ib = np.unique(bucket, return_inverse=True)
+        code = (ir.astype(np.int64) * len(uq) + iq) * len(ub) + ib
+        codes, inverse = np.unique(code, return_inverse=True)
+        ci, bi = np.divmod(codes, len(ub))
+        uniq = np.stack([ur[ci // len(uq)], uq[ci % len(uq)], ub[bi].astype(np.float64)], axis=1)
+        if len(uniq) > self.capacity:
+            raise ValueError(f"{len(uniq)} boundary groups in one call, at most {self.capacity}")
+        triples = [(float(a), float(b), int(c)) for a, b, c in uniq.tolist()]
+        if len(self._groups) + sum(t not in self._groups for t in triples) > self.capacity:
+            self._clear()
+        ids = np.empty(len(triples), dtype=np.intp)
+        for i, key in enumerate(triples):
+            gid = self._groups.get(key)
+            if gid is None:
+                gid = len(self._keys)
+                self._groups[key] = gid
+                self._keys.append(key)
+            ids[i] = gid
+        self._grow(len(self._keys) * ROWS)
+        out: INTP = ids[np.ravel(inverse)]
+        return out
+
+    def _grow(self, rows: int) -> None:
+        if rows <= len(self._have):
+            return
+        size = max(rows, 2 * len(self._have))
+        coef = np.zeros((size, DEGREE + 1))
+        coef[: len(self._have)] = self._coef
+        have = np.zeros(size, dtype=np.bool_)
+        have[: len(self._have)] = self._have
+        self._coef, self._have = coef, have
+
+    def coefficients(self, gid: INTP, ln_sig: F64) -> tuple[F64, F64]:
+        """Polynomial coefficients in w = sqrt(tau / T_b) of h and of dh / d ln sigma.
+
+        Per contract (rows of the results: degree + 1 monomial coefficients),
+        h = ln(B / xmax)^2 interpolated to its group `gid` and `ln_sig`, which must
+        lie within [ln SIGMA_MIN, ln SIGMA_MAX]. Rows missing from the tables are
+        solved first.
+        """
+        first, w, dw = stencil_weights(ln_sig)
+        rows = gid[:, None] * ROWS + (first - _J_LO)[:, None] + np.arange(len(_OFFSETS))
+        have = self._have[rows]
+        if not have.all():
+            self._solve(np.unique(rows[~have]))
+        m, k = len(gid), len(_OFFSETS)
+        indptr = np.arange(0, m * k + 1, k)
+        both = scipy.sparse.csr_matrix(
+            (np.concatenate([w.ravel(), dw.ravel()]),
+             np.concatenate([rows.ravel(), rows.ravel()]),
+             np.concatenate([indptr, indptr[1:] + m * k])),
+            shape=(2 * m, len(self._have)),
+        )  # fmt: skip
+        coef = np.asarray(both @ self._coef)
+        s2 = np.exp(2.0 * ln_sig)[:, None]
+        # h = sigma^2 g: dh / d ln sigma = sigma^2 (2 g + dg / d ln sigma).
+        h: F64 = s2 * coef[:m]
+        dh: F64 = s2 * coef[m:]
+        dh += 2.0 * h
+        return h, dh
+
+    def _solve(self, rows: INTP) -> None:
+        gid, j = np.divmod(rows, ROWS)
+        keys = np.array([self._keys[i] for i in gid.tolist()])
+        r, q, b = keys[:, 0], keys[:, 1], keys[:, 2].astype(np.int64)
+        sig = np.exp((j + _J_LO) * LN_STEP)
+        h = put_boundary(np.ones(len(rows)), bucket_years(b), r, q, sig, TABLE_SCHEME)
+        self._coef[rows] = (h / (sig * sig)[:, None]) @ _TO_MONOMIAL.T
+        self._have[rows] = True
+
+
+TABLES = BoundaryTables()
