@@ -56,7 +56,9 @@ def _common(p: argparse.ArgumentParser, *, source: bool, http: bool, redis_requi
             "--pacing-target",
             help="share of a core above which frames gather before writing (0.7)",
         )
-        p.add_argument("--max-flush-ms", help="the longest frames gather under load (100)")
+        p.add_argument(
+            "--max-flush-ms", help="the longest frames gather under load (0 = pacing off, default)"
+        )
 
 
 def _provider_flags(p: argparse.ArgumentParser) -> None:

@@ -146,9 +146,9 @@ class Settings:
     default: never; 1 roughly halves processing's CPU on a busy feed for about a
     millisecond of delay; see sources/feed.py).
 
-    Gateway flush pacing (gateway/pacing.py): frames are written at once while the
-    process uses less than `pacing_target` of a core; above it they gather for up
-    to `max_flush_ms`, so each write carries more.
+    Gateway flush pacing (gateway/pacing.py), off by default (`max_flush_ms` 0):
+    with it on, frames are written at once while the process uses less than
+    `pacing_target` of a core; above it they gather for up to `max_flush_ms`.
     """
 
     host: str = field(default="127.0.0.1", metadata={"conv": str})
@@ -181,7 +181,7 @@ class Settings:
     # The same default as sources/feed.py DEFAULT_REST_RATIO (tests/test_config.py checks).
     rest_ratio: float = field(default=0.0, metadata={"conv": _non_negative})
     pacing_target: float = field(default=0.7, metadata={"conv": _share})
-    max_flush_ms: float = field(default=100.0, metadata={"conv": _non_negative})
+    max_flush_ms: float = field(default=0.0, metadata={"conv": _non_negative})
 
     def underlyings_for(self) -> tuple[str, ...]:
         """The underlyings to stream: the given ones, else the source's default."""
