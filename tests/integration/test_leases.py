@@ -88,6 +88,9 @@ def pair(redis_url: str, tmp_path: Path) -> Iterator[tuple[Proc, Proc]]:
             return sorted(oa + ob) == sorted(UNDERLYINGS)
 
         wait_for(split, 15, "the underlyings are owned", step_s=0.2)
+        # Owning a lease comes before the reset that puts the epoch in the cache.
+        r = redis.Redis.from_url(redis_url)
+        wait_for(lambda: None not in epochs(r).values(), 15, "every underlying is published")
         yield a, b
     finally:
         a.stop()
