@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Protocol, Self
 
 from redis.asyncio.client import PubSub
 from redis.exceptions import ClusterDownError, MovedError
@@ -30,7 +30,36 @@ from ..errors import BrokerUnavailable
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
-    from .redis import RedisBroker
+
+class LinkOwner(Protocol):
+    """What a subscription needs of its broker (redis.RedisBroker is one); declared
+    here so that this module does not import the broker that creates it."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def sharded(self) -> bool: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def timeout_s(self) -> float: ...
+
+    @property
+    def subscriber_idle_s(self) -> float: ...
+
+    def key(self, underlying: str, kind: str) -> str: ...
+
+    async def subscriber_for(self, underlying: str) -> aioredis.Redis: ...
+
+    def subscriber_at(self, host: str, port: int) -> aioredis.Redis: ...
+
+    async def probe(self, underlying: str, payload: bytes) -> tuple[int | None, int]: ...
+
+    async def newest(self, underlying: str) -> bytes | None: ...
+
 
 log = logging.getLogger("optionsfeed.broker")
 
@@ -82,7 +111,7 @@ class RedisSubscription:
     subscription is exited; it raises BrokerUnavailable once the broker is closed.
     """
 
-    def __init__(self, broker: RedisBroker, underlying: str) -> None:
+    def __init__(self, broker: LinkOwner, underlying: str) -> None:
         self._broker = broker
         self.underlying = underlying
         self.channel = broker.key(underlying, "live")

@@ -21,7 +21,7 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import msgspec
 
@@ -34,9 +34,42 @@ from .channels import Channel, Kind
 from .frames import text_frame
 from .pacing import DEFAULT_PACING, Pacer, PacingSettings
 
-if TYPE_CHECKING:
-    from .metrics import GatewayMetrics
-    from .session import Member
+
+class Member(Protocol):
+    """What a feed needs of one client channel (session.Member is one).
+
+    Declared here, not imported, so the hub depends on no module above it.
+    """
+
+    @property
+    def channel(self) -> Channel: ...
+
+    @property
+    def buffering(self) -> bool: ...
+
+    def emit(self, upd: ChannelUpdate) -> None:
+        """An update of the channel, routed from the feed."""
+
+    def apply_snapshot(self, snap: Snapshot, records: list[bytes]) -> None:
+        """A snapshot (the records of this channel) to serve as its new base."""
+
+    def fail(self, reason: str) -> None:
+        """The channel cannot be served: end it."""
+
+
+class Observer(Protocol):
+    def observe(self, amount: float) -> None: ...
+
+
+class LatencyMetrics(Protocol):
+    """The histograms the hub observes (metrics.GatewayMetrics has them)."""
+
+    @property
+    def end_to_end(self) -> Observer: ...
+
+    @property
+    def broker_lag(self) -> Observer: ...
+
 
 log = logging.getLogger("optionsfeed.gateway")
 
@@ -154,7 +187,7 @@ class Fanout:
                 snap = await self.hub.broker.snapshot(self.underlying, self._fields(waiting))
             except BrokerUnavailable as exc:
                 for m in waiting:
-                    m.session.channel_failed(m, f"broker unavailable: {exc}")
+                    m.fail(f"broker unavailable: {exc}")
                 continue
             if gen != self.generation:
                 continue  # a resync sent every member a newer snapshot meanwhile
@@ -165,9 +198,9 @@ class Fanout:
                 continue
             for m in waiting:
                 if snap is None:
-                    m.session.channel_failed(m, f"no data for {self.underlying}")
+                    m.fail(f"no data for {self.underlying}")
                 else:
-                    m.session.apply_snapshot(m, snap, channel_records(m.channel, snap))
+                    m.apply_snapshot(snap, channel_records(m.channel, snap))
 
     def _fields(self, members: list[Member]) -> list[str] | None:
         """The cache fields `members`' snapshots need (None: the whole chain).
@@ -295,7 +328,7 @@ class Fanout:
             records = channel_records(self.channels[name], snap)
             for m in list(ms):
                 if waiting_too or not m.buffering:
-                    m.session.apply_snapshot(m, snap, records)
+                    m.apply_snapshot(snap, records)
 
     def _route(self, env: Envelope) -> None:
         self.hub.new_round()
@@ -303,7 +336,7 @@ class Fanout:
         for ch, records in self._parts(env, list(self.channels.values())):
             upd = ChannelUpdate(ch.name, env.epoch, env.seq, records)
             for m in self.members[ch.name]:
-                m.session.emit(m, upd)
+                m.emit(upd)
         if self.hub.metrics is not None and self.members:
             # Queued behind the flushes the emits scheduled: runs once they are written.
             asyncio.get_running_loop().call_soon(self.hub.observe_end_to_end, env.ts)
@@ -366,7 +399,7 @@ class Hub:
             "gaps_healed": 0, "resyncs": 0, "buffer_overflows": 0, "join_resnapshots": 0,
             "stale_envelopes": 0,
         }  # fmt: skip
-        self.metrics: GatewayMetrics | None = None
+        self.metrics: LatencyMetrics | None = None
         self.clock = clock or time.monotonic
         # underlying -> (when it expires, its listing or None); see MAX_LISTINGS.
         self._listings: OrderedDict[str, tuple[float, ChainInfo | None]] = OrderedDict()

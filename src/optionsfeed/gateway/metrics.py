@@ -9,15 +9,32 @@ same measured when the envelope leaves the broker subscription.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Iterator
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from .server import Gateway
+from .hub import Hub
+from .session import Session
+
+
+class GatewayView(Protocol):
+    """What a scrape reads of a gateway process (server.Gateway is one)."""
+
+    @property
+    def sessions(self) -> Collection[Session]: ...
+
+    @property
+    def hub(self) -> Hub: ...
+
+    @property
+    def totals(self) -> dict[str, int]: ...
+
+    @property
+    def closes(self) -> dict[int, int]: ...
+
 
 _BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -40,7 +57,7 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
-    def attach(self, gateway: Gateway) -> None:
+    def attach(self, gateway: GatewayView) -> None:
         self.registry.register(_GatewayCollector(gateway))
 
     def render(self) -> bytes:
@@ -48,7 +65,7 @@ class GatewayMetrics:
 
 
 class _GatewayCollector(Collector):
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: GatewayView) -> None:
         self.gw = gateway
 
     def collect(self) -> Iterator[Metric]:

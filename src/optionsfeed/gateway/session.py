@@ -126,6 +126,17 @@ class Member:
         self.closed = False
         self.feed: Fanout | None = None
 
+    # What the feed calls (hub.Member): each is the session's, for this channel.
+
+    def emit(self, upd: ChannelUpdate) -> None:
+        self.session.emit(self, upd)
+
+    def apply_snapshot(self, snap: Snapshot, records: list[bytes]) -> None:
+        self.session.apply_snapshot(self, snap, records)
+
+    def fail(self, reason: str) -> None:
+        self.session.channel_failed(self, reason)
+
 
 class Session:
     """The protocol state of one WebSocket connection."""
