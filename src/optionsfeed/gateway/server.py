@@ -137,6 +137,7 @@ class Gateway:
             if not self.sessions:
                 self._all_gone.set()
             session.release()
+            await session.wait_released()
             for t in closing:
                 await t
         return ws

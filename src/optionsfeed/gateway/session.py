@@ -205,6 +205,12 @@ class Session:
         if self._worker is not None:
             self._worker.cancel()
 
+    async def wait_released(self) -> None:
+        """After `release()`: return once the request worker it cancelled has ended."""
+        worker = self._worker
+        if worker is not None:
+            await asyncio.wait([worker])
+
     # -- inbound ---------------------------------------------------------------------
 
     def on_binary(self) -> None:
