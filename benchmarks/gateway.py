@@ -24,7 +24,7 @@ from typing import Any
 
 from optionsfeed.sources.sim.universe import DEFAULT_UNDERLYINGS
 
-from .loadgen import LoadConfig, LoadResult, percentiles, run_load
+from .loadgen import LoadConfig, LoadResult, run_load, summary
 from .redis_server import temporary_redis
 
 CALIBRATE_RATE = 20_000.0
@@ -165,23 +165,13 @@ def _report(
     sc: Scenario, r: LoadResult, rate: float, cpu: float, rss_kb: int, grew_kb: int,
     load_cpu: float,
 ) -> dict[str, Any]:  # fmt: skip
-    p50, p99, mx = percentiles(r.fast_ms)
-    s50, s99, _ = percentiles(r.slow_ms)
-    snap50, _, snap_max = percentiles(r.snapshot_s)
     return {
-        "scenario": sc.name, "total_rate": round(rate), "connected": r.connected,
-        "connect_errors": r.connect_errors, "gaps": r.gaps, "snapshots": r.snapshots,
-        "records_per_s_per_measuring_client": round(r.records / r.seconds / max(r.measuring, 1)),
-        "frames_per_s": round(r.frames / r.seconds),
-        "p50_ms": round(p50, 2), "p99_ms": round(p99, 2), "max_ms": round(mx, 1),
-        "slow_p50_ms": round(s50, 1), "slow_p99_ms": round(s99, 1),
-        "first_snapshot_p50_s": round(snap50, 3), "first_snapshot_max_s": round(snap_max, 3),
+        "scenario": sc.name, "total_rate": round(rate), **summary(r),
         "gateway_cpu_cores": round(cpu, 2), "loadgen_cpu_cores": round(load_cpu, 2),
         "gateway_rss_mb": round(rss_kb / 1024),
         # Growth of the gateways' RSS over the run per connection: an upper bound
         # (freed Python memory is rarely returned to the OS).
         "gateway_kb_per_connection": round(grew_kb / max(r.connected, 1), 1),
-        "closes": r.closes, "connect_error_kinds": r.error_kinds,
     }  # fmt: skip
 
 

@@ -26,6 +26,7 @@ from .errors import BrokerUnavailable
 from .gateway.auth import load_tokens
 from .gateway.hub import Hub
 from .gateway.pacing import PacingSettings
+from .gateway.readiness import GatewayReadiness
 from .gateway.rest import make_app
 from .gateway.server import Gateway
 from .processing.leases import LeaseSettings
@@ -144,6 +145,10 @@ async def _run(settings: Settings, *, process: bool, http: bool, gateway_too: bo
                 return await readiness(broker, settings, status=status, source_health=source_health)
 
             details = (lambda: leases_owned(service)) if service is not None else None
+            if not process:
+                # A gateway alone leaves the rotation only when cut off (gateway/readiness.py).
+                gateway_ready = GatewayReadiness(broker, settings.fresh_within_s)
+                ready, details = gateway_ready, gateway_ready.details
             metrics_from = ProcessorMetrics(service).render if service is not None else None
 
             tokens = (
