@@ -540,7 +540,9 @@ async function checkFeed() {
   if (ws && ws.readyState === WebSocket.OPEN && quiet > SILENT_MS) {
     try {
       const res = await fetch("/readyz", { cache: "no-store" });
-      reason = res.ok ? "" : (await res.json()).reason;
+      const body = await res.json();
+      // A gateway stays ready through trouble every gateway shares and lists it.
+      reason = res.ok ? (body.degraded || []).join("; ") : body.reason;
     } catch {
       reason = "";
     }
