@@ -26,6 +26,7 @@ from optionsfeed.sources.sim.universe import DEFAULT_UNDERLYINGS
 
 from .loadgen import LoadConfig, LoadResult, run_load, summary
 from .redis_server import temporary_redis
+from .stages import scrape, stage_table
 
 CALIBRATE_RATE = 20_000.0
 CALIBRATE_S = 4.0
@@ -164,9 +165,9 @@ def _run_scenario(sc: Scenario, procs: int, pin: bool = False) -> dict[str, Any]
                                       CALIBRATE_S, procs=1, warmup_s=1.0, measure_every=1))  # fmt: skip
         per_channel = cal.records / CALIBRATE_S / len(channels)
         rate = CALIBRATE_RATE * sc.per_channel / max(per_channel, 1e-9)
-        port = _free_port()
+        port, proc_port = _free_port(), _free_port()
         with _proc(["process", "--redis", url, "--rate", f"{rate:.0f}",
-                    "--underlyings", underlyings, "--port", "0"]), \
+                    "--underlyings", underlyings, "--port", str(proc_port)]), \
              _proc(["gateway", "--redis", url, "--port", str(port),
                     "--workers", str(sc.workers)]) as gw:  # fmt: skip
             assert gw.stdout is not None
@@ -176,6 +177,9 @@ def _run_scenario(sc: Scenario, procs: int, pin: bool = False) -> dict[str, Any]
             pids = [gw.pid, *_children(gw.pid)]
             for p in pids if pin else ():
                 os.sched_setaffinity(p, gw_cores)
+            # One gateway process's histograms (with --workers N a scrape reaches one).
+            pages = (f"http://127.0.0.1:{proc_port}/metrics", f"http://127.0.0.1:{port}/metrics")
+            stages0 = scrape(*pages)
             cpu0 = _cpu_sum(pids)
             rss0 = sum(_rss_kb(p) for p in pids)
             t0 = time.monotonic()
@@ -186,8 +190,11 @@ def _run_scenario(sc: Scenario, procs: int, pin: bool = False) -> dict[str, Any]
             cpu1 = _cpu_sum(pids)
             cpu = (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1])
             rss = sum(_rss_kb(p) for p in pids)
+            stages = stage_table(stages0, scrape(*pages))
         out = _report(sc, res, rate, sum(cpu) / wall, rss, rss - rss0, res.cpu_s / wall)
         out.update(_cost(res, cpu, wall), pinned=sorted(gw_cores) if pin else None)
+        # Each stage's [p50, p99] lag behind the source ts, in ms; the client's last.
+        out["stages_ms"] = {**stages, "at_client": [out["p50_ms"], out["p99_ms"]]}
         return out
 
     try:
