@@ -60,7 +60,7 @@ def test_underlyings_spread_over_shards_and_clients_get_every_update(lab: Lab) -
     over the gateways, apply every update in sequence and end equal to the cache."""
     owners = {u: _owner(lab, u) for u in UNDERLYINGS}
     assert len(set(owners.values())) >= 2, owners
-    summary = lab.probe("--clients", "20", "--seconds", "4", "--channels",
+    summary = lab.probe("--clients", "20", "--seconds", "8", "--channels",
                         "chain.SPY,chain.QQQ,chain.NVDA,stats.SPY")  # fmt: skip
     _clean(summary)
     assert summary["snapshots"] == 20 * 4
