@@ -29,8 +29,8 @@ Test controls: `push` events, `push_raw` text, `drop` every connection (no close
 handshake), `down` / `up` (refuse everything with 503 meanwhile), `silent` (no
 pushes), `set_spot` (the price snapshots serve), `fail_next` (REST errors),
 `foreign_next_url` (pages that point to another host), and what clients did: `sent`
-(every message, parsed), `connections`, `rest_log`, `quote_subscriptions`. `until`
-waits for a condition on that state.
+(every message, parsed), `connections`, `rest_log` (and `rest_times`, when each
+came), `quote_subscriptions`. `until` waits for a condition on that state.
 
 The benches' fast path: `write_frames` hands pre-built WebSocket frames to the newest
 authed connection's socket in one write, and `write_paced` writes them a frame at a
@@ -233,10 +233,11 @@ class Venue(Addresses):
         self.sent: list[tuple[int, Any]] = []
         self.connections = 0
         self.rest_log: list[tuple[str, dict[str, str], bool]] = []
+        self.rest_times: list[float] = []  # time.monotonic() of each rest_log entry
         self.silent = False
         self.is_down = False
         self.foreign_next_url = False
-        self._failures: list[int] = []
+        self._failures: list[tuple[int, str | None]] = []
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -404,9 +405,10 @@ class Venue(Addresses):
         """Serve again after `down`."""
         self.is_down = False
 
-    def fail_next(self, status: int, times: int = 1) -> None:
-        """Answer the next `times` REST requests with HTTP `status` (an error body)."""
-        self._failures += [status] * times
+    def fail_next(self, status: int, times: int = 1, *, retry_after: str | None = None) -> None:
+        """Answer the next `times` REST requests with HTTP `status` (an error body), with
+        a `Retry-After: retry_after` header when given."""
+        self._failures += [(status, retry_after)] * times
 
     @property
     def failing(self) -> bool:
@@ -503,13 +505,15 @@ class Venue(Addresses):
         bearer = request.headers.get("Authorization", "")
         self.rest_log.append((request.path, {k: v for k, v in q.items() if k != "apiKey"},
                               bearer.startswith("Bearer ")))  # fmt: skip
+        self.rest_times.append(time.monotonic())
         if self.is_down:
             return web.Response(status=503, text="down")
         if self._failures:
-            status = self._failures.pop(0)
+            status, retry_after = self._failures.pop(0)
             return web.json_response(
                 {"status": "ERROR", "request_id": "r0", "error": f"failing on purpose ({status})"},
                 status=status,
+                headers={"Retry-After": retry_after} if retry_after is not None else None,
             )
         key = bearer.removeprefix("Bearer ") if bearer else q.get("apiKey")
         if key != self.api_key:

@@ -32,6 +32,11 @@ async def until(cond: Callable[[], bool], limit_s: float = 10.0, what: str = "")
     assert cond(), what
 
 
+def contract_queries(venue: Venue) -> int:
+    """Queries of the venue's contracts (first pages: a query may take several)."""
+    return sum(p.endswith("/contracts") and "cursor" not in q for p, q, _ in venue.rest_log)
+
+
 def _no_nan(token: str) -> float:
     raise AssertionError(f"{token} on the wire")
 
@@ -211,8 +216,11 @@ async def test_a_dropped_connection_reconnects_resubscribes_and_starts_a_new_epo
         await s.venue.until(lambda: s.venue.quote_subscriptions() == want)
         epoch = await s.epoch()
         assert s.source.connects == 1
+        assert contract_queries(s.venue) == 1
         await s.venue.drop()
         await s.venue.until(lambda: s.venue.connections == 2)
+        # The contracts are listed again (docs/sources.md), not taken from before.
+        assert contract_queries(s.venue) == 2
         await s.venue.until(lambda: s.venue.quote_subscriptions() == want)
         await until(lambda: s.source.connects == 2 and s.source.health() is None)
         await until(lambda: s.source.listings == 2)
@@ -232,7 +240,8 @@ async def test_a_dropped_connection_reconnects_resubscribes_and_starts_a_new_epo
 async def test_bad_provider_data_is_counted_and_logged_never_fatal(
     redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Garbage, bad fields, unknown symbols, old timestamps: dropped, counted, logged; no NaN."""
+    """Garbage, bad fields, fractional sizes, unknown symbols, old timestamps: dropped,
+    counted, logged; no NaN."""
     caplog.set_level(logging.WARNING, logger="optionsfeed.sources.massive")
     async with system(redis_url) as s:
         window = s.source.windows["SPY"]
@@ -250,6 +259,7 @@ async def test_bad_provider_data_is_counted_and_logged_never_fatal(
             {**good, "t": t * 1000},
             {k: v for k, v in good.items() if k != "as"},
             {**good, "sym": "O:SPY991231C00001000"},
+            {**good, "bp": 9.9, "bs": 10.5},
             {"ev": "XQ", "pair": "BTC-USD"},
             good,
             {**good, "bp": 2.1, "t": t - 60_000},
@@ -266,9 +276,11 @@ async def test_bad_provider_data_is_counted_and_logged_never_fatal(
         assert dropped[n.R_UNKNOWN_SYMBOL] == 1
         assert dropped[n.R_UNKNOWN_EVENT] == 1
         assert dropped[n.R_OUT_OF_ORDER] == 1
+        assert dropped[n.R_FRACTIONAL_SIZE] == 1
         assert not s.task.done()
         logged = "\n".join(r.getMessage() for r in caplog.records)
-        for reason in (n.R_NOT_JSON, n.R_BAD_PRICE, n.R_UNKNOWN_SYMBOL, n.R_OUT_OF_ORDER):
+        for reason in (n.R_NOT_JSON, n.R_BAD_PRICE, n.R_UNKNOWN_SYMBOL, n.R_OUT_OF_ORDER,
+                       n.R_FRACTIONAL_SIZE):  # fmt: skip
             assert f"dropped 1 event(s): {reason}" in logged
         await s.wait_records(lambda r: len(r) == 40)  # parse_constant: no NaN anywhere
 
@@ -365,3 +377,14 @@ async def test_an_expiry_that_passes_leaves_the_window(redis_url: str) -> None:
         want = {"O:" + c.symbol for c in now.contracts}
         await s.venue.until(lambda: s.venue.quote_subscriptions() == want)
         assert not any(t[2:].startswith(f"SPY{nearest:%y%m%d}") for t in want)
+
+
+async def test_a_rate_limited_start_waits_as_long_as_the_venue_asks(redis_url: str) -> None:
+    """A 429 with Retry-After: 1 on the first request: the next one comes a second later,
+    not after the 50 ms backoff."""
+    venue = Venue()
+    venue.fail_next(429, retry_after="1")
+    async with system(redis_url, venue=venue) as s:
+        first, second = s.venue.rest_times[:2]
+        assert second - first >= 1.0
+        assert s.source.connects == 1

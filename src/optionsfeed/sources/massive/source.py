@@ -216,6 +216,7 @@ class MassiveSource:
 
     async def _run(self, buffer: FeedBuffer) -> None:
         attempt = 0
+        asked = 0.0  # the wait a REST reply asked for (Retry-After)
         async with aiohttp.ClientSession() as http:
             rest = MassiveRest(http, self.rest_url, self._api_key, timeout_s=self.timeout_s)
             while True:
@@ -225,8 +226,11 @@ class MassiveSource:
                     self._failed = str(exc)
                     log.error("%s", exc)
                     raise
-                except (Disconnected, RestUnavailable) as exc:
+                except Disconnected as exc:
                     reason = str(exc)
+                except RestUnavailable as exc:
+                    reason = str(exc)
+                    asked = exc.retry_after_s or 0.0
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                     reason = f"{type(exc).__name__}: {exc}"
                 if cancel_requested():  # a cancel that a library turned into an error
@@ -238,8 +242,14 @@ class MassiveSource:
                     attempt = 0
                 self._since = None
                 delay = min(self.backoff_max_s, self.backoff_min_s * 2**attempt)
-                delay *= self._rng.uniform(0.5, 1.0)
+                delay = max(delay * self._rng.uniform(0.5, 1.0), asked)
+                asked = 0.0
                 attempt += 1
+                # What was listed may have changed while the link was down (and a
+                # listing is what makes the venue's contracts known at all): the
+                # next session fetches the contracts again.
+                for ch in self._chains.values():
+                    ch.listed_us = 0
                 self._down = reason.replace(self._api_key, "***")
                 self._retry_at = time.monotonic() + delay
                 log.warning("%s; reconnecting in %.1f s", self._down, delay)
@@ -400,13 +410,19 @@ class MassiveSource:
     async def _poll(
         self, conn: Connection, rest: MassiveRest, book: SubscriptionBook, buffer: FeedBuffer
     ) -> None:
+        wait = self.snapshot_interval_s
         while True:
-            await asyncio.sleep(self.snapshot_interval_s)
+            await asyncio.sleep(wait)
+            wait = self.snapshot_interval_s
             for ch in self._chains.values():
                 try:
                     await self._refresh(ch, conn, rest, book, buffer)
                 except RestUnavailable as exc:
                     log.warning("polling the snapshot of %s: %s", ch.underlying, exc)
+                    if exc.retry_after_s is not None:
+                        # Rate limited: no request before the venue's time is up.
+                        wait = max(wait, exc.retry_after_s)
+                        break
 
     async def _refresh(
         self,
