@@ -89,7 +89,8 @@ def osi(underlying: str, expiry: date, right: str, strike: float) -> str:
 
 @dataclass
 class VenueContract:
-    """One listed contract and its latest quote."""
+    """One listed contract, its latest quote, the day's volume and (once set) its last
+    trade, as the chain snapshot serves them."""
 
     ticker: str
     underlying: str
@@ -102,6 +103,11 @@ class VenueContract:
     bid_size: int = 10
     ask_size: int = 12
     quote_ns: int = 0
+    day_volume: float = 100
+    day_ns: int = 0  # the day aggregate's last_updated; 0: quote_ns
+    last_price: float | None = None
+    last_size: float = 0
+    last_ns: int = 0
 
     def rest_row(self) -> dict[str, Any]:
         return {
@@ -120,12 +126,13 @@ class VenueContract:
 def snapshot_row(c: VenueContract, spot: float, spot_ns: int) -> dict[str, Any]:
     """`c`'s row of the chain snapshot, its underlying at `spot` as of `spot_ns`."""
     mid = round((c.bid + c.ask) / 2, 4)
-    row = c.rest_row()
-    del row["cfi"], row["primary_exchange"], row["underlying_ticker"]
-    return {
+    details = c.rest_row()
+    del details["cfi"], details["primary_exchange"], details["underlying_ticker"]
+    day_ns = c.day_ns or c.quote_ns
+    row: dict[str, Any] = {
         "break_even_price": c.strike + mid if c.call else c.strike - mid,
-        "day": {"close": mid, "volume": 100, "vwap": mid, "last_updated": c.quote_ns},
-        "details": row,
+        "day": {"close": mid, "volume": c.day_volume, "vwap": mid, "last_updated": day_ns},
+        "details": details,
         "greeks": {"delta": 0.5, "gamma": 0.01, "theta": -0.1, "vega": 0.3},
         "implied_volatility": VOL,
         "last_quote": {"ask": c.ask, "ask_size": c.ask_size, "bid": c.bid,
@@ -136,6 +143,11 @@ def snapshot_row(c: VenueContract, spot: float, spot_ns: int) -> dict[str, Any]:
                              "last_updated": spot_ns, "ticker": c.underlying,
                              "timeframe": "REAL-TIME"},
     }  # fmt: skip
+    if c.last_price is not None:
+        row["last_trade"] = {"conditions": [209], "exchange": 316, "price": c.last_price,
+                             "sip_timestamp": c.last_ns, "size": c.last_size,
+                             "timeframe": "REAL-TIME"}  # fmt: skip
+    return row
 
 
 @dataclass(frozen=True, slots=True)

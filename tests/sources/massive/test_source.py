@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from optionsfeed.processing.service import ProcessingService
 from optionsfeed.sources.massive import normalize as n
 from optionsfeed.sources.massive.source import MassiveSource
 
-from ...fakes.massive import Venue
+from ...fakes.massive import NEW_YORK, Venue, osi
 
 
 async def until(cond: Callable[[], bool], limit_s: float = 10.0, what: str = "") -> None:
@@ -100,7 +101,7 @@ async def system(
 
 async def test_quotes_and_trades_reach_redis_with_iv_and_greeks(redis_url: str) -> None:
     """Records keyed by compact OSI; bid/ask from quotes, µs ts, last/volume from trades,
-    iv and greeks computed, open interest and seed quotes from the snapshot."""
+    iv and greeks computed, open interest, seed quotes and volume from the snapshot."""
     async with system(redis_url) as s:
         window = s.source.windows["SPY"]
         assert window is not None
@@ -127,7 +128,8 @@ async def test_quotes_and_trades_reach_redis_with_iv_and_greeks(redis_url: str) 
         await s.venue.push([s.venue.quote(vendor, bid=12.34, ask=12.5, t_ms=t_ms)])
         await s.venue.push([s.venue.trade(vendor, price=12.4, size=3, t_ms=t_ms + 1),
                             s.venue.trade(vendor, price=12.45, size=2, t_ms=t_ms + 2)])  # fmt: skip
-        recs = await s.wait_records(lambda r: r[atm["symbol"]]["volume"] == 5)
+        # The snapshot's day volume (100 at the venue), then the trades.
+        recs = await s.wait_records(lambda r: r[atm["symbol"]]["volume"] == 105)
         rec = recs[atm["symbol"]]
         assert (rec["bid"], rec["ask"], rec["mark"]) == (12.34, 12.5, 12.42)
         assert (rec["last"], rec["last_size"]) == (12.45, 2)
@@ -388,3 +390,33 @@ async def test_a_rate_limited_start_waits_as_long_as_the_venue_asks(redis_url: s
         first, second = s.venue.rest_times[:2]
         assert second - first >= 1.0
         assert s.source.connects == 1
+
+
+async def test_the_snapshot_seeds_volume_last_trade_and_its_own_times(redis_url: str) -> None:
+    """A record starts from the snapshot: the day's volume, the last trade, and the
+    snapshot's own time as ts (not the listing's); streamed trades add to that volume
+    and a trade of the next New York date starts it again."""
+    venue = Venue()
+    now_ns = time.time_ns()
+    midnight = datetime.now(NEW_YORK).replace(hour=0, minute=0, second=0, microsecond=0)
+    # An hour ago, but on today's New York date (the volume is of that date).
+    old_ns = max(now_ns - 3600 * 10**9, int(midnight.timestamp()) * 10**9 + 10**6)
+    nearest = min(c.expiry for c in venue.contracts.values())
+    c = venue.contracts[osi("SPY", nearest, "C", 650.0)]
+    c.quote_ns = old_ns
+    c.day_volume, c.day_ns = 1834, old_ns
+    c.last_price, c.last_size, c.last_ns = 1.25, 3, old_ns - 10**6
+    venue.spot_ns["SPY"] = old_ns - 2 * 10**6
+    sym = c.ticker[2:]
+    async with system(redis_url, venue=venue) as s:
+        recs = await s.wait_records(lambda r: sym in r and r[sym]["volume"] == 1834)
+        assert (recs[sym]["last"], recs[sym]["last_size"]) == (1.25, 3)
+        assert recs[sym]["ts"] == old_ns // 1000
+        t_ms = now_ns // 1_000_000
+        await s.venue.push([s.venue.trade(c.ticker, price=1.3, size=2, t_ms=t_ms)])
+        recs = await s.wait_records(lambda r: r[sym]["volume"] == 1836)
+        assert (recs[sym]["last"], recs[sym]["last_size"]) == (1.3, 2)
+        next_day = t_ms + 86_400_000
+        await s.venue.push([s.venue.trade(c.ticker, price=1.4, size=4, t_ms=next_day)])
+        recs = await s.wait_records(lambda r: r[sym]["volume"] == 4)
+        assert recs[sym]["last"] == 1.4

@@ -196,11 +196,23 @@ class EventFilter:
     def seed(self, osi: str, ts_us: int) -> bool:
         """Whether a quote of `osi` from elsewhere (a snapshot) at `ts_us` is newer than
         every streamed one; if so it counts as the newest from now on."""
+        return self._seed(osi, ts_us, self._quote_ms)
+
+    def seed_trade(self, osi: str, ts_us: int) -> bool:
+        """`seed` for a trade (a snapshot's last trade), among trades."""
+        return self._seed(osi, ts_us, self._trade_ms)
+
+    @staticmethod
+    def _seed(osi: str, ts_us: int, last: dict[str, int]) -> bool:
         ms = ts_us // 1000
-        if ms <= self._quote_ms.get(osi, 0):
+        if ms <= last.get(osi, 0):
             return False
-        self._quote_ms[osi] = ms
+        last[osi] = ms
         return True
+
+    def symbols(self) -> set[str]:
+        """The compact OSI symbols listed."""
+        return {osi for _, osi in self.listed.values()}
 
     def quote(self, q: Quote) -> tuple[str, str] | str:
         """(underlying, OSI) of a quote to keep, else the reason to drop it."""

@@ -64,6 +64,7 @@ from ..feed import (
 from .connection import Connection, Disconnected, SubscriptionBook, params_for
 from .normalize import R_UNKNOWN_SYMBOL, EventFilter, decode_frame
 from .rest import ChainSnapshot, MassiveRest, RestUnavailable
+from .tape import Tape
 from .window import DEFAULT_MAX_EXPIRIES, Window, choose_window
 
 log = logging.getLogger("optionsfeed.sources.massive")
@@ -158,6 +159,7 @@ class MassiveSource:
         budget = max_contracts // len(underlyings)
         self._chains = {u: _Chain(u, budget) for u in underlyings}
         self._filter = EventFilter()
+        self._tape = Tape()
         self._drops = DropCounter(log_interval_s)
         self._buffer_drops = (0, 0)
         # Counters (read by tests and health): sessions established, listings put,
@@ -358,7 +360,8 @@ class MassiveSource:
             ch.spot_us = snap.spot_us if snap.spot_us is not None else self.clock()
 
     def _list(self, ch: _Chain, window: Window, snap: ChainSnapshot, buffer: FeedBuffer) -> None:
-        """Put a Listing of `window`, the tick, and the snapshot's quotes newer than the stream's."""
+        """Put a Listing of `window`, the tick, each contract's newest quote with its day's
+        volume, and the snapshot's last trades newer than the stream's."""
         contracts = list(window.contracts)
         oi = np.array(
             [r.open_interest if (r := snap.rows.get(c.symbol)) else math.nan for c in contracts],
@@ -368,18 +371,41 @@ class MassiveSource:
         self.listings += 1
         ch.open_interest = dict(zip((c.symbol for c in contracts), oi.tolist(), strict=True))
         self._filter.relist(ch.underlying, contracts)
+        self._tape.retain(self._filter.symbols())
         if math.isfinite(ch.spot):
             buffer.tick(UnderlyingTick(ch.underlying, ch.spot, None, None, ch.spot_us))
         for c in contracts:
             row = snap.rows.get(c.symbol)
-            q = row.quote if row is not None else None
-            if q is not None and self._filter.seed(c.symbol, q.ts_us):
-                buffer.quote(ch.underlying, c.symbol, bid=q.bid, ask=q.ask, bid_size=q.bid_size,
-                             ask_size=q.ask_size, ts=q.ts_us)  # fmt: skip
+            if row is None:
+                volume = self._tape.seed_volume(c.symbol, math.nan, 0)
+            else:
+                q = row.quote
+                if q is not None and self._filter.seed(c.symbol, q.ts_us):
+                    self._tape.quote(c.symbol, q.bid, q.ask, q.bid_size, q.ask_size, q.ts_us)
+                volume = self._tape.seed_volume(c.symbol, row.volume, row.volume_us)
+            if not self._put_volume(ch.underlying, c.symbol, volume, buffer):
+                continue
+            # After the volume's quote row (a batch applies quotes before trades): the
+            # seeded print sets `last` and adds nothing to the venue's volume.
+            last = row.last if row is not None else None
+            if last is not None and self._filter.seed_trade(c.symbol, last.ts_us):
+                buffer.trade(ch.underlying, c.symbol, last.price, last.size, last.ts_us)
+
+    def _put_volume(self, underlying: str, osi: str, volume: float, buffer: FeedBuffer) -> bool:
+        """Put `osi`'s volume with its newest quote; without one, keep it for its first."""
+        top = self._tape.tops.get(osi)
+        if top is None:
+            self._tape.unsent.add(osi)
+            return False
+        bid, ask, bid_size, ask_size, ts = top
+        buffer.quote(underlying, osi, bid=bid, ask=ask, bid_size=bid_size, ask_size=ask_size,
+                     ts=ts, volume=volume)  # fmt: skip
+        return True
 
     # -- the stream ------------------------------------------------------------------------
 
     async def _read(self, conn: Connection, book: SubscriptionBook, buffer: FeedBuffer) -> None:
+        tape = self._tape
         async for data in conn.frames():
             frame = decode_frame(data)
             for reason in frame.rejects:
@@ -394,8 +420,11 @@ class MassiveSource:
                     if not (hit == R_UNKNOWN_SYMBOL and _unsubscribing(book, q.sym)):
                         self._drop(hit, data)
                     continue
+                ts = q.t * 1000
+                tape.quote(hit[1], q.bp, q.ap, q.bs, q.as_, ts)
+                volume = tape.take_unsent(hit[1]) if tape.unsent else math.nan
                 buffer.quote(hit[0], hit[1], bid=q.bp, ask=q.ap, bid_size=q.bs,
-                             ask_size=q.as_, ts=q.t * 1000)  # fmt: skip
+                             ask_size=q.as_, ts=ts, volume=volume)  # fmt: skip
                 self.quotes += 1
             for t in frame.trades:
                 hit = self._filter.trade(t)
@@ -403,7 +432,9 @@ class MassiveSource:
                     if not (hit == R_UNKNOWN_SYMBOL and _unsubscribing(book, t.sym)):
                         self._drop(hit, data)
                     continue
-                buffer.trade(hit[0], hit[1], t.p, t.s, t.t * 1000)
+                ts = t.t * 1000
+                buffer.trade(hit[0], hit[1], t.p, t.s, ts)
+                self._put_volume(hit[0], hit[1], tape.trade(hit[1], t.s, ts), buffer)
                 self.trades += 1
             self._check_buffer(buffer)
 
