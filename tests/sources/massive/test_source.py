@@ -15,9 +15,12 @@ from typing import Any
 import pytest
 
 from optionsfeed.aio import cancel_and_wait
+from optionsfeed.app import assess
 from optionsfeed.broker.redis import RedisBroker
+from optionsfeed.config import Settings
 from optionsfeed.errors import SourceError
 from optionsfeed.processing.service import ProcessingService
+from optionsfeed.sources.health import LinkWatch
 from optionsfeed.sources.massive import normalize as n
 from optionsfeed.sources.massive.source import MassiveSource
 
@@ -420,3 +423,24 @@ async def test_the_snapshot_seeds_volume_last_trade_and_its_own_times(redis_url:
         await s.venue.push([s.venue.trade(c.ticker, price=1.4, size=4, t_ms=next_day)])
         recs = await s.wait_records(lambda r: r[sym]["volume"] == 4)
         assert recs[sym]["last"] == 1.4
+
+
+async def test_a_venue_down_for_half_a_second_does_not_fail_readiness(redis_url: str) -> None:
+    """The venue refuses everything for 0.5 s and the adapter reconnects: every /readyz
+    verdict meanwhile is ready (the data is fresh), the disconnect only noted."""
+    settings = Settings.load({}, {})
+    async with system(redis_url) as s:
+        await until(lambda: s.source.health() is None, what="healthy")
+        watch = LinkWatch(s.source.health)
+        verdicts = [await assess(s.broker, settings, status=s.service.status, link=watch)]
+        await s.venue.down()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 0.5:
+            verdicts.append(await assess(s.broker, settings, status=s.service.status, link=watch))
+            await asyncio.sleep(0.05)
+        s.venue.up()
+        await until(lambda: s.source.health() is None and s.source.connects == 2, what="back")
+        verdicts.append(await assess(s.broker, settings, status=s.service.status, link=watch))
+        assert all(v.ready for v in verdicts), verdicts
+        assert any((v.reason or "").startswith("massive: disconnected") for v in verdicts)
+        assert verdicts[-1].reason is None

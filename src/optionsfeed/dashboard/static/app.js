@@ -552,7 +552,10 @@ async function checkFeed() {
   if (ws && ws.readyState === WebSocket.OPEN && quiet > SILENT_MS) {
     try {
       const res = await fetch("/readyz", { cache: "no-store" });
-      reason = res.ok ? "" : (await res.json()).reason;
+      // Not ready: its reason; ready: its note, if any (a market closed, a brief
+      // reconnect), since a quiet feed that is ready still has a why.
+      const body = await res.json();
+      reason = (res.ok ? body.note : body.reason) ?? "";
     } catch {
       reason = "";
     }

@@ -51,6 +51,7 @@ import numpy as np
 from ...aio import cancel_and_wait, cancel_requested
 from ...clock import wall_clock_us
 from ...errors import SourceError
+from ...model.calendar import market_session
 from ...model.contract import Contract
 from ..base import Listing, SourceBatch, UnderlyingTick
 from ..droplog import DropCounter
@@ -213,6 +214,12 @@ class MassiveSource:
             return _line(f"massive: disconnected ({self._down}); {when}")
         problem = self._book.problem() if self._book is not None else None
         return None if problem is None else _line(f"massive: {problem}")
+
+    def market_hours(self, now_us: int) -> tuple[int, int] | None:
+        """The US options market's session at `now_us` (NYSE hours, early closes
+        included) as (open, close) µs, None while closed: a quiet feed then is the
+        market's, and `/readyz` does not judge it stale."""
+        return market_session(now_us)
 
     # -- the connection loop -------------------------------------------------------------
 
