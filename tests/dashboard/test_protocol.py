@@ -170,3 +170,28 @@ async def test_coin_prices_show_the_venues_decimals_and_gamma_its_significant_di
         assert set(cells["gamma"]) == {"0.00001234"}
         assert errors == []
         await page.close()
+
+
+@pytest.mark.timeout(60)
+async def test_a_silent_feed_shows_the_note_of_a_ready_gateway(browser: Browser) -> None:
+    """Ten silent seconds (on the page's fake clock): the header shows /readyz's note
+    when the gateway is ready all the same ("market closed"), its reason when not."""
+    async with FakeGateway({"X": ["2026-12-18"]}) as gw:
+        gw.readyz = {"status": "ready", "note": "market closed"}
+        page = await browser.new_page()
+        await page.clock.install()
+        await page.goto(gw.http)
+        conn = await gw.connection()
+        msg = await conn.recv("subscribe")
+        await conn.send(ack(msg), data(CHAIN, 10, rows()))
+        await at_seq(page, 10)
+        await page.clock.run_for(12_000)
+        await page.wait_for_function(
+            "document.querySelector('#feed').textContent.endsWith(': market closed')"
+        )
+        gw.readyz = {"status": "not ready", "reason": "X: newest data is 14.0 s old"}
+        await page.clock.run_for(2_100)
+        await page.wait_for_function(
+            "document.querySelector('#feed').textContent.endsWith(': X: newest data is 14.0 s old')"
+        )
+        await page.close()

@@ -5,10 +5,13 @@ Per underlying, on every (re)connection:
    and, the first time, the underlying's price (/v3/snapshot/options/{U});
 2. the window of contracts to stream (window.py), within `max_contracts` over all
    underlyings (split evenly between them);
-3. REST: the chain snapshot of the window: open interest, last quotes, price;
+3. REST: the chain snapshot of the window: open interest, last quotes, last
+   trades, the day's volumes, price;
 4. WebSocket: auth, then a Listing of the window (a new epoch), the underlying's
-   tick and the snapshot's quotes go into the buffer, the window's quotes (`Q.`)
-   and trades (`T.`) are subscribed, and every quote and trade follows as it comes.
+   tick, the snapshot's quotes and last trades and each contract's volume (tape.py:
+   the adapter owns it, trades add to it) go into the buffer, the window's quotes
+   (`Q.`) and trades (`T.`) are subscribed, and every quote and trade follows as
+   it comes.
 
 The options feed carries no underlying price and no greeks (processing computes IV
 and greeks), so every `snapshot_interval_s` the window's snapshot is polled: its
@@ -413,6 +416,9 @@ class MassiveSource:
 
     async def _read(self, conn: Connection, book: SubscriptionBook, buffer: FeedBuffer) -> None:
         tape = self._tape
+        # Bound once: this loop runs per event (bench venues), and a method call per
+        # quote to keep its top of book cost more than the dict store itself.
+        tops, unsent, nan = tape.tops, tape.unsent, math.nan
         async for data in conn.frames():
             frame = decode_frame(data)
             for reason in frame.rejects:
@@ -428,8 +434,8 @@ class MassiveSource:
                         self._drop(hit, data)
                     continue
                 ts = q.t * 1000
-                tape.quote(hit[1], q.bp, q.ap, q.bs, q.as_, ts)
-                volume = tape.take_unsent(hit[1]) if tape.unsent else math.nan
+                tops[hit[1]] = (q.bp, q.ap, q.bs, q.as_, ts)
+                volume = tape.take_unsent(hit[1]) if unsent else nan
                 buffer.quote(hit[0], hit[1], bid=q.bp, ask=q.ap, bid_size=q.bs,
                              ask_size=q.as_, ts=ts, volume=volume)  # fmt: skip
                 self.quotes += 1

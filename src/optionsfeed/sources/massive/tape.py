@@ -52,7 +52,9 @@ class Tape:
     """Newest quotes (`tops`) and day volumes by compact OSI symbol.
 
     `unsent`: contracts whose volume changed while no quote of theirs was known, so
-    it could not be put yet: it goes with their first quote (`take_unsent`).
+    it could not be put yet: it goes with their first quote (`take_unsent`). Both
+    keep their identity (`retain` works in place): the adapter's reader binds them
+    once and stores quotes into `tops` itself.
     """
 
     tops: dict[str, Top] = field(default_factory=dict)
