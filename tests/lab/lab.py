@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 PREFIX = "oflab-"
 SWITCH = PREFIX + "sw"
@@ -182,13 +183,22 @@ class Lab:
 
     def listed(self) -> list[str]:
         """The underlyings the gateways list (REST through HAProxy, from the client host)."""
-        url = f"http://{addr(LB[0])}:{PORT}/api/v1/underlyings"
-        code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=2).read().decode())"
+        return [u["symbol"] for u in self._underlyings() if u["contracts"] > 0]
+
+    def nearest_chain(self, underlying: str) -> str:
+        """The channel of `underlying`'s nearest expiry, e.g. `chain.SPY.20261207`: a
+        few hundred records, where the whole chain is thousands (every probe client
+        decodes what it gets in one Python process)."""
+        listed = {u["symbol"]: u["expiries"] for u in self._underlyings()}
+        return f"chain.{underlying}.{min(listed[underlying]).replace('-', '')}"
+
+    def _underlyings(self) -> list[dict[str, Any]]:
         try:
-            out = self.exec(CLIENT[0], [sys.executable, "-c", code], timeout=10)
+            out = self.http_get(LB[0], "/api/v1/underlyings")
         except (RuntimeError, subprocess.TimeoutExpired):
             return []
-        return [u["symbol"] for u in json.loads(out)["underlyings"] if u["contracts"] > 0]
+        found: list[dict[str, Any]] = json.loads(out)["underlyings"]
+        return found
 
     def wait_up(self, gateway: str, timeout_s: float = 30.0) -> None:
         self._wait(lambda: self.server_states().get(gateway) == "UP", f"{gateway} up", timeout_s)

@@ -33,6 +33,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield running
 
 
+@pytest.fixture(scope="module")
+def ch(lab: Lab) -> dict[str, str]:
+    """Underlying -> its nearest expiry's chain channel."""
+    return {u: lab.nearest_chain(u) for u in UNDERLYINGS}
+
+
 def _clean(summary: dict[str, object]) -> None:
     print(summary)
     assert summary["violations"] == [], summary
@@ -55,13 +61,15 @@ def _owner(lab: Lab, underlying: str, ask: str = "redis1") -> str:
     raise AssertionError(f"no primary owns slot {slot}")
 
 
-def test_underlyings_spread_over_shards_and_clients_get_every_update(lab: Lab) -> None:
+def test_underlyings_spread_over_shards_and_clients_get_every_update(
+    lab: Lab, ch: dict[str, str]
+) -> None:
     """Five underlyings on at least two shards; 20 clients through HAProxy, spread
     over the gateways, apply every update in sequence and end equal to the cache."""
     owners = {u: _owner(lab, u) for u in UNDERLYINGS}
     assert len(set(owners.values())) >= 2, owners
     summary = lab.probe("--clients", "20", "--seconds", "8", "--channels",
-                        "chain.SPY,chain.QQQ,chain.NVDA,stats.SPY")  # fmt: skip
+                        f"{ch['SPY']},{ch['QQQ']},{ch['NVDA']},stats.SPY")  # fmt: skip
     _clean(summary)
     assert summary["snapshots"] == 20 * 4
     assert summary["connections"] == 20
@@ -85,11 +93,11 @@ def _restart_gateway(lab: Lab, gateway: str) -> None:
     lab.wait_up(gateway)
 
 
-def test_a_crashed_gateway_host_loses_its_clients_nothing(lab: Lab) -> None:
+def test_a_crashed_gateway_host_loses_its_clients_nothing(lab: Lab, ch: dict[str, str]) -> None:
     """kill -9 of a gateway host: HAProxy marks it down within 3 s; its clients
     reconnect through HAProxy, resume, and see no gap."""
     probe = lab.start_probe(
-        "--clients", "30", "--seconds", "9", "--channels", "chain.SPY,chain.QQQ"
+        "--clients", "30", "--seconds", "9", "--channels", f"{ch['SPY']},{ch['QQQ']}"
     )
     time.sleep(3)
     killed = time.monotonic()
@@ -105,11 +113,11 @@ def test_a_crashed_gateway_host_loses_its_clients_nothing(lab: Lab) -> None:
     _restart_gateway(lab, "gw1")
 
 
-def test_a_gateway_host_cut_off_sends_its_clients_elsewhere(lab: Lab) -> None:
+def test_a_gateway_host_cut_off_sends_its_clients_elsewhere(lab: Lab, ch: dict[str, str]) -> None:
     """A gateway host's link cut: HAProxy marks it down within 3 s and shuts its
     sessions; the clients resume on the other gateways with no gap."""
     probe = lab.start_probe(
-        "--clients", "30", "--seconds", "9", "--channels", "chain.SPY,chain.QQQ"
+        "--clients", "30", "--seconds", "9", "--channels", f"{ch['SPY']},{ch['QQQ']}"
     )
     time.sleep(3)
     cut = time.monotonic()
@@ -127,13 +135,13 @@ def test_a_gateway_host_cut_off_sends_its_clients_elsewhere(lab: Lab) -> None:
     print(f"gw2 cut off: marked down after {took:.2f} s; {summary}")
 
 
-def test_a_redis_failover_under_load_loses_nothing(lab: Lab) -> None:
+def test_a_redis_failover_under_load_loses_nothing(lab: Lab, ch: dict[str, str]) -> None:
     """CLUSTER FAILOVER of the shard that holds SPY while clients stream it: every
     client keeps the sequence rule and ends equal to the cache."""
     owner = _owner(lab, "SPY")
     replica = _replica_of(lab, owner)
     probe = lab.start_probe(
-        "--clients", "10", "--seconds", "10", "--channels", "chain.SPY,stats.SPY"
+        "--clients", "10", "--seconds", "10", "--channels", f"{ch['SPY']},stats.SPY"
     )
     time.sleep(3)
     lab.redis_cli(replica, "cluster", "failover")
@@ -148,7 +156,9 @@ def test_a_redis_failover_under_load_loses_nothing(lab: Lab) -> None:
     assert summary["updates"] > 100
 
 
-def test_a_frozen_redis_primary_is_replaced_and_clients_lose_nothing(lab: Lab) -> None:
+def test_a_frozen_redis_primary_is_replaced_and_clients_lose_nothing(
+    lab: Lab, ch: dict[str, str]
+) -> None:
     """SIGSTOP of the primary that holds SPY while clients stream it, until its replica
     is promoted: no gap, no seq regression, every client ends equal to the cache, and
     SPY's updates reach every client again within 10 s of the promotion."""
@@ -156,7 +166,7 @@ def test_a_frozen_redis_primary_is_replaced_and_clients_lose_nothing(lab: Lab) -
     frozen = host_at(owner)
     replica = _replica_of(lab, owner)
     probe = lab.start_probe(
-        "--clients", "10", "--seconds", "16", "--channels", "chain.SPY,stats.SPY,chain.QQQ"
+        "--clients", "10", "--seconds", "16", "--channels", f"{ch['SPY']},stats.SPY,{ch['QQQ']}"
     )
     time.sleep(3)
     froze = time.time()
@@ -176,10 +186,10 @@ def test_a_frozen_redis_primary_is_replaced_and_clients_lose_nothing(lab: Lab) -
     last = summary["last_update"]
     assert isinstance(silences, dict)
     assert isinstance(last, dict)
-    took, ended = silences["chain.SPY"]
+    took, ended = silences[ch["SPY"]]
     print(f"{frozen} frozen: promoted after {promoted - froze:.2f} s; SPY's longest silence "
           f"{took:.2f} s, ended {ended - promoted:.2f} s after the promotion; {summary}")  # fmt: skip
-    assert last["chain.SPY"] > promoted, "a client saw no SPY update after the promotion"
+    assert last[ch["SPY"]] > promoted, "a client saw no SPY update after the promotion"
     # One shard's trouble is every gateway's: none leaves HAProxy's rotation, no client is cut.
     assert summary["connections"] == 10, summary
     assert ended - promoted <= 10.0, (ended - promoted, summary)
@@ -217,12 +227,12 @@ def _last_json(path: Path) -> dict[str, object]:
     return out
 
 
-def test_a_gateway_host_added_while_running_takes_new_clients(lab: Lab) -> None:
+def test_a_gateway_host_added_while_running_takes_new_clients(lab: Lab, ch: dict[str, str]) -> None:
     """A fourth gateway, added to HAProxy at run time, serves new clients at once
     (least connections: it has none) and they see no gap."""
     node = lab.add_gateway()
     lab.wait_up("gw4")
-    summary = lab.probe("--clients", "12", "--seconds", "3", "--channels", "chain.SPY")
+    summary = lab.probe("--clients", "12", "--seconds", "3", "--channels", ch["SPY"])
     _clean(summary)
     assert isinstance(summary["nodes"], list)
     assert node in summary["nodes"], (node, summary["nodes"])
