@@ -32,7 +32,15 @@ from scipy.special import ndtr
 
 from . import Greeks, bsm_greeks, bsm_price, implied_vol, iv_and_greeks
 from .alo import exercise_cap
-from .boundary_table import DEGREE, SIGMA_MAX, SIGMA_MIN, TABLES, bucket_of, bucket_years
+from .boundary_table import (
+    DEGREE,
+    SIGMA_MAX,
+    SIGMA_MIN,
+    TABLES,
+    bucket_of,
+    bucket_years,
+    stencil_weights,
+)
 
 F64 = NDArray[np.float64]
 B8 = NDArray[np.bool_]
@@ -182,7 +190,8 @@ def _premium_value(ct: _Contracts, sig: F64) -> F64:
     """The premium alone (`_premium(ct, sig).value` at a third of the work)."""
     n = len(sig)
     out = np.empty(n)
-    ch, _ = TABLES.coefficients(ct.gid, np.log(sig))
+    ln_sig = np.log(sig)
+    ch = TABLES.h_coefficients(ct.gid, ln_sig, stencil_weights(ln_sig))
     ch *= ct.alpha_pow
     for start in range(0, n, _BLOCK):
         part = slice(start, start + _BLOCK)
@@ -555,9 +564,11 @@ def _premium_rho(ct: _Contracts, sig: F64, prem: _Premium, c: B8) -> F64:
     down_r = np.where(c | ~central, ct.r, ct.r - _H_RATE)
     down_q = np.where(c, ct.q - _H_RATE, ct.q)
     bucket = bucket_of(ct.t)
+    ln_sig = np.log(sig)
+    stencil = stencil_weights(ln_sig)
     ln_b = []
     for rr, qq in ((up_r, up_q), (down_r, down_q)):
-        ch, _ = TABLES.coefficients(TABLES.group_ids(rr, qq, bucket), np.log(sig))
+        ch = TABLES.h_coefficients(TABLES.group_ids(rr, qq, bucket), ln_sig, stencil)
         ch *= ct.alpha_pow
         h = np.concatenate([ch[i : i + _BLOCK] @ _POWERS for i in range(0, len(ch), _BLOCK)])
         ln_b.append(np.log(exercise_cap(rr, qq))[:, None] - np.sqrt(np.maximum(h, 0.0)))
