@@ -597,12 +597,11 @@ def _premium_rho(ct: _Contracts, sig: F64, prem: _Premium, c: B8) -> F64:
     central = c | (ct.r > 2.0 * _H_RATE)
     down_r = np.where(c | ~central, ct.r, ct.r - _H_RATE)
     down_q = np.where(c, ct.q - _H_RATE, ct.q)
-    bucket = bucket_of(ct.t)
     ln_sig = np.log(sig)
     stencil = stencil_weights(ln_sig)
     ln_b = []
-    for rr, qq in ((up_r, up_q), (down_r, down_q)):
-        ch = TABLES.h_coefficients(TABLES.group_ids(rr, qq, bucket), ln_sig, stencil)
+    for gid, rr, qq in zip(_shifted_groups(ct.gid, c), (up_r, down_r), (up_q, down_q), strict=True):
+        ch = TABLES.h_coefficients(gid, ln_sig, stencil)
         ch *= ct.alpha_pow
         h = np.concatenate([ch[i : i + _BLOCK] @ _POWERS for i in range(0, len(ch), _BLOCK)])
         ln_b.append(np.log(exercise_cap(rr, qq))[:, None] - np.sqrt(np.maximum(h, 0.0)))
@@ -613,6 +612,26 @@ def _premium_rho(ct: _Contracts, sig: F64, prem: _Premium, c: B8) -> F64:
     # d premium / d ln B(point) = -weight x f_l
     out: F64 = np.where(c, prem.d_q, prem.d_r) - (d_ln_b @ _WT) * ct.t / width
     return out
+
+
+def _shifted_groups(gid: INTP, c: B8) -> tuple[INTP, INTP]:
+    """The table groups of rho's differences, per contract: the rate moved up, down.
+
+    The put form's rate moves for puts, its dividend for calls; a put whose rate is
+    too small to step down keeps its own group (`_premium_rho` steps forward there).
+    Found per distinct group (a handful), not per contract.
+    """
+    present = np.flatnonzero(np.bincount(gid))
+    r, q, b = TABLES.keys(present)
+    # Rows: call up, call down, put up, put down, per present group.
+    central = r > 2.0 * _H_RATE
+    rr = np.concatenate([r, r, r + _H_RATE, np.where(central, r - _H_RATE, r)])
+    qq = np.concatenate([q + _H_RATE, q - _H_RATE, q, q])
+    ids = TABLES.group_ids(rr, qq, np.tile(b, 4)).reshape(4, len(present))
+    at = np.searchsorted(present, gid)
+    up = np.where(c, ids[0, at], ids[2, at])
+    down = np.where(c, ids[1, at], ids[3, at])
+    return up, down
 
 
 def iv_and_greeks_by_exercise(

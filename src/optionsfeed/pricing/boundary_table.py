@@ -166,6 +166,11 @@ class BoundaryTables:
         out: INTP = ids[np.ravel(inverse)]
         return out
 
+    def keys(self, gid: INTP) -> tuple[F64, F64, NDArray[np.int64]]:
+        """(r, q, bucket) of each group id (valid as `group_ids` says)."""
+        keys = np.array([self._keys[i] for i in gid.tolist()]).reshape(len(gid), 3)
+        return keys[:, 0], keys[:, 1], keys[:, 2].astype(np.int64)
+
     def _grow(self, rows: int) -> None:
         if rows <= len(self._have):
             return
