@@ -59,7 +59,7 @@ _H_RATE = 1e-4  # the rate step of rho's boundary term (tables at r +- h)
 PREMIUM_POINTS = 16
 # The tangent step (`_tangent_step`): its European iterations, and where it is taken
 # (ln(S / B) above this; right above the boundary the premium bends too fast).
-_TANGENT_STEPS = 3
+_TANGENT_STEPS = 1  # 2 or 3 gave the same passes (docs/benchmarks.md)
 _TANGENT_LN_SB = 0.05
 
 
@@ -457,8 +457,10 @@ def _solve(
     equation is sqrt(A - I) = sqrt(p - I), I the intrinsic value: near the money
     that is Newton on A, and deep in the money, where A - I grows like (sigma -
     sigma_b)^2 from the sigma_b below which exercise is optimal, it keeps Newton's
-    speed; once a step lands where exercise is optimal, the contract goes on with
-    Newton on A from above. A step that would leave the bracket [lo, hi] known so far
+    speed; from a point where exercise is optimal (g is flat there) the step is
+    Newton's on A, and back above the boundary it is on g again (staying with A there
+    converged only linearly, as on a double root: A - I ~ (sigma - sigma_b)^2). Away
+    from the boundary the step is `_tangent_step`'s. A step that would leave the bracket [lo, hi] known so far
     is a regula falsi step (Illinois), or a bisection in ln(sigma) while one end is
     unknown.
     """
@@ -497,7 +499,7 @@ def _solve(
         lo = np.where(above, lo, x)
         g_lo = np.where(above, g_lo, np.where(above_i > 0, gx, np.nan))
         moved = np.where(above, 1, -1).astype(np.int8)
-        flat |= ~(above_i > 0)
+        flat = ~(above_i > 0)
         nxt = x - np.where(flat, fx, gx * 2.0 * above_i) / (vega + prem.d_sig)
         # Away from the boundary, the step that solves with the premium's tangent.
         tan = np.flatnonzero(~flat & (prem.ln_sb > _TANGENT_LN_SB))
@@ -539,7 +541,7 @@ def _tangent_step(
     prem: F64, d_prem: F64,
 ) -> F64:  # fmt: skip
     """The volatility where the European price plus the premium's tangent at `x`
-    (value `prem`, slope `d_prem`) is `p`, by a few Newton steps from `y`.
+    (value `prem`, slope `d_prem`) is `p`, by Newton steps from `y` (Newton's point).
 
     Where the premium bends less than the European price does in sigma (most
     contracts, away from the boundary), this lands much closer to the American IV

@@ -89,6 +89,8 @@ def _stencil_matrix() -> F64:
 
 _STENCIL = _stencil_matrix()
 _STENCIL_D = np.arange(1, len(_OFFSETS))[:, None] * _STENCIL[1:]  # d/du of the weights
+# Rows: powers of u; columns: the weights, then those of d / d ln sigma.
+_BOTH = np.hstack([_STENCIL, np.vstack([_STENCIL_D / LN_STEP, np.zeros(len(_OFFSETS))])])
 
 
 def stencil_weights(ln_sig: F64) -> tuple[INTP, F64]:
@@ -99,19 +101,16 @@ def stencil_weights(ln_sig: F64) -> tuple[INTP, F64]:
     """
     x = ln_sig / LN_STEP
     j0 = np.floor(x)
-    u = x - j0
-    # Horner in u per stencil row over contiguous vectors of contracts, not a matrix
-    # product: small products stay off BLAS's threads, and rows of 6 are slow to loop.
-    out = np.empty((2, len(_OFFSETS), len(x)))
-    for d, mat in enumerate((_STENCIL, _STENCIL_D / LN_STEP)):
-        for j in range(len(_OFFSETS)):
-            acc = out[d, j]
-            acc.fill(mat[-1, j])
-            for c in mat[-2::-1, j]:
-                acc *= u
-                acc += c
+    u = (x - j0)[:, None]
+    # Horner in u over (m, 12) arrays (both sets of weights at once), not a matrix
+    # product: small products stay off BLAS's threads, and few calls keep a pass
+    # over a handful of contracts cheap.
+    out = np.broadcast_to(_BOTH[-1], (len(x), _BOTH.shape[1])).copy()
+    for row in _BOTH[-2::-1]:
+        out *= u
+        out += row
     first = j0.astype(np.intp) + int(_OFFSETS[0])
-    weights: F64 = out.transpose(2, 0, 1)
+    weights: F64 = out.reshape(len(x), 2, len(_OFFSETS))
     return first, weights
 
 
@@ -190,13 +189,12 @@ class BoundaryTables:
         solved first.
         """
         first, weights = stencil_weights(ln_sig)
+        # h = sigma^2 g: dh / d ln sigma = sigma^2 (2 g + dg / d ln sigma); both
+        # scalings go into the 12 weights rather than the 34 coefficients.
+        weights[:, 1] += 2.0 * weights[:, 0]
+        weights *= np.exp(2.0 * ln_sig)[:, None, None]
         both = np.matmul(weights, self._stencil(gid, first))
-        s2 = np.exp(2.0 * ln_sig)[:, None]
-        # h = sigma^2 g: dh / d ln sigma = sigma^2 (2 g + dg / d ln sigma).
-        h: F64 = s2 * both[:, 0, :]
-        dh: F64 = s2 * both[:, 1, :]
-        dh += 2.0 * h
-        return h, dh
+        return both[:, 0, :], both[:, 1, :]
 
     def h_coefficients(self, gid: INTP, ln_sig: F64, stencil: tuple[INTP, F64]) -> F64:
         """The h part of `coefficients` alone, with `stencil_weights(ln_sig)` given."""
