@@ -206,3 +206,42 @@ def test_volatility_outside_the_tables_is_nan() -> None:
     """Where early exercise matters, a volatility outside [1e-4, 100] prices NaN."""
     assert np.isnan(american_price(False, 100.0, 120.0, 1.0, 0.04, 0.0, 200.0))
     assert np.isfinite(american_price(False, 100.0, 120.0, 1.0, 0.04, 0.0, 50.0))
+
+
+def _count_passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the number of contracts of every premium pass of the IV search."""
+    from optionsfeed.pricing import american
+
+    sizes: list[int] = []
+    premium = american._premium
+
+    def counted(ct: american._Contracts, sig: np.ndarray) -> american._Premium:
+        sizes.append(len(sig))
+        return premium(ct, sig)
+
+    monkeypatch.setattr(american, "_premium", counted)
+    return sizes
+
+
+def test_price_below_the_european_floor_takes_no_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call marked below its discounted forward's intrinsic value (5 hours out, r > q)
+    has no IV, and the search does not walk down to IV_MIN to find that out."""
+    sizes = _count_passes(monkeypatch)
+    iv, g = american_iv_and_greeks(75.005, True, 680.0, 605.0, 0.00057, 0.04, 0.012)
+    assert np.isnan(iv)
+    assert np.isnan(g.delta)
+    assert sizes == []
+
+
+def test_search_from_the_european_iv_takes_few_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmark's 10,000 contracts: at most 18,500 contract-passes of the premium
+    in all and no contract past its 18th (the plain Newton search took 20,486 and 20)."""
+    rng = np.random.default_rng(0)
+    n = 10_000
+    strike, t = rng.uniform(60, 160, n), rng.uniform(1 / 365, 2.0, n)
+    vol, is_call = rng.uniform(0.1, 1.0, n), rng.random(n) < 0.5
+    price = american_price(is_call, SPOT, strike, t, 0.04, 0.01, vol)
+    sizes = _count_passes(monkeypatch)
+    american_iv_and_greeks(price, is_call, SPOT, strike, t, 0.04, 0.01)
+    assert sum(sizes) <= 18_500, sizes
+    assert len(sizes) <= 18, sizes

@@ -433,7 +433,13 @@ def american_iv_and_greeks(
         top = np.clip(np.where(np.isfinite(iv[sel]), iv[sel], 1.0), IV_MIN, IV_MAX)
         vega = _european(c[sel], s_[sel], k_[sel], t_[sel], r_[sel], q_[sel], top)[1]
         negligible = np.isfinite(iv[sel]) & _negligible(sub, t_[sel], top, vega)
-        sel = sel[~negligible]
+        # A price below the European one at IV_MIN (the discounted forward's
+        # intrinsic value, for one) is below the American price at every volatility
+        # searched: no IV, and no search walking down to IV_MIN pass after pass.
+        low = ~(iv[sel] >= IV_MIN)
+        floor = _european(c[sel], s_[sel], k_[sel], t_[sel], r_[sel], q_[sel],
+                          np.full(len(sel), IV_MIN))[0]  # fmt: skip
+        sel = sel[~negligible & ~(low & (p[sel] < floor))]
         ct = _contracts(pf.s[sel], pf.k[sel], t_[sel], pf.r[sel], pf.q[sel])
         iv[sel], _, prem = _solve(p[sel], c[sel], s_[sel], k_[sel], ct, iv[sel], start[sel])
         iv[(iv < IV_MIN) | (iv > IV_MAX)] = np.nan
