@@ -394,15 +394,19 @@ def american_greeks(
 
 def american_implied_vol(
     price: ArrayLike, is_call: ArrayLike, s: ArrayLike, k: ArrayLike, t: ArrayLike,
-    r: ArrayLike, q: ArrayLike,
+    r: ArrayLike, q: ArrayLike, guess: ArrayLike | None = None,
 ) -> F64:  # fmt: skip
     """Implied volatility of American `price`; arguments broadcast together.
 
     NaN where no volatility in [IV_MIN, IV_MAX] reproduces the price: at or below
     the intrinsic value, at or above the upper bound (the spot for a call, the
-    strike for a put), `t <= 0`, or any input not a positive number.
+    strike for a put), `t <= 0`, or any input not a positive number. `guess` as in
+    `american_iv_and_greeks`; no greeks are computed.
     """
-    return american_iv_and_greeks(price, is_call, s, k, t, r, q)[0]
+    inp = _inputs(is_call, s, k, t, r, q, price)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        iv = _american_iv(inp, guess)[0]
+    return iv.reshape(inp.shape)
 
 
 def american_iv_and_greeks(
@@ -417,38 +421,46 @@ def american_iv_and_greeks(
     the search's bracket; it changes how fast the IV is found, not which.
     """
     inp = _inputs(is_call, s, k, t, r, q, price)
-    start = np.ravel(np.broadcast_to(_f64(np.nan if guess is None else guess), inp.shape))
-    c, s_, k_, t_, r_, q_, p, shape = inp
-    iv = np.full(p.shape, np.nan)
-    pf = _as_puts(c, s_, k_, r_, q_)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        intrinsic = np.maximum(pf.k - pf.s, 0.0)
-        ok = (t_ > 0) & (s_ > 0) & (k_ > 0) & (p > intrinsic) & (p < pf.k) & np.isfinite(p)
-        ok &= np.isfinite(r_) & np.isfinite(q_)
-        iv[ok] = implied_vol(p[ok], c[ok], s_[ok], k_[ok], t_[ok], r_[ok], q_[ok])
-        # The European IV bounds the American one from above; where the premium is
-        # negligible even there, it is the American IV.
-        sel = np.flatnonzero(ok & pf.early)
-        sub = _PutForm._make(a[sel] for a in pf)
-        top = np.clip(np.where(np.isfinite(iv[sel]), iv[sel], 1.0), IV_MIN, IV_MAX)
-        vega = _european(c[sel], s_[sel], k_[sel], t_[sel], r_[sel], q_[sel], top)[1]
-        negligible = np.isfinite(iv[sel]) & _negligible(sub, t_[sel], top, vega)
-        # A price below the European one at IV_MIN (the discounted forward's
-        # intrinsic value, for one) is below the American price at every volatility
-        # searched: no IV, and no search walking down to IV_MIN pass after pass.
-        low = ~(iv[sel] >= IV_MIN)
-        floor = _european(c[sel], s_[sel], k_[sel], t_[sel], r_[sel], q_[sel],
-                          np.full(len(sel), IV_MIN))[0]  # fmt: skip
-        sel = sel[~negligible & ~(low & (p[sel] < floor))]
-        ct = _contracts(pf.s[sel], pf.k[sel], t_[sel], pf.r[sel], pf.q[sel])
-        iv[sel], _, prem = _solve(p[sel], c[sel], s_[sel], k_[sel], ct, iv[sel], start[sel])
-        iv[(iv < IV_MIN) | (iv > IV_MAX)] = np.nan
+        iv, pf, sel, ct, prem = _american_iv(inp, guess)
         # The premium's parts come from the solver's last pass, at `at` (within
         # _NEWTON_TOL of the IV); the European ones are taken at the IV itself.
         found = np.isfinite(iv[sel])
         g = _assemble(inp, pf, iv, sel[found], _take(ct, np.flatnonzero(found)),
                       _Premium._make(a[found] for a in prem))  # fmt: skip
-    return iv.reshape(shape), Greeks(*(a.reshape(shape) for a in g))
+    return iv.reshape(inp.shape), Greeks(*(a.reshape(inp.shape) for a in g))
+
+
+def _american_iv(
+    inp: _Inputs, guess: ArrayLike | None
+) -> tuple[F64, _PutForm, INTP, _Contracts, _Premium]:  # fmt: skip
+    """(IV, put form, rows searched, their contracts, their premium at the last pass)."""
+    start = np.ravel(np.broadcast_to(_f64(np.nan if guess is None else guess), inp.shape))
+    c, s_, k_, t_, r_, q_, p, _ = inp
+    iv = np.full(p.shape, np.nan)
+    pf = _as_puts(c, s_, k_, r_, q_)
+    intrinsic = np.maximum(pf.k - pf.s, 0.0)
+    ok = (t_ > 0) & (s_ > 0) & (k_ > 0) & (p > intrinsic) & (p < pf.k) & np.isfinite(p)
+    ok &= np.isfinite(r_) & np.isfinite(q_)
+    iv[ok] = implied_vol(p[ok], c[ok], s_[ok], k_[ok], t_[ok], r_[ok], q_[ok])
+    # The European IV bounds the American one from above; where the premium is
+    # negligible even there, it is the American IV.
+    sel = np.flatnonzero(ok & pf.early)
+    sub = _PutForm._make(a[sel] for a in pf)
+    top = np.clip(np.where(np.isfinite(iv[sel]), iv[sel], 1.0), IV_MIN, IV_MAX)
+    vega = _european(c[sel], s_[sel], k_[sel], t_[sel], r_[sel], q_[sel], top)[1]
+    negligible = np.isfinite(iv[sel]) & _negligible(sub, t_[sel], top, vega)
+    # A price below the European one at IV_MIN (the discounted forward's
+    # intrinsic value, for one) is below the American price at every volatility
+    # searched: no IV, and no search walking down to IV_MIN pass after pass.
+    low = ~(iv[sel] >= IV_MIN)
+    floor = _european(c[sel], s_[sel], k_[sel], t_[sel], r_[sel], q_[sel],
+                      np.full(len(sel), IV_MIN))[0]  # fmt: skip
+    sel = sel[~negligible & ~(low & (p[sel] < floor))]
+    ct = _contracts(pf.s[sel], pf.k[sel], t_[sel], pf.r[sel], pf.q[sel])
+    iv[sel], _, prem = _solve(p[sel], c[sel], s_[sel], k_[sel], ct, iv[sel], start[sel])
+    iv[(iv < IV_MIN) | (iv > IV_MAX)] = np.nan
+    return iv, pf, sel, ct, prem
 
 
 def _solve(
