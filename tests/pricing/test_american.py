@@ -215,9 +215,9 @@ def _count_passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     premium = american._premium
 
-    def counted(ct: american._Contracts, sig: np.ndarray) -> american._Premium:
+    def counted(ct: american._Contracts, sig: np.ndarray, greeks: bool = True) -> american._Premium:
         sizes.append(len(sig))
-        return premium(ct, sig)
+        return premium(ct, sig, greeks)
 
     monkeypatch.setattr(american, "_premium", counted)
     return sizes
@@ -245,3 +245,19 @@ def test_search_from_the_european_iv_takes_few_passes(monkeypatch: pytest.Monkey
     american_iv_and_greeks(price, is_call, SPOT, strike, t, 0.04, 0.01)
     assert sum(sizes) <= 18_500, sizes
     assert len(sizes) <= 18, sizes
+
+
+def test_implied_vol_alone_is_the_iv_of_iv_and_greeks() -> None:
+    """`american_implied_vol` (no greeks, from a guess) finds the IV that
+    `american_iv_and_greeks` finds, to the search's tolerance (its premium sums fewer
+    integrands in one product, so the last bits may differ)."""
+    rng = np.random.default_rng(5)
+    n = 400
+    c, k = rng.random(n) < 0.5, rng.uniform(60, 160, n)
+    t, vol = rng.uniform(1 / 365, 2, n), rng.uniform(0.1, 0.8, n)
+    price = american_price(c, SPOT, k, t, 0.05, 0.02, vol)
+    guess = vol * rng.uniform(0.95, 1.05, n)
+    iv, _ = american_iv_and_greeks(price, c, SPOT, k, t, 0.05, 0.02, guess=guess)
+    alone = american_implied_vol(price, c, SPOT, k, t, 0.05, 0.02, guess=guess)
+    np.testing.assert_allclose(alone, iv, rtol=0, atol=1e-8)
+    assert np.isfinite(iv).mean() > 0.9

@@ -174,8 +174,11 @@ def _empty_premium(n: int) -> _Premium:
                     *(np.full((n, PREMIUM_POINTS), np.nan) for _ in range(2)))  # fmt: skip
 
 
-def _premium(ct: _Contracts, sig: F64) -> _Premium:
-    """The early-exercise premium of puts `ct` at `sig` (within the tables' range)."""
+def _premium(ct: _Contracts, sig: F64, greeks: bool = True) -> _Premium:
+    """The early-exercise premium of puts `ct` at `sig` (within the tables' range).
+
+    Without `greeks`, only the value, d_sig and ln_sb (the rest NaN).
+    """
     n = len(sig)
     out = _empty_premium(n)
     ch, cdh = TABLES.coefficients(ct.gid, np.log(sig))
@@ -186,7 +189,7 @@ def _premium(ct: _Contracts, sig: F64) -> _Premium:
     for start in range(0, n, _BLOCK):
         part = slice(start, start + _BLOCK)
         _premium_block(_take_slice(ct, part), sig[part], ch[part] @ _POWERS,
-                       cdh[part] @ _POWERS, out, part)  # fmt: skip
+                       cdh[part] @ _POWERS, out, part, greeks)  # fmt: skip
     return out
 
 
@@ -224,7 +227,7 @@ def _take_slice(ct: _Contracts, part: slice) -> _Contracts:
 
 
 def _premium_block(
-    ct: _Contracts, sig: F64, h: F64, dh: F64, out: _Premium, part: slice
+    ct: _Contracts, sig: F64, h: F64, dh: F64, out: _Premium, part: slice, greeks: bool
 ) -> None:  # fmt: skip
     """One block of `_premium`: h = ln(B / xmax)^2 and dh / d ln sigma at the points.
 
@@ -254,10 +257,11 @@ def _premium_block(
     dm = dp - v
     er = np.exp(-r[:, None] * tt)
     # The integrands, weighted by _WT below: e^{-rt} N(-dm), e^{-qt} N(-dp), f_l =
-    # d f / d ln(S / B), phi(dm) e^{-rt} (r K dp - q B dm), phi(dm) e^{-rt} q B / v,
-    # f_l dm / v, f_l dsh.
-    buf = np.empty((7, m, PREMIUM_POINTS))
-    er_nm, eq_nd, f_l, sig_part, ss_a, ss_b, f_dsh = buf
+    # d f / d ln(S / B), phi(dm) e^{-rt} (r K dp - q B dm), f_l dsh; with the greeks,
+    # phi(dm) e^{-rt} q B / v and f_l dm / v too.
+    rows = 7 if greeks else 5
+    buf = np.empty((rows, m, PREMIUM_POINTS))
+    er_nm, eq_nd, f_l, sig_part, f_dsh = buf[:5]
     np.negative(dm, out=er_nm)
     ndtr(er_nm, out=er_nm)
     er_nm *= er
@@ -276,17 +280,22 @@ def _premium_block(
     np.multiply(rk, dp, out=sig_part)
     sig_part -= qb * dm
     sig_part *= a
-    np.multiply(qb, a, out=ss_a)
-    ss_a /= v
-    np.divide(dm, v, out=ss_b)
-    ss_b *= f_l
     np.multiply(f_l, dsh, out=f_dsh)
-    sums = buf.reshape(7 * m, PREMIUM_POINTS) @ _WT
-    s_er, s_eq, s_l, s_sig, s_ssa, s_ssb, s_dsh = sums.reshape(7, m) * t
-    # The rate and dividend derivatives also need the integrals weighted by t.
-    t_er, t_eq, t_l = (buf[:3].reshape(3 * m, PREMIUM_POINTS) @ _WTT).reshape(3, m) * (t * t)
+    if greeks:
+        ss_a, ss_b = buf[5:]
+        np.multiply(qb, a, out=ss_a)
+        ss_a /= v
+        np.divide(dm, v, out=ss_b)
+        ss_b *= f_l
+    sums = (buf.reshape(rows * m, PREMIUM_POINTS) @ _WT).reshape(rows, m) * t
+    s_er, s_eq, s_l, s_sig, s_dsh = sums[:5]
     out.value[part] = r * k * s_er - q * s * s_eq
     out.d_sig[part] = s_sig / sig + s_dsh
+    if not greeks:
+        return
+    s_ssa, s_ssb = sums[5:]
+    # The rate and dividend derivatives also need the integrals weighted by t.
+    t_er, t_eq, t_l = (buf[:3].reshape(3 * m, PREMIUM_POINTS) @ _WTT).reshape(3, m) * (t * t)
     out.d_s[part] = s_l / s - q * s_eq
     out.d_ss[part] = (s_ssa - s_l - s_ssb) / (s * s)
     out.d_r[part] = k * (s_er - r * t_er) + t_l
@@ -405,7 +414,7 @@ def american_implied_vol(
     """
     inp = _inputs(is_call, s, k, t, r, q, price)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        iv = _american_iv(inp, guess)[0]
+        iv = _american_iv(inp, guess, greeks=False)[0]
     return iv.reshape(inp.shape)
 
 
@@ -422,7 +431,7 @@ def american_iv_and_greeks(
     """
     inp = _inputs(is_call, s, k, t, r, q, price)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        iv, pf, sel, ct, prem = _american_iv(inp, guess)
+        iv, pf, sel, ct, prem = _american_iv(inp, guess, greeks=True)
         # The premium's parts come from the solver's last pass, at `at` (within
         # _NEWTON_TOL of the IV); the European ones are taken at the IV itself.
         found = np.isfinite(iv[sel])
@@ -432,9 +441,12 @@ def american_iv_and_greeks(
 
 
 def _american_iv(
-    inp: _Inputs, guess: ArrayLike | None
+    inp: _Inputs, guess: ArrayLike | None, greeks: bool
 ) -> tuple[F64, _PutForm, INTP, _Contracts, _Premium]:  # fmt: skip
-    """(IV, put form, rows searched, their contracts, their premium at the last pass)."""
+    """(IV, put form, rows searched, their contracts, their premium at the last pass).
+
+    The premium's parts for the greeks only with `greeks` (else NaN).
+    """
     start = np.ravel(np.broadcast_to(_f64(np.nan if guess is None else guess), inp.shape))
     c, s_, k_, t_, r_, q_, p, _ = inp
     iv = np.full(p.shape, np.nan)
@@ -458,13 +470,13 @@ def _american_iv(
                       np.full(len(sel), IV_MIN))[0]  # fmt: skip
     sel = sel[~negligible & ~(low & (p[sel] < floor))]
     ct = _contracts(pf.s[sel], pf.k[sel], t_[sel], pf.r[sel], pf.q[sel])
-    iv[sel], _, prem = _solve(p[sel], c[sel], s_[sel], k_[sel], ct, iv[sel], start[sel])
+    iv[sel], _, prem = _solve(p[sel], c[sel], s_[sel], k_[sel], ct, iv[sel], start[sel], greeks)
     iv[(iv < IV_MIN) | (iv > IV_MAX)] = np.nan
     return iv, pf, sel, ct, prem
 
 
 def _solve(
-    p: F64, c: B8, s: F64, k: F64, ct: _Contracts, euro_iv: F64, guess: F64
+    p: F64, c: B8, s: F64, k: F64, ct: _Contracts, euro_iv: F64, guess: F64, greeks: bool
 ) -> tuple[F64, F64, _Premium]:  # fmt: skip
     """American IV by Newton's method with the American vega, bracketed.
 
@@ -504,7 +516,7 @@ def _solve(
         if len(idx) == 0:
             break
         sub = _take(ct, idx)
-        prem = _premium(sub, x)
+        prem = _premium(sub, x, greeks)
         euro, vega = _european(c[idx], s[idx], k[idx], t[idx], r[idx], q[idx], x)
         fx = euro + np.maximum(prem.value, 0.0) - p[idx]
         above_i = np.sqrt(np.maximum(fx + p_otm[idx], 0.0))
