@@ -488,11 +488,11 @@ def _solve(
     that is Newton on A, and deep in the money, where A - I grows like (sigma -
     sigma_b)^2 from the sigma_b below which exercise is optimal, it keeps Newton's
     speed; from a point where exercise is optimal (g is flat there) the step is
-    Newton's on A, and back above the boundary it is on g again (staying with A there
-    converged only linearly, as on a double root: A - I ~ (sigma - sigma_b)^2). Away
-    from the boundary the step is `_tangent_step`'s. A step that would leave the bracket [lo, hi] known so far
-    is a regula falsi step (Illinois), or a bisection in ln(sigma) while one end is
-    unknown.
+    Newton's on A, and back above the boundary it is on g again (staying with A
+    there converged only linearly, as on a double root). Away from the boundary the
+    step is `_tangent_step`'s. A step that would leave the bracket [lo, hi] known so
+    far is a regula falsi step (Illinois), or a bisection in ln(sigma) while one end
+    is unknown.
     """
     n = len(p)
     t, r, q = ct.t, np.where(c, ct.q, ct.r), np.where(c, ct.r, ct.q)
@@ -510,7 +510,6 @@ def _solve(
     p_otm = p - np.maximum(ct.k - ct.s, 0.0)  # the price above the intrinsic value
     root_otm = np.sqrt(p_otm)
     moved = np.zeros(n, dtype=np.int8)  # the end moved last: -1 lo, +1 hi
-    flat = np.zeros(n, dtype=np.bool_)
     idx = np.arange(n)
     for _ in range(_IV_STEPS):
         if len(idx) == 0:
@@ -560,9 +559,7 @@ def _solve(
         for col, val in zip(found, prem, strict=True):
             col[idx[d]] = val[d]
         keep = ~done
-        idx, lo, hi, g_lo, g_hi, moved, flat, x = (
-            a[keep] for a in (idx, lo, hi, g_lo, g_hi, moved, flat, nxt)
-        )
+        idx, lo, hi, g_lo, g_hi, moved, x = (a[keep] for a in (idx, lo, hi, g_lo, g_hi, moved, nxt))
     return out, last, found
 
 
