@@ -206,3 +206,58 @@ def test_volatility_outside_the_tables_is_nan() -> None:
     """Where early exercise matters, a volatility outside [1e-4, 100] prices NaN."""
     assert np.isnan(american_price(False, 100.0, 120.0, 1.0, 0.04, 0.0, 200.0))
     assert np.isfinite(american_price(False, 100.0, 120.0, 1.0, 0.04, 0.0, 50.0))
+
+
+def _count_passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the number of contracts of every premium pass of the IV search."""
+    from optionsfeed.pricing import american
+
+    sizes: list[int] = []
+    premium = american._premium
+
+    def counted(ct: american._Contracts, sig: np.ndarray, greeks: bool = True) -> american._Premium:
+        sizes.append(len(sig))
+        return premium(ct, sig, greeks)
+
+    monkeypatch.setattr(american, "_premium", counted)
+    return sizes
+
+
+def test_price_below_the_european_floor_takes_no_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call marked below its discounted forward's intrinsic value (5 hours out, r > q)
+    has no IV, and the search does not walk down to IV_MIN to find that out."""
+    sizes = _count_passes(monkeypatch)
+    iv, g = american_iv_and_greeks(75.005, True, 680.0, 605.0, 0.00057, 0.04, 0.012)
+    assert np.isnan(iv)
+    assert np.isnan(g.delta)
+    assert sizes == []
+
+
+def test_search_from_the_european_iv_takes_few_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmark's 10,000 contracts: at most 18,500 contract-passes of the premium
+    in all and no contract past its 18th (the plain Newton search took 20,486 and 20)."""
+    rng = np.random.default_rng(0)
+    n = 10_000
+    strike, t = rng.uniform(60, 160, n), rng.uniform(1 / 365, 2.0, n)
+    vol, is_call = rng.uniform(0.1, 1.0, n), rng.random(n) < 0.5
+    price = american_price(is_call, SPOT, strike, t, 0.04, 0.01, vol)
+    sizes = _count_passes(monkeypatch)
+    american_iv_and_greeks(price, is_call, SPOT, strike, t, 0.04, 0.01)
+    assert sum(sizes) <= 18_500, sizes
+    assert len(sizes) <= 18, sizes
+
+
+def test_implied_vol_alone_is_the_iv_of_iv_and_greeks() -> None:
+    """`american_implied_vol` (no greeks, from a guess) finds the IV that
+    `american_iv_and_greeks` finds, to the search's tolerance (its premium sums fewer
+    integrands in one product, so the last bits may differ)."""
+    rng = np.random.default_rng(5)
+    n = 400
+    c, k = rng.random(n) < 0.5, rng.uniform(60, 160, n)
+    t, vol = rng.uniform(1 / 365, 2, n), rng.uniform(0.1, 0.8, n)
+    price = american_price(c, SPOT, k, t, 0.05, 0.02, vol)
+    guess = vol * rng.uniform(0.95, 1.05, n)
+    iv, _ = american_iv_and_greeks(price, c, SPOT, k, t, 0.05, 0.02, guess=guess)
+    alone = american_implied_vol(price, c, SPOT, k, t, 0.05, 0.02, guess=guess)
+    np.testing.assert_allclose(alone, iv, rtol=0, atol=1e-8)
+    assert np.isfinite(iv).mean() > 0.9

@@ -32,7 +32,15 @@ from scipy.special import ndtr
 
 from . import Greeks, bsm_greeks, bsm_price, implied_vol, iv_and_greeks
 from .alo import exercise_cap
-from .boundary_table import DEGREE, SIGMA_MAX, SIGMA_MIN, TABLES, bucket_of, bucket_years
+from .boundary_table import (
+    DEGREE,
+    SIGMA_MAX,
+    SIGMA_MIN,
+    TABLES,
+    bucket_of,
+    bucket_years,
+    stencil_weights,
+)
 
 F64 = NDArray[np.float64]
 B8 = NDArray[np.bool_]
@@ -49,6 +57,10 @@ _PRICE_TOL = 1e-13  # of the (put form) strike: the price is matched to rounding
 _IV_STEPS = 30
 _H_RATE = 1e-4  # the rate step of rho's boundary term (tables at r +- h)
 PREMIUM_POINTS = 16
+# The tangent step (`_tangent_step`): its European iterations, and where it is taken
+# (ln(S / B) above this; right above the boundary the premium bends too fast).
+_TANGENT_STEPS = 1  # 2 or 3 gave the same passes (docs/benchmarks.md)
+_TANGENT_LN_SB = 0.05
 
 
 def _premium_quadrature(p: int) -> tuple[F64, F64, F64]:
@@ -162,8 +174,11 @@ def _empty_premium(n: int) -> _Premium:
                     *(np.full((n, PREMIUM_POINTS), np.nan) for _ in range(2)))  # fmt: skip
 
 
-def _premium(ct: _Contracts, sig: F64) -> _Premium:
-    """The early-exercise premium of puts `ct` at `sig` (within the tables' range)."""
+def _premium(ct: _Contracts, sig: F64, greeks: bool = True) -> _Premium:
+    """The early-exercise premium of puts `ct` at `sig` (within the tables' range).
+
+    Without `greeks`, only the value, d_sig and ln_sb (the rest NaN).
+    """
     n = len(sig)
     out = _empty_premium(n)
     ch, cdh = TABLES.coefficients(ct.gid, np.log(sig))
@@ -174,7 +189,7 @@ def _premium(ct: _Contracts, sig: F64) -> _Premium:
     for start in range(0, n, _BLOCK):
         part = slice(start, start + _BLOCK)
         _premium_block(_take_slice(ct, part), sig[part], ch[part] @ _POWERS,
-                       cdh[part] @ _POWERS, out, part)  # fmt: skip
+                       cdh[part] @ _POWERS, out, part, greeks)  # fmt: skip
     return out
 
 
@@ -182,7 +197,8 @@ def _premium_value(ct: _Contracts, sig: F64) -> F64:
     """The premium alone (`_premium(ct, sig).value` at a third of the work)."""
     n = len(sig)
     out = np.empty(n)
-    ch, _ = TABLES.coefficients(ct.gid, np.log(sig))
+    ln_sig = np.log(sig)
+    ch = TABLES.h_coefficients(ct.gid, ln_sig, stencil_weights(ln_sig))
     ch *= ct.alpha_pow
     for start in range(0, n, _BLOCK):
         part = slice(start, start + _BLOCK)
@@ -211,7 +227,7 @@ def _take_slice(ct: _Contracts, part: slice) -> _Contracts:
 
 
 def _premium_block(
-    ct: _Contracts, sig: F64, h: F64, dh: F64, out: _Premium, part: slice
+    ct: _Contracts, sig: F64, h: F64, dh: F64, out: _Premium, part: slice, greeks: bool
 ) -> None:  # fmt: skip
     """One block of `_premium`: h = ln(B / xmax)^2 and dh / d ln sigma at the points.
 
@@ -241,10 +257,11 @@ def _premium_block(
     dm = dp - v
     er = np.exp(-r[:, None] * tt)
     # The integrands, weighted by _WT below: e^{-rt} N(-dm), e^{-qt} N(-dp), f_l =
-    # d f / d ln(S / B), phi(dm) e^{-rt} (r K dp - q B dm), phi(dm) e^{-rt} q B / v,
-    # f_l dm / v, f_l dsh.
-    buf = np.empty((7, m, PREMIUM_POINTS))
-    er_nm, eq_nd, f_l, sig_part, ss_a, ss_b, f_dsh = buf
+    # d f / d ln(S / B), phi(dm) e^{-rt} (r K dp - q B dm), f_l dsh; with the greeks,
+    # phi(dm) e^{-rt} q B / v and f_l dm / v too.
+    rows = 7 if greeks else 5
+    buf = np.empty((rows, m, PREMIUM_POINTS))
+    er_nm, eq_nd, f_l, sig_part, f_dsh = buf[:5]
     np.negative(dm, out=er_nm)
     ndtr(er_nm, out=er_nm)
     er_nm *= er
@@ -263,17 +280,22 @@ def _premium_block(
     np.multiply(rk, dp, out=sig_part)
     sig_part -= qb * dm
     sig_part *= a
-    np.multiply(qb, a, out=ss_a)
-    ss_a /= v
-    np.divide(dm, v, out=ss_b)
-    ss_b *= f_l
     np.multiply(f_l, dsh, out=f_dsh)
-    sums = buf.reshape(7 * m, PREMIUM_POINTS) @ _WT
-    s_er, s_eq, s_l, s_sig, s_ssa, s_ssb, s_dsh = sums.reshape(7, m) * t
-    # The rate and dividend derivatives also need the integrals weighted by t.
-    t_er, t_eq, t_l = (buf[:3].reshape(3 * m, PREMIUM_POINTS) @ _WTT).reshape(3, m) * (t * t)
+    if greeks:
+        ss_a, ss_b = buf[5:]
+        np.multiply(qb, a, out=ss_a)
+        ss_a /= v
+        np.divide(dm, v, out=ss_b)
+        ss_b *= f_l
+    sums = (buf.reshape(rows * m, PREMIUM_POINTS) @ _WT).reshape(rows, m) * t
+    s_er, s_eq, s_l, s_sig, s_dsh = sums[:5]
     out.value[part] = r * k * s_er - q * s * s_eq
     out.d_sig[part] = s_sig / sig + s_dsh
+    if not greeks:
+        return
+    s_ssa, s_ssb = sums[5:]
+    # The rate and dividend derivatives also need the integrals weighted by t.
+    t_er, t_eq, t_l = (buf[:3].reshape(3 * m, PREMIUM_POINTS) @ _WTT).reshape(3, m) * (t * t)
     out.d_s[part] = s_l / s - q * s_eq
     out.d_ss[part] = (s_ssa - s_l - s_ssb) / (s * s)
     out.d_r[part] = k * (s_er - r * t_er) + t_l
@@ -381,15 +403,19 @@ def american_greeks(
 
 def american_implied_vol(
     price: ArrayLike, is_call: ArrayLike, s: ArrayLike, k: ArrayLike, t: ArrayLike,
-    r: ArrayLike, q: ArrayLike,
+    r: ArrayLike, q: ArrayLike, guess: ArrayLike | None = None,
 ) -> F64:  # fmt: skip
     """Implied volatility of American `price`; arguments broadcast together.
 
     NaN where no volatility in [IV_MIN, IV_MAX] reproduces the price: at or below
     the intrinsic value, at or above the upper bound (the spot for a call, the
-    strike for a put), `t <= 0`, or any input not a positive number.
+    strike for a put), `t <= 0`, or any input not a positive number. `guess` as in
+    `american_iv_and_greeks`; no greeks are computed.
     """
-    return american_iv_and_greeks(price, is_call, s, k, t, r, q)[0]
+    inp = _inputs(is_call, s, k, t, r, q, price)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        iv = _american_iv(inp, guess, greeks=False)[0]
+    return iv.reshape(inp.shape)
 
 
 def american_iv_and_greeks(
@@ -404,36 +430,53 @@ def american_iv_and_greeks(
     the search's bracket; it changes how fast the IV is found, not which.
     """
     inp = _inputs(is_call, s, k, t, r, q, price)
-    start = np.ravel(np.broadcast_to(_f64(np.nan if guess is None else guess), inp.shape))
-    c, s_, k_, t_, r_, q_, p, shape = inp
-    iv = np.full(p.shape, np.nan)
-    pf = _as_puts(c, s_, k_, r_, q_)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        intrinsic = np.maximum(pf.k - pf.s, 0.0)
-        ok = (t_ > 0) & (s_ > 0) & (k_ > 0) & (p > intrinsic) & (p < pf.k) & np.isfinite(p)
-        ok &= np.isfinite(r_) & np.isfinite(q_)
-        iv[ok] = implied_vol(p[ok], c[ok], s_[ok], k_[ok], t_[ok], r_[ok], q_[ok])
-        # The European IV bounds the American one from above; where the premium is
-        # negligible even there, it is the American IV.
-        sel = np.flatnonzero(ok & pf.early)
-        sub = _PutForm._make(a[sel] for a in pf)
-        top = np.clip(np.where(np.isfinite(iv[sel]), iv[sel], 1.0), IV_MIN, IV_MAX)
-        vega = _european(c[sel], s_[sel], k_[sel], t_[sel], r_[sel], q_[sel], top)[1]
-        negligible = np.isfinite(iv[sel]) & _negligible(sub, t_[sel], top, vega)
-        sel = sel[~negligible]
-        ct = _contracts(pf.s[sel], pf.k[sel], t_[sel], pf.r[sel], pf.q[sel])
-        iv[sel], _, prem = _solve(p[sel], c[sel], s_[sel], k_[sel], ct, iv[sel], start[sel])
-        iv[(iv < IV_MIN) | (iv > IV_MAX)] = np.nan
+        iv, pf, sel, ct, prem = _american_iv(inp, guess, greeks=True)
         # The premium's parts come from the solver's last pass, at `at` (within
         # _NEWTON_TOL of the IV); the European ones are taken at the IV itself.
         found = np.isfinite(iv[sel])
         g = _assemble(inp, pf, iv, sel[found], _take(ct, np.flatnonzero(found)),
                       _Premium._make(a[found] for a in prem))  # fmt: skip
-    return iv.reshape(shape), Greeks(*(a.reshape(shape) for a in g))
+    return iv.reshape(inp.shape), Greeks(*(a.reshape(inp.shape) for a in g))
+
+
+def _american_iv(
+    inp: _Inputs, guess: ArrayLike | None, greeks: bool
+) -> tuple[F64, _PutForm, INTP, _Contracts, _Premium]:  # fmt: skip
+    """(IV, put form, rows searched, their contracts, their premium at the last pass).
+
+    The premium's parts for the greeks only with `greeks` (else NaN).
+    """
+    start = np.ravel(np.broadcast_to(_f64(np.nan if guess is None else guess), inp.shape))
+    c, s_, k_, t_, r_, q_, p, _ = inp
+    iv = np.full(p.shape, np.nan)
+    pf = _as_puts(c, s_, k_, r_, q_)
+    intrinsic = np.maximum(pf.k - pf.s, 0.0)
+    ok = (t_ > 0) & (s_ > 0) & (k_ > 0) & (p > intrinsic) & (p < pf.k) & np.isfinite(p)
+    ok &= np.isfinite(r_) & np.isfinite(q_)
+    iv[ok] = implied_vol(p[ok], c[ok], s_[ok], k_[ok], t_[ok], r_[ok], q_[ok])
+    # The European IV bounds the American one from above; where the premium is
+    # negligible even there, it is the American IV.
+    sel = np.flatnonzero(ok & pf.early)
+    sub = _PutForm._make(a[sel] for a in pf)
+    top = np.clip(np.where(np.isfinite(iv[sel]), iv[sel], 1.0), IV_MIN, IV_MAX)
+    vega = _european(c[sel], s_[sel], k_[sel], t_[sel], r_[sel], q_[sel], top)[1]
+    negligible = np.isfinite(iv[sel]) & _negligible(sub, t_[sel], top, vega)
+    # A price below the European one at IV_MIN (the discounted forward's
+    # intrinsic value, for one) is below the American price at every volatility
+    # searched: no IV, and no search walking down to IV_MIN pass after pass.
+    low = ~(iv[sel] >= IV_MIN)
+    floor = _european(c[sel], s_[sel], k_[sel], t_[sel], r_[sel], q_[sel],
+                      np.full(len(sel), IV_MIN))[0]  # fmt: skip
+    sel = sel[~negligible & ~(low & (p[sel] < floor))]
+    ct = _contracts(pf.s[sel], pf.k[sel], t_[sel], pf.r[sel], pf.q[sel])
+    iv[sel], _, prem = _solve(p[sel], c[sel], s_[sel], k_[sel], ct, iv[sel], start[sel], greeks)
+    iv[(iv < IV_MIN) | (iv > IV_MAX)] = np.nan
+    return iv, pf, sel, ct, prem
 
 
 def _solve(
-    p: F64, c: B8, s: F64, k: F64, ct: _Contracts, euro_iv: F64, guess: F64
+    p: F64, c: B8, s: F64, k: F64, ct: _Contracts, euro_iv: F64, guess: F64, greeks: bool
 ) -> tuple[F64, F64, _Premium]:  # fmt: skip
     """American IV by Newton's method with the American vega, bracketed.
 
@@ -444,10 +487,12 @@ def _solve(
     equation is sqrt(A - I) = sqrt(p - I), I the intrinsic value: near the money
     that is Newton on A, and deep in the money, where A - I grows like (sigma -
     sigma_b)^2 from the sigma_b below which exercise is optimal, it keeps Newton's
-    speed; once a step lands where exercise is optimal, the contract goes on with
-    Newton on A from above. A step that would leave the bracket [lo, hi] known so far
-    is a regula falsi step (Illinois), or a bisection in ln(sigma) while one end is
-    unknown.
+    speed; from a point where exercise is optimal (g is flat there) the step is
+    Newton's on A, and back above the boundary it is on g again (staying with A
+    there converged only linearly, as on a double root). Away from the boundary the
+    step is `_tangent_step`'s. A step that would leave the bracket [lo, hi] known so
+    far is a regula falsi step (Illinois), or a bisection in ln(sigma) while one end
+    is unknown.
     """
     n = len(p)
     t, r, q = ct.t, np.where(c, ct.q, ct.r), np.where(c, ct.r, ct.q)
@@ -465,13 +510,12 @@ def _solve(
     p_otm = p - np.maximum(ct.k - ct.s, 0.0)  # the price above the intrinsic value
     root_otm = np.sqrt(p_otm)
     moved = np.zeros(n, dtype=np.int8)  # the end moved last: -1 lo, +1 hi
-    flat = np.zeros(n, dtype=np.bool_)
     idx = np.arange(n)
     for _ in range(_IV_STEPS):
         if len(idx) == 0:
             break
         sub = _take(ct, idx)
-        prem = _premium(sub, x)
+        prem = _premium(sub, x, greeks)
         euro, vega = _european(c[idx], s[idx], k[idx], t[idx], r[idx], q[idx], x)
         fx = euro + np.maximum(prem.value, 0.0) - p[idx]
         above_i = np.sqrt(np.maximum(fx + p_otm[idx], 0.0))
@@ -484,8 +528,16 @@ def _solve(
         lo = np.where(above, lo, x)
         g_lo = np.where(above, g_lo, np.where(above_i > 0, gx, np.nan))
         moved = np.where(above, 1, -1).astype(np.int8)
-        flat |= ~(above_i > 0)
+        flat = ~(above_i > 0)
         nxt = x - np.where(flat, fx, gx * 2.0 * above_i) / (vega + prem.d_sig)
+        # Away from the boundary, the step that solves with the premium's tangent.
+        tan = np.flatnonzero(~flat & (prem.ln_sb > _TANGENT_LN_SB))
+        rows = idx[tan]
+        y = _tangent_step(
+            (c[rows], s[rows], k[rows], t[rows], r[rows], q[rows]), p[rows], p_otm[rows],
+            x[tan], nxt[tan], np.maximum(prem.value[tan], 0.0), prem.d_sig[tan],
+        )  # fmt: skip
+        nxt[tan] = np.where(np.isfinite(y), y, nxt[tan])
         inside = np.isfinite(nxt) & (nxt > lo) & (nxt < hi)
         falsi = lo - g_lo * (hi - lo) / (g_hi - g_lo)
         use_falsi = ~inside & np.isfinite(falsi) & (falsi > lo) & (falsi < hi)
@@ -507,10 +559,30 @@ def _solve(
         for col, val in zip(found, prem, strict=True):
             col[idx[d]] = val[d]
         keep = ~done
-        idx, lo, hi, g_lo, g_hi, moved, flat, x = (
-            a[keep] for a in (idx, lo, hi, g_lo, g_hi, moved, flat, nxt)
-        )
+        idx, lo, hi, g_lo, g_hi, moved, x = (a[keep] for a in (idx, lo, hi, g_lo, g_hi, moved, nxt))
     return out, last, found
+
+
+def _tangent_step(
+    contracts: tuple[B8, F64, F64, F64, F64, F64], p: F64, p_otm: F64, x: F64, y: F64,
+    prem: F64, d_prem: F64,
+) -> F64:  # fmt: skip
+    """The volatility where the European price plus the premium's tangent at `x`
+    (value `prem`, slope `d_prem`) is `p`, by Newton steps from `y` (Newton's point).
+
+    Where the premium bends less than the European price does in sigma (most
+    contracts, away from the boundary), this lands much closer to the American IV
+    than Newton's step on the whole price (about half as many contracts need a third
+    premium pass from the European IV); the European price is cheap to iterate on
+    (no table, no quadrature). On sqrt(price - intrinsic), as the search is.
+    """
+    c, s, k, t, r, q = contracts
+    root = np.sqrt(p_otm)
+    for _ in range(_TANGENT_STEPS):
+        euro, vega = _european(c, s, k, t, r, q, np.clip(y, IV_MIN, IV_MAX))
+        above = np.sqrt(np.maximum(euro + prem + d_prem * (y - x) - p + p_otm, 0.0))
+        y = y - (above - root) * 2.0 * above / (vega + d_prem)
+    return y
 
 
 def _assemble(
@@ -554,10 +626,11 @@ def _premium_rho(ct: _Contracts, sig: F64, prem: _Premium, c: B8) -> F64:
     central = c | (ct.r > 2.0 * _H_RATE)
     down_r = np.where(c | ~central, ct.r, ct.r - _H_RATE)
     down_q = np.where(c, ct.q - _H_RATE, ct.q)
-    bucket = bucket_of(ct.t)
+    ln_sig = np.log(sig)
+    stencil = stencil_weights(ln_sig)
     ln_b = []
-    for rr, qq in ((up_r, up_q), (down_r, down_q)):
-        ch, _ = TABLES.coefficients(TABLES.group_ids(rr, qq, bucket), np.log(sig))
+    for gid, rr, qq in zip(_shifted_groups(ct.gid, c), (up_r, down_r), (up_q, down_q), strict=True):
+        ch = TABLES.h_coefficients(gid, ln_sig, stencil)
         ch *= ct.alpha_pow
         h = np.concatenate([ch[i : i + _BLOCK] @ _POWERS for i in range(0, len(ch), _BLOCK)])
         ln_b.append(np.log(exercise_cap(rr, qq))[:, None] - np.sqrt(np.maximum(h, 0.0)))
@@ -568,6 +641,26 @@ def _premium_rho(ct: _Contracts, sig: F64, prem: _Premium, c: B8) -> F64:
     # d premium / d ln B(point) = -weight x f_l
     out: F64 = np.where(c, prem.d_q, prem.d_r) - (d_ln_b @ _WT) * ct.t / width
     return out
+
+
+def _shifted_groups(gid: INTP, c: B8) -> tuple[INTP, INTP]:
+    """The table groups of rho's differences, per contract: the rate moved up, down.
+
+    The put form's rate moves for puts, its dividend for calls; a put whose rate is
+    too small to step down keeps its own group (`_premium_rho` steps forward there).
+    Found per distinct group (a handful), not per contract.
+    """
+    present = np.flatnonzero(np.bincount(gid))
+    r, q, b = TABLES.keys(present)
+    # Rows: call up, call down, put up, put down, per present group.
+    central = r > 2.0 * _H_RATE
+    rr = np.concatenate([r, r, r + _H_RATE, np.where(central, r - _H_RATE, r)])
+    qq = np.concatenate([q + _H_RATE, q - _H_RATE, q, q])
+    ids = TABLES.group_ids(rr, qq, np.tile(b, 4)).reshape(4, len(present))
+    at = np.searchsorted(present, gid)
+    up = np.where(c, ids[0, at], ids[2, at])
+    down = np.where(c, ids[1, at], ids[3, at])
+    return up, down
 
 
 def iv_and_greeks_by_exercise(

@@ -25,9 +25,10 @@ cache again. Not thread-safe (one per process, used from one thread).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
-import scipy.sparse
+from numpy.lib.stride_tricks import as_strided
 from numpy.polynomial import chebyshev
 from numpy.polynomial import polynomial as poly
 from numpy.typing import NDArray
@@ -88,25 +89,29 @@ def _stencil_matrix() -> F64:
 
 _STENCIL = _stencil_matrix()
 _STENCIL_D = np.arange(1, len(_OFFSETS))[:, None] * _STENCIL[1:]  # d/du of the weights
+# Rows: powers of u; columns: the weights, then those of d / d ln sigma.
+_BOTH = np.hstack([_STENCIL, np.vstack([_STENCIL_D / LN_STEP, np.zeros(len(_OFFSETS))])])
 
 
-def stencil_weights(ln_sig: F64) -> tuple[INTP, F64, F64]:
-    """(first row j0 - 2, weights, weights of d/d ln sigma) of the 6-point stencils."""
+def stencil_weights(ln_sig: F64) -> tuple[INTP, F64]:
+    """(first row j0 - 2, weights) of the 6-point stencils around each ln sigma.
+
+    The weights are (m, 2, 6): [:, 0] those of the value, [:, 1] those of
+    d / d ln sigma.
+    """
     x = ln_sig / LN_STEP
     j0 = np.floor(x)
     u = (x - j0)[:, None]
-    # Horner in u, not a matrix product: small products stay off BLAS's threads.
-    w = np.broadcast_to(_STENCIL[-1], (len(x), len(_OFFSETS))).copy()
-    for row in _STENCIL[-2::-1]:
-        w *= u
-        w += row
-    dw = np.broadcast_to(_STENCIL_D[-1], w.shape).copy()
-    for row in _STENCIL_D[-2::-1]:
-        dw *= u
-        dw += row
-    dw /= LN_STEP
+    # Horner in u over (m, 12) arrays (both sets of weights at once), not a matrix
+    # product: small products stay off BLAS's threads, and few calls keep a pass
+    # over a handful of contracts cheap.
+    out = np.broadcast_to(_BOTH[-1], (len(x), _BOTH.shape[1])).copy()
+    for row in _BOTH[-2::-1]:
+        out *= u
+        out += row
     first = j0.astype(np.intp) + int(_OFFSETS[0])
-    return first, w, dw
+    weights: F64 = out.reshape(len(x), 2, len(_OFFSETS))
+    return first, weights
 
 
 def _unique(a: F64) -> tuple[F64, INTP]:
@@ -160,6 +165,11 @@ class BoundaryTables:
         out: INTP = ids[np.ravel(inverse)]
         return out
 
+    def keys(self, gid: INTP) -> tuple[F64, F64, NDArray[np.int64]]:
+        """(r, q, bucket) of each group id (valid as `group_ids` says)."""
+        keys = np.array([self._keys[i] for i in gid.tolist()]).reshape(len(gid), 3)
+        return keys[:, 0], keys[:, 1], keys[:, 2].astype(np.int64)
+
     def _grow(self, rows: int) -> None:
         if rows <= len(self._have):
             return
@@ -178,26 +188,40 @@ class BoundaryTables:
         lie within [ln SIGMA_MIN, ln SIGMA_MAX]. Rows missing from the tables are
         solved first.
         """
-        first, w, dw = stencil_weights(ln_sig)
-        rows = gid[:, None] * ROWS + (first - _J_LO)[:, None] + np.arange(len(_OFFSETS))
-        have = self._have[rows]
+        first, weights = stencil_weights(ln_sig)
+        # h = sigma^2 g: dh / d ln sigma = sigma^2 (2 g + dg / d ln sigma); both
+        # scalings go into the 12 weights rather than the 34 coefficients.
+        weights[:, 1] += 2.0 * weights[:, 0]
+        weights *= np.exp(2.0 * ln_sig)[:, None, None]
+        both = np.matmul(weights, self._stencil(gid, first))
+        return both[:, 0, :], both[:, 1, :]
+
+    def h_coefficients(self, gid: INTP, ln_sig: F64, stencil: tuple[INTP, F64]) -> F64:
+        """The h part of `coefficients` alone, with `stencil_weights(ln_sig)` given."""
+        first, weights = stencil
+        h: F64 = np.matmul(weights[:, :1, :], self._stencil(gid, first))[:, 0, :]
+        h *= np.exp(2.0 * ln_sig)[:, None]
+        return h
+
+    def _stencil(self, gid: INTP, first: INTP) -> F64:
+        """(m, 6, degree + 1): the table rows from `first` on of each contract's group."""
+        start = gid * ROWS + (first - _J_LO)
+        k = len(_OFFSETS)
+        have = self._windows(self._have, k)[start]
         if not have.all():
+            rows = start[:, None] + np.arange(k)
             self._solve(np.unique(rows[~have]))
-        m, k = len(gid), len(_OFFSETS)
-        indptr = np.arange(0, m * k + 1, k)
-        both = scipy.sparse.csr_matrix(
-            (np.concatenate([w.ravel(), dw.ravel()]),
-             np.concatenate([rows.ravel(), rows.ravel()]),
-             np.concatenate([indptr, indptr[1:] + m * k])),
-            shape=(2 * m, len(self._have)),
-        )  # fmt: skip
-        coef = np.asarray(both @ self._coef)
-        s2 = np.exp(2.0 * ln_sig)[:, None]
-        # h = sigma^2 g: dh / d ln sigma = sigma^2 (2 g + dg / d ln sigma).
-        h: F64 = s2 * coef[:m]
-        dh: F64 = s2 * coef[m:]
-        dh += 2.0 * h
-        return h, dh
+        # One gather of each contract's k consecutive rows (a window on the table)
+        # and a batched product: a sparse matrix built and validated per call cost
+        # more than the arithmetic.
+        stencil: F64 = self._windows(self._coef, k)[start]
+        return stencil
+
+    @staticmethod
+    def _windows(a: NDArray[Any], k: int) -> NDArray[Any]:
+        """The view of `a` whose element i is a[i : i + k] (rows kept contiguous)."""
+        shape = (a.shape[0] - k + 1, k, *a.shape[1:])
+        return as_strided(a, shape=shape, strides=(a.strides[0], *a.strides), writeable=False)
 
     def _solve(self, rows: INTP) -> None:
         gid, j = np.divmod(rows, ROWS)

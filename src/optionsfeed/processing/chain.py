@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from ..model.contract import Contract
 from ..model.records import FLAG_ORDER, Flag, OptionRecord, UnderlyingRecord, encode
 from ..pricing import Greeks, implied_vol
-from ..pricing.american import american_iv_and_greeks, iv_and_greeks_by_exercise
+from ..pricing.american import american_implied_vol, iv_and_greeks_by_exercise
 from ..sources.base import Listing, Quotes, Trades, UnderlyingTick
 
 F64 = NDArray[np.float64]
@@ -183,11 +183,12 @@ def _side_ivs(pending: list[PricingInputs], mark_iv: F64) -> F64:
     out = implied_vol(sides, is_call, spot, strike, t, rates, carry).reshape(2, n)
     am = np.flatnonzero(cat([p.chain.american[p.rows] for p in pending]))
     if am.size:
-        for side in (0, 1):
-            out[side, am] = american_iv_and_greeks(
-                sides[side, am], is_call[am], spot[am], strike[am], t[am], rates[am], carry[am],
-                guess=mark_iv[am],
-            )[0]  # fmt: skip
+        # Both sides in one call: the American search has a fixed cost per pass.
+        args = (is_call[am], spot[am], strike[am], t[am], rates[am], carry[am], mark_iv[am])
+        c2, s2, k2, t2, r2, q2, g2 = (np.tile(a, 2) for a in args)
+        out[:, am] = american_implied_vol(
+            sides[:, am].ravel(), c2, s2, k2, t2, r2, q2, guess=g2
+        ).reshape(2, len(am))
     return out
 
 
