@@ -185,12 +185,15 @@ async def _run(settings: Settings, *, process: bool, http: bool, gateway_too: bo
                         # A finite source (a replay) ended: keep serving what it left.
                         log.info("the source ended; serving the last state until stopped")
         finally:
+            if service is not None:
+                # First of all, before the slower parts of shutdown: stop publishing and
+                # hand the underlyings to a peer (a publish still in flight is fenced).
+                await service.leave()
             for t in [waiter, *tasks]:
                 if not await cancel_and_wait(t):
                     log.error("task %s did not stop within the limit", t.get_name())
             if service is not None:
-                # Nothing publishes any more: hand the underlyings to a peer at once.
-                await service.release_leases()
+                await service.release_leases()  # any a take in flight gained meanwhile
             if runner is not None:
                 for site in list(runner.sites):
                     await site.stop()  # stop accepting first, then drain the clients

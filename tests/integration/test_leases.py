@@ -134,20 +134,19 @@ def test_one_publisher_each_then_kill_9_moves_all(pair: tuple[Proc, Proc], redis
 
 @pytest.mark.timeout(40)
 def test_sigterm_hands_over_within_a_second(pair: tuple[Proc, Proc], redis_url: str) -> None:
-    """SIGTERM: the leases are released, the peer publishes a new epoch within 1 s of the exit."""
+    """SIGTERM: the leases are released first, the peer's first envelope of each underlying
+    (a new epoch) comes within 1 s of the signal."""
     r = redis.Redis.from_url(redis_url)
     a, b = pair
     before = epochs(r)
     leaving, staying = owner_of_spy(a, b)
     moved = leaving.owned()
-    t0 = time.monotonic()
     leaving.popen.send_signal(signal.SIGTERM)
+    took = wait_for(
+        lambda: all(epochs(r)[u] != before[u] for u in moved), 1.0, "handover", step_s=0.01
+    )
+    print(f"SIGTERM -> first new envelope of every underlying: {took:.3f} s")
     assert leaving.popen.wait(10) == 0, leaving.log.read_text()
-    exited = time.monotonic()
-    # Goal 1 s; 2 s of slack for a loaded 2-core machine (measured 0.0-1.0 s).
-    wait_for(lambda: all(epochs(r)[u] != before[u] for u in moved), 2.0, "handover")
-    done = time.monotonic()
-    print(f"SIGTERM -> new epochs {done - t0:.2f} s; exit -> new epochs {done - exited:.2f} s")
     assert "leases released" in leaving.log.read_text()
     stable_epochs(r, 1.0)
     assert sorted(staying.owned()) == sorted(UNDERLYINGS)

@@ -44,6 +44,8 @@ PROBE_TIMEOUT_S = 1.0
 # With no batch for this long the processor runs an empty one, so contracts of a
 # silent feed still get the `stale` flag and a lost broker is still probed.
 IDLE_S = 1.0
+# The longest one read of peers' notices waits (below the broker's 2 s socket timeout).
+NOTICE_WAIT_S = 1.0
 
 
 @dataclass(slots=True)
@@ -86,6 +88,9 @@ class ProcessingService:
         # Without leases the service publishes everything, unfenced (one processor).
         self.leases = LeaseTable(owner or new_owner_id(), leases) if leases is not None else None
         self._gained: set[str] = set()  # leases gained since the last step: reset these
+        self._leaving = False  # set by leave(): publish nothing, take nothing
+        self._wake = asyncio.Event()  # a peer's notice: run the lease loop now
+        self.members: list[str] = []  # the live processors, as last read
 
     @property
     def owner(self) -> str:
@@ -150,7 +155,7 @@ class ProcessingService:
         now = time.monotonic()
         for u in table.lapsed(now):
             log.warning("lease of %s lapsed (no renewal in time): stopped publishing it", u)
-        held = table.held(now)
+        held = table.held(now) if not self._leaving else set()
         if not self.status.connected:
             # The reconnection resets every held underlying anyway.
             self._gained.clear()
@@ -164,58 +169,99 @@ class ProcessingService:
 
     async def _keep_leases(self, table: LeaseTable) -> None:
         """Renew the leases held every `renew_s`, try to take the others every `take_s`
-        (with jitter); until cancelled. A broker that cannot be reached lets them lapse."""
+        (with jitter) or as soon as a peer leaves a notice (a release, a leave, a
+        join); until cancelled. A broker that cannot be reached lets them lapse."""
         st = table.settings
         ttl_ms = int(st.ttl_s * 1000)
         next_renew = 0.0
         failing = False
+        watcher = asyncio.create_task(self._watch_notices(), name="lease-notices")
+        try:
+            while not self._leaving:
+                try:
+                    if time.monotonic() >= next_renew:
+                        sent = time.monotonic()
+                        if mine := table.owned():
+                            kept = await self.broker.lease("renew", mine, table.owner, ttl_ms)
+                            table.taken(kept, sent)
+                            for u in table.lost(set(mine) - kept):
+                                log.warning("lease of %s lost (another processor holds it)", u)
+                        self.members = await self.broker.members("join", table.owner, ttl_ms)
+                        next_renew = sent + st.renew_s
+                    held = set(table.owned())
+                    free = [u for u in sorted(self.processor.chains) if u not in held]
+                    if free and not self._leaving:
+                        sent = time.monotonic()
+                        got = await self.broker.lease("take", free, table.owner, ttl_ms)
+                        for u in table.taken(got, sent):
+                            log.warning("lease of %s gained: publishing it with a new epoch", u)
+                            self._gained.add(u)
+                    if failing:
+                        log.warning("leases: the broker answers again")
+                    failing = False
+                except BrokerUnavailable as exc:
+                    if not failing:
+                        log.error("leases: cannot renew or take (they lapse meanwhile): %s", exc)
+                    failing = True
+                    if cancel_requested():
+                        raise asyncio.CancelledError from exc
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(st.take_s * random.uniform(0.8, 1.2)):
+                        await self._wake.wait()
+        finally:
+            await cancel_and_wait(watcher)
+
+    async def _watch_notices(self) -> None:
+        """Wake the lease loop whenever a peer leaves a notice; until cancelled.
+
+        A blocking read of the notices stream rather than a faster poll of every
+        lease: a released lease is taken one round trip after the notice, and an idle
+        processor costs the broker one waiting read, whatever the underlyings.
+        """
+        after = "0"
+        wait_ms = int(NOTICE_WAIT_S * 1000)
         while True:
             try:
-                if time.monotonic() >= next_renew and (mine := table.owned()):
-                    sent = time.monotonic()
-                    kept = await self.broker.lease("renew", mine, table.owner, ttl_ms)
-                    table.taken(kept, sent)
-                    for u in table.lost(set(mine) - kept):
-                        log.warning("lease of %s lost (another processor holds it)", u)
-                    next_renew = sent + st.renew_s
-                held = set(table.owned())
-                free = [u for u in sorted(self.processor.chains) if u not in held]
-                if free:
-                    sent = time.monotonic()
-                    got = await self.broker.lease("take", free, table.owner, ttl_ms)
-                    for u in table.taken(got, sent):
-                        log.warning("lease of %s gained: publishing it with a new epoch", u)
-                        self._gained.add(u)
-                if failing:
-                    log.warning("leases: the broker answers again")
-                failing = False
-            except BrokerUnavailable as exc:
-                if not failing:
-                    log.error("leases: cannot renew or take (they lapse meanwhile): %s", exc)
-                failing = True
+                after, n = await self.broker.notices(after, wait_ms)
+            except BrokerUnavailable:
                 if cancel_requested():
-                    raise asyncio.CancelledError from exc
-            await asyncio.sleep(st.take_s * random.uniform(0.8, 1.2))
+                    raise asyncio.CancelledError from None
+                await asyncio.sleep(NOTICE_WAIT_S)  # the lease loop logs the outage
+                continue
+            if n:
+                self._wake.set()
 
-    async def release_leases(self, timeout_s: float = 1.0) -> list[str]:
-        """Give up every lease held (compare-and-delete) so a peer takes over at once;
-        the underlyings released. Call after `run` has stopped (nothing publishes then).
-        A broker that does not answer within `timeout_s` leaves them to lapse."""
+    async def leave(self, timeout_s: float = 1.0) -> list[str]:
+        """Stop publishing now, release every lease held (compare-and-delete) and leave
+        the membership, so that a peer takes over at once (the leave is its notice);
+        the underlyings released. Safe while `run` still runs: whatever it still sends
+        is refused by the broker (no lease), and it takes nothing more. A broker that
+        does not answer within `timeout_s` leaves the leases to lapse."""
         if self.leases is None:
             return []
+        self._leaving = True
+        self._wake.set()
         mine = self.leases.owned()
         self.leases.lost(mine)
-        if not mine:
-            return []
         ttl_ms = int(self.leases.settings.ttl_s * 1000)
+        done: set[str] = set()
         try:
             async with asyncio.timeout(timeout_s):
-                done = await self.broker.lease("release", mine, self.leases.owner, ttl_ms)
+                if mine:
+                    done = await self.broker.lease("release", mine, self.leases.owner, ttl_ms)
+                await self.broker.members("leave", self.leases.owner, ttl_ms)
         except (BrokerUnavailable, TimeoutError) as exc:
             log.warning("leases not released (they lapse within the TTL): %s", exc)
-            return []
-        log.warning("leases released: %s", ", ".join(sorted(done)) or "none")
+            return sorted(done)
+        if mine:
+            log.warning("leases released: %s", ", ".join(sorted(done)) or "none")
         return sorted(done)
+
+    async def release_leases(self, timeout_s: float = 1.0) -> list[str]:
+        """`leave`, once more after `run` has stopped: releases any lease a take in
+        flight gained after the first `leave`."""
+        return await self.leave(timeout_s)
 
     async def _publish(self, pubs: Sequence[Publication]) -> None:
         if not pubs:
