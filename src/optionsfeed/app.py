@@ -30,6 +30,7 @@ from .gateway.rest import make_app
 from .gateway.server import Gateway
 from .processing.leases import LeaseSettings
 from .processing.metrics import ProcessorMetrics
+from .processing.placement import PlacementSettings
 from .processing.service import ProcessingService, PublisherStatus
 from .sources.factory import open_source
 from .sources.record import RecordWriter
@@ -80,7 +81,8 @@ async def readiness(
 
 
 def leases_owned(service: ProcessingService) -> dict[str, Any]:
-    """The `/readyz` fields of a processor: its role, what it owns, what it stands by for.
+    """The `/readyz` fields of a processor: its role, what it owns, what it stands by for
+    (prices, hot, without owning), its id and the live processors it sees.
 
     A standby (owns nothing) is ready when the rest of readiness holds: it is hot and
     takes over within the lease TTL, which is what it is there for.
@@ -88,9 +90,12 @@ def leases_owned(service: ProcessingService) -> dict[str, Any]:
     if service.leases is None:
         return {}
     owned = service.leases.owned()
-    standby = sorted(service.processor.chains.keys() - set(owned))
+    standby = sorted(service.process - set(owned))
     role = "active" if owned else "standby"
-    return {"role": role, "owned": owned, "standby_for": standby}
+    return {
+        "role": role, "owned": owned, "standby_for": standby,
+        "processor": service.owner, "processors": service.members,
+    }  # fmt: skip
 
 
 async def _serve_http(
@@ -131,7 +136,13 @@ async def _run(settings: Settings, *, process: bool, http: bool, gateway_too: bo
                 # `process` takes leases: a second one on the same broker stands by
                 # instead of fighting over the epochs. `up` is one whole deployment
                 # in a process (often memory://, or a replay that ends): no leases.
-                leases=LeaseSettings() if not http_in_process else None,
+                leases=LeaseSettings.for_ttl(settings.lease_ttl_s) if not http_in_process else None,
+                placement=PlacementSettings.for_ttl(settings.lease_ttl_s, settings.standbys),
+                # Every processor must see the same universe to rank the same way; a
+                # replay's is what its recording lists.
+                universe=()
+                if settings.source.startswith("replay:")
+                else settings.underlyings_for(),
             )
             status = service.status
             source_health = getattr(source, "health", None)

@@ -17,6 +17,7 @@ from typing import Any, cast
 import pytest
 import redis
 
+from optionsfeed.processing.placement import spread
 from tests.integration.test_up import free_port
 
 UNDERLYINGS = ["SPY", "QQQ", "AAPL"]
@@ -59,6 +60,18 @@ class Proc:
         self.popen.wait()
 
 
+def placed(procs: list[Proc], universe: list[str] = UNDERLYINGS) -> bool:
+    """Every processor sees all of `procs` and owns exactly its share (the placement's)."""
+    bodies = [p.ready() for p in procs]
+    if any(b is None or "processor" not in b for b in bodies):
+        return False
+    ids = sorted(cast("dict[str, Any]", b)["processor"] for b in bodies)
+    if any(sorted(cast("dict[str, Any]", b)["processors"]) != ids for b in bodies):
+        return False
+    share = spread(universe, ids)
+    return all(sorted(b["owned"]) == sorted(share[b["processor"]]) for b in bodies if b is not None)
+
+
 def wait_for(cond: Callable[[], bool], limit_s: float, what: str, step_s: float = 0.05) -> float:
     """Poll `cond` (state in other processes) until true; the seconds it took."""
     t0 = time.monotonic()
@@ -82,12 +95,7 @@ def pair(redis_url: str, tmp_path: Path) -> Iterator[tuple[Proc, Proc]]:
     a = Proc(redis_url, tmp_path / "a.log")
     b = Proc(redis_url, tmp_path / "b.log")
     try:
-
-        def split() -> bool:
-            oa, ob = a.owned(), b.owned()
-            return sorted(oa + ob) == sorted(UNDERLYINGS)
-
-        wait_for(split, 15, "the underlyings are owned", step_s=0.2)
+        wait_for(lambda: placed([a, b]), 30, "the underlyings are owned", step_s=0.2)
         # Owning a lease comes before the reset that puts the epoch in the cache.
         r = redis.Redis.from_url(redis_url)
         wait_for(lambda: None not in epochs(r).values(), 15, "every underlying is published")
@@ -153,26 +161,31 @@ def test_sigterm_hands_over_within_a_second(pair: tuple[Proc, Proc], redis_url: 
 
 
 @pytest.mark.timeout(40)
-def test_a_frozen_owner_is_fenced_and_comes_back_as_standby(
+def test_a_frozen_owner_is_fenced_and_gets_its_share_back_later(
     pair: tuple[Proc, Proc], redis_url: str
 ) -> None:
-    """SIGSTOP past the TTL, SIGCONT: the peer owns everything, the resumed one resets nothing."""
+    """SIGSTOP past the TTL, SIGCONT: the peer owns everything, the resumed one resets
+    nothing itself and gets its share back by hand-over, one new epoch each."""
     r = redis.Redis.from_url(redis_url)
     a, b = pair
     before = epochs(r)
-    frozen, other = owner_of_spy(a, b)
+    frozen, _ = owner_of_spy(a, b)
     moved = frozen.owned()
     frozen.popen.send_signal(signal.SIGSTOP)
     wait_for(lambda: all(epochs(r)[u] != before[u] for u in moved), 6, "the peer takes over")
     taken = epochs(r)
     time.sleep(0.5)
     frozen.popen.send_signal(signal.SIGCONT)
-    after = stable_epochs(r, 2.5)  # the resumed processor starts no epoch
+    # The resumed processor starts no epoch of its own; its peer hands its share back
+    # only once it has seen it live for the settling time (2 s), one epoch each.
+    after = stable_epochs(r, 1.0)
     assert after == taken
     body = frozen.ready()
     assert body is not None
-    assert body["role"] == "standby", body
-    assert body["owned"] == []
-    assert sorted(other.owned()) == sorted(UNDERLYINGS)
+    assert body["owned"] == [], body
     log = frozen.log.read_text()
     assert "lapsed" in log or "fenced" in log, log
+    wait_for(lambda: sorted(frozen.owned()) == sorted(moved), 6, "its share comes back")
+    wait_for(lambda: all(epochs(r)[u] != taken[u] for u in moved), 3, "published by it")
+    back = stable_epochs(r, 1.0)
+    assert all(back[u] == taken[u] for u in UNDERLYINGS if u not in moved)

@@ -9,9 +9,11 @@ cache is whole and consumers resnapshot. Nothing is lost silently: a consumer
 either sees a continuous sequence or a new epoch.
 
 With leases (`leases=LeaseSettings()`, as `optionsfeed process` runs), several
-processors on one broker share it safely: each processes every underlying its source
-gives (a hot standby) but publishes only those whose lease it holds, and the publish
-script refuses the others (Fenced). A lease gained starts one new epoch; a lease lost
+processors on one broker share it safely: each heartbeats into the broker's
+membership, and the placement (placement.py: rendezvous hashing over the live
+members) names the underlyings it should own and those it stands by for; it prices
+those (a hot standby keeps full state) and no others, publishes only those whose lease
+it holds, and the publish script refuses the others (Fenced). A lease gained starts one new epoch; a lease lost
 (lapsed, refused on renewal, fenced) stops publishing that underlying and never starts
 one: only the owner resets, so two processors never take turns resetting.
 """
@@ -34,6 +36,7 @@ from ..errors import BrokerUnavailable, Fenced, SequenceConflict
 from ..model.envelope import Publication
 from ..sources.base import Source, SourceBatch
 from .leases import LeaseSettings, LeaseTable, new_owner_id
+from .placement import Placement, PlacementSettings
 from .processor import Processor
 
 log = logging.getLogger("optionsfeed.processing")
@@ -75,6 +78,8 @@ class ProcessingService:
         idle_s: float = IDLE_S,
         leases: LeaseSettings | None = None,
         owner: str | None = None,
+        placement: PlacementSettings | None = None,
+        universe: Sequence[str] = (),
     ) -> None:
         self.source = source
         self.idle_s = idle_s
@@ -91,6 +96,12 @@ class ProcessingService:
         self._leaving = False  # set by leave(): publish nothing, take nothing
         self._wake = asyncio.Event()  # a peer's notice: run the lease loop now
         self.members: list[str] = []  # the live processors, as last read
+        # The underlyings this processor prices (it owns or stands by for): the
+        # placement's plan, over `universe` and whatever the source lists.
+        self.universe = tuple(universe)
+        self.placement = Placement(self.owner, placement or PlacementSettings())
+        self.process: set[str] = set()
+        self._selected: set[str] | None = None  # what the source was last told to produce
 
     @property
     def owner(self) -> str:
@@ -132,7 +143,16 @@ class ProcessingService:
 
     async def _step(self, batch: SourceBatch) -> None:
         now_us = self.clock()
-        pubs = self.processor.apply(batch, now_us)
+        only: set[str] | None = None
+        if self.leases is not None:
+            only = self.process
+            select = getattr(self.source, "select", None)
+            if select is not None and only != self._selected:
+                # A source that can produce part of its underlyings (the simulator)
+                # produces only those priced here; others are filtered before pricing.
+                select(set(only))
+                self._selected = set(only)
+        pubs = self.processor.apply(batch, now_us, only)
         if self.leases is not None:
             pubs = self._owned_only(self.leases, pubs, now_us)
         if self.status.connected:
@@ -168,9 +188,10 @@ class ProcessingService:
         return out
 
     async def _keep_leases(self, table: LeaseTable) -> None:
-        """Renew the leases held every `renew_s`, try to take the others every `take_s`
-        (with jitter) or as soon as a peer leaves a notice (a release, a leave, a
-        join); until cancelled. A broker that cannot be reached lets them lapse."""
+        """Every `take_s` (with jitter), or as soon as a peer leaves a notice (a release,
+        a leave, a join): heartbeat into the membership, renew the leases held (every
+        `renew_s`), and follow the placement's plan: hand over, take, ask which are
+        free. Until cancelled; a broker that cannot be reached lets the leases lapse."""
         st = table.settings
         ttl_ms = int(st.ttl_s * 1000)
         next_renew = 0.0
@@ -180,22 +201,8 @@ class ProcessingService:
             while not self._leaving:
                 try:
                     if time.monotonic() >= next_renew:
-                        sent = time.monotonic()
-                        if mine := table.owned():
-                            kept = await self.broker.lease("renew", mine, table.owner, ttl_ms)
-                            table.taken(kept, sent)
-                            for u in table.lost(set(mine) - kept):
-                                log.warning("lease of %s lost (another processor holds it)", u)
-                        self.members = await self.broker.members("join", table.owner, ttl_ms)
-                        next_renew = sent + st.renew_s
-                    held = set(table.owned())
-                    free = [u for u in sorted(self.processor.chains) if u not in held]
-                    if free and not self._leaving:
-                        sent = time.monotonic()
-                        got = await self.broker.lease("take", free, table.owner, ttl_ms)
-                        for u in table.taken(got, sent):
-                            log.warning("lease of %s gained: publishing it with a new epoch", u)
-                            self._gained.add(u)
+                        next_renew = await self._renew(table, ttl_ms) + st.renew_s
+                    await self._follow_plan(table, ttl_ms)
                     if failing:
                         log.warning("leases: the broker answers again")
                     failing = False
@@ -211,6 +218,42 @@ class ProcessingService:
                         await self._wake.wait()
         finally:
             await cancel_and_wait(watcher)
+
+    async def _renew(self, table: LeaseTable, ttl_ms: int) -> float:
+        """Renew the leases held; when the renewal was sent."""
+        sent = time.monotonic()
+        if mine := table.owned():
+            kept = await self.broker.lease("renew", mine, table.owner, ttl_ms)
+            table.taken(kept, sent)
+            for u in table.lost(set(mine) - kept):
+                log.warning("lease of %s lost (another processor holds it)", u)
+        return sent
+
+    async def _follow_plan(self, table: LeaseTable, ttl_ms: int) -> None:
+        members = await self.broker.members("join", table.owner, ttl_ms)
+        place = self.placement
+        place.saw_members(members, time.monotonic())
+        self.members = place.live
+        universe = set(self.universe) | self.processor.chains.keys()
+        plan = place.plan(universe, set(table.owned()), time.monotonic())
+        if plan.release:
+            # Stop publishing them first (the table), then give them up; a publish
+            # already in flight is refused by the broker once the lease is gone.
+            table.lost(plan.release)
+            done = await self.broker.lease("release", plan.release, table.owner, ttl_ms)
+            note = "released " + ",".join(sorted(done))
+            await self.broker.members("notify", table.owner, ttl_ms, note)
+            log.warning("leases handed over to their preferred processor: %s", note)
+        if plan.take and not self._leaving:
+            sent = time.monotonic()
+            got = await self.broker.lease("take", plan.take, table.owner, ttl_ms)
+            for u in table.taken(got, sent):
+                log.warning("lease of %s gained: publishing it with a new epoch", u)
+                self._gained.add(u)
+        if plan.ask_free:
+            free = await self.broker.lease("free", plan.ask_free, table.owner, ttl_ms)
+            place.saw_free(plan.ask_free, free, time.monotonic())
+        self.process = set(plan.process) | set(table.owned())
 
     async def _watch_notices(self) -> None:
         """Wake the lease loop whenever a peer leaves a notice; until cancelled.
