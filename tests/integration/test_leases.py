@@ -26,14 +26,20 @@ UNDERLYINGS = ["SPY", "QQQ", "AAPL"]
 class Proc:
     """One `optionsfeed process` subprocess with its HTTP port (for /readyz)."""
 
-    def __init__(self, redis_url: str, log: Path) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        log: Path,
+        underlyings: list[str] = UNDERLYINGS,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.port = free_port()
         self.log = log
         with log.open("wb") as err:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", "optionsfeed.cli", "process", "--redis", redis_url,
                  "--port", str(self.port), "--rate", "1000",
-                 "--underlyings", ",".join(UNDERLYINGS)],
+                 "--underlyings", ",".join(underlyings), *extra],  # a later --rate wins
                 stdout=subprocess.DEVNULL, stderr=err,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )  # fmt: skip
@@ -81,9 +87,9 @@ def wait_for(cond: Callable[[], bool], limit_s: float, what: str, step_s: float 
     return time.monotonic() - t0
 
 
-def epochs(r: redis.Redis) -> dict[str, str | None]:
+def epochs(r: redis.Redis, universe: list[str] = UNDERLYINGS) -> dict[str, str | None]:
     out = {}
-    for u in UNDERLYINGS:
+    for u in universe:
         e = cast("bytes | None", r.hget(f"of:{{{u}}}:meta", "epoch"))
         out[u] = None if e is None else e.decode()
     return out

@@ -224,7 +224,11 @@ class ProcessingService:
         sent = time.monotonic()
         if mine := table.owned():
             kept = await self.broker.lease("renew", mine, table.owner, ttl_ms)
-            table.taken(kept, sent)
+            # One found lapsed while this renewal was in flight is held again, but its
+            # publications meanwhile were dropped: it needs a reset like any gain.
+            for u in table.taken(kept, sent):
+                log.warning("lease of %s renewed after it lapsed: a new epoch", u)
+                self._gained.add(u)
             for u in table.lost(set(mine) - kept):
                 log.warning("lease of %s lost (another processor holds it)", u)
         return sent
