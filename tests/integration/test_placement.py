@@ -8,17 +8,24 @@ TTL leaves. A low simulated rate keeps the pricing light.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 import redis
 
+from optionsfeed.broker.redis import RedisBroker
+from optionsfeed.client import Client
+from optionsfeed.gateway.session import Limits
 from optionsfeed.processing.placement import spread
+from tests.gateway.conftest import start_gateway
 from tests.integration.test_leases import Proc, epochs, placed, wait_for
 
 # Twelve simulated underlyings of about 1,100-1,700 contracts each.
@@ -153,3 +160,77 @@ def test_two_on_five_one_publisher_at_every_moment(procs: Procs, redis_url: str)
     # 5 first, then one per hand-over or takeover: never a storm of epochs.
     moves = len(spread(FIVE, ["x", "y"])["x"])  # about half move at each step
     assert 5 <= resets <= 5 + 5 + 5 + moves + 5, resets
+
+
+THREE = TWELVE[:3]
+
+
+@pytest.mark.parametrize("procs", [THREE], indirect=True)
+@pytest.mark.timeout(150)
+async def test_kill_9_under_50_clients(procs: Procs, redis_url: str) -> None:
+    """kill -9 of a processor under 50 WebSocket clients (a real gateway over Redis): each
+    underlying it owned is published again within 5 s with exactly one new epoch, and
+    every client ends equal to a fresh snapshot of its channel."""
+    r = redis.Redis.from_url(redis_url)
+    a, b = procs.start(), procs.start()
+    await asyncio.to_thread(wait_for, lambda: placed([a, b], THREE), 60, "placed", 0.2)
+    await asyncio.to_thread(
+        wait_for, lambda: None not in epochs(r, THREE).values(), 10, "published"
+    )
+    async with RedisBroker(redis_url) as broker:
+        _, addr, stop_gateway = await start_gateway(broker, Limits(max_channels=5))
+        clients = [Client(f"ws://{addr}/ws") for _ in range(50)]
+        try:
+            for i, c in enumerate(clients):
+                await c.__aenter__()
+                await c.subscribe([f"chain.{THREE[i % 3]}"])
+            dead = max((a, b), key=lambda p: len(p.owned()))
+            alive = b if dead is a else a
+            moved = await asyncio.to_thread(dead.owned)
+            before = epochs(r, THREE)
+            t0 = time.monotonic()
+            dead.popen.kill()
+            while any(epochs(r, THREE)[u] == before[u] for u in moved):
+                assert time.monotonic() - t0 < 5.0, "published again within 5 s"
+                await asyncio.sleep(0.02)
+            took = time.monotonic() - t0
+            print(f"kill -9 -> every underlying published again: {took:.2f} s ({moved})")
+            after = epochs(r, THREE)
+            await asyncio.sleep(1.5)
+            assert epochs(r, THREE) == after  # exactly one new epoch each
+            # Freeze the survivor, so that the data stands still, then compare.
+            alive.popen.send_signal(signal.SIGSTOP)
+            try:
+                await asyncio.sleep(0.3)
+                fresh = {u: await rest_chain(addr, u) for u in THREE}
+
+                def equal() -> bool:
+                    for i, c in enumerate(clients):
+                        st = c.state(f"chain.{THREE[i % 3]}")
+                        want = fresh[THREE[i % 3]]
+                        if (st.epoch, st.seq) != (want["epoch"], want["seq"]):
+                            return False
+                        if st.rows != {row["symbol"]: row for row in want["data"]}:
+                            return False
+                    return True
+
+                end = time.monotonic() + 10
+                while not equal():
+                    assert time.monotonic() < end, "every client equals a fresh snapshot"
+                    await asyncio.sleep(0.1)
+                assert all(fresh[u]["epoch"] == after[u] for u in THREE)
+            finally:
+                alive.popen.send_signal(signal.SIGCONT)
+        finally:
+            for c in clients:
+                await c.aclose()
+            await stop_gateway()
+
+
+async def rest_chain(addr: str, underlying: str) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://{addr}/api/v1/chain/{underlying}") as resp,
+    ):
+        body: dict[str, Any] = await resp.json()
+        return body
