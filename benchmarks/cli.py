@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-WHAT = ("processing", "encode", "all", "gateway", "wslib", "venues", "idle")
+WHAT = ("processing", "encode", "all", "gateway", "wslib", "venues", "idle", "processors")
 BENCH_EXTRA = ("picows", "websockets")  # pyproject's `bench` extra
 
 
@@ -27,7 +27,8 @@ def parser(prog: str) -> argparse.ArgumentParser:
         default="all",
         help="processing, encode, all (the two; default), gateway (fan-out scenarios), "
         "wslib (WebSocket libraries), venues (Deribit and Massive adapters), "
-        "idle (gateway memory per idle connection)",
+        "idle (gateway memory per idle connection), processors (1 and 2 processors on "
+        "one Redis: throughput, takeover times)",
     )
     p.add_argument(
         "--scenarios", default="A,B", help="gateway scenarios (A,B,C,D,E; see docs/benchmarks.md)"
@@ -64,6 +65,10 @@ def _run(args: argparse.Namespace) -> int:
         from .idle import main as idle_main
 
         return idle_main(args.runs)
+    if args.what == "processors":
+        from .processors import main as processors_main
+
+        return processors_main(args.runs)
     if args.what == "wslib":
         from .wslib import main as wslib_main
 

@@ -65,6 +65,11 @@ class _ProcessorCollector(Collector):
             "optionsfeed_publications", "Publications applied by the broker", value=st.published
         )
         yield CounterMetricFamily(
+            "optionsfeed_records_published",
+            "Records (option rows, underlying, stats) in the publications applied",
+            value=st.records,
+        )
+        yield CounterMetricFamily(
             "optionsfeed_publications_fenced",
             "Publications the broker refused because this processor did not hold the lease",
             value=st.fenced,

@@ -63,6 +63,7 @@ class PublisherStatus:
     dropped: int = 0
     last_publish_us: int = 0
     fenced: int = 0  # publications the broker refused for want of the lease
+    records: int = 0  # records (options, underlying, stats) in the publications applied
 
 
 class ProcessingService:
@@ -318,11 +319,14 @@ class ProcessingService:
         except Fenced as exc:
             self._fenced(exc)
             self.status.published += len(pubs) - len(exc.underlyings)
+            refused = set(exc.underlyings)
+            self.status.records += sum(len(p.records) for p in pubs if p.underlying not in refused)
             return
         except (BrokerUnavailable, SequenceConflict) as exc:
             self._lost(exc)
             return
         self.status.published += len(pubs)
+        self.status.records += sum(len(p.records) for p in pubs)
         self.status.last_publish_us = self.clock()
         if not self.ready.is_set() and self.processor.chains:
             self.ready.set()
