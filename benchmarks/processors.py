@@ -33,7 +33,7 @@ import redis
 from .redis_server import temporary_redis
 
 UNIVERSE = ["T03", "T06", "T52", "T17", "T55", "T08", "T32", "T01", "T39", "T18", "T49", "T10"]
-HIGH_RATE = 400_000
+HIGH_RATE = 60_000
 WINDOW_S = 10.0
 _RECORDS = re.compile(rb"^optionsfeed_records_published_total (\S+)$", re.M)
 
