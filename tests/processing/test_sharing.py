@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from optionsfeed.aio import cancel_and_wait
 from optionsfeed.app import leases_owned
+from optionsfeed.broker.base import Broker
 from optionsfeed.broker.memory import MemoryBroker
 from optionsfeed.processing.leases import LeaseSettings
 from optionsfeed.processing.metrics import ProcessorMetrics
@@ -19,7 +20,7 @@ NAMES = ["T03", "T06", "T52", "T17"]
 TTL_S = 1.5
 
 
-def service(broker: MemoryBroker, standbys: int = 1) -> ProcessingService:
+def service(broker: Broker, standbys: int = 1) -> ProcessingService:
     return ProcessingService(
         SimSource(NAMES, rate=200, seed=1),
         broker,
