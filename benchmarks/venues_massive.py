@@ -8,7 +8,7 @@ no per-connection rate is published). Three figures, as for Deribit (venues.py);
 pipeline at the live rate follows in venues_paced.py:
 
 - ``decode``: µs per event through `decode_frame`, the adapter's `EventFilter` and
-  `FeedBuffer.quote` / `.trade`, as `MassiveSource._read` does it (pure CPU); also
+  `Tape` and `FeedBuffer.quote` / `.trade`, as `MassiveSource._read` does it (pure CPU); also
   `decode_frame` alone, and the whole decode with one event per frame.
 - ``ingest``: events/s over a real local WebSocket. The Massive fake of the tests
   (`tests.fakes.massive.Venue`: aiohttp, port 0, in this process; massive_venue.py)
@@ -60,6 +60,7 @@ from optionsfeed.processing.processor import Processor
 from optionsfeed.sources.feed import DEFAULT_MAX_REST_S, DEFAULT_REST_RATIO, FeedBuffer
 from optionsfeed.sources.massive import MassiveSource
 from optionsfeed.sources.massive.normalize import EventFilter, decode_frame, parse_contracts_page
+from optionsfeed.sources.massive.tape import Tape
 from optionsfeed.sources.massive.window import choose_window
 from tests.fakes.massive import VenueContract
 
@@ -226,13 +227,17 @@ def _filter(stream: EventStream) -> EventFilter:
 
 
 def _decode_into(texts: list[str], f: EventFilter, buffer: FeedBuffer) -> tuple[float, int, int]:
-    """Decode `texts` into `buffer` as `MassiveSource._read` does; (seconds, events, drops).
+    """Decode `texts` into `buffer` as `MassiveSource._read` does (with its `Tape`: the
+    newest quote per contract, the day's volume put with it after each trade);
+    (seconds, events, drops).
 
     The buffer is taken outside the clock every `TAKE_EVERY` events or so, as
     processing would take it.
     """
     elapsed = 0.0
     events = drops = pending = 0
+    tape = Tape()  # each contract's newest quote and day volume, as the adapter keeps them
+    tops, unsent, nan = tape.tops, tape.unsent, math.nan
     for text in texts:
         t0 = time.perf_counter()
         frame = decode_frame(text)
@@ -241,14 +246,25 @@ def _decode_into(texts: list[str], f: EventFilter, buffer: FeedBuffer) -> tuple[
             if isinstance(hit, str):
                 drops += 1
                 continue
+            ts = q.t * 1000
+            tops[hit[1]] = (q.bp, q.ap, q.bs, q.as_, ts)
+            volume = tape.take_unsent(hit[1]) if unsent else nan
             buffer.quote(hit[0], hit[1], bid=q.bp, ask=q.ap, bid_size=q.bs,
-                         ask_size=q.as_, ts=q.t * 1000)  # fmt: skip
+                         ask_size=q.as_, ts=ts, volume=volume)  # fmt: skip
         for t in frame.trades:
             hit = f.trade(t)
             if isinstance(hit, str):
                 drops += 1
                 continue
-            buffer.trade(hit[0], hit[1], t.p, t.s, t.t * 1000)
+            ts = t.t * 1000
+            buffer.trade(hit[0], hit[1], t.p, t.s, ts)
+            volume = tape.trade(hit[1], t.s, ts)
+            top = tape.tops.get(hit[1])
+            if top is None:
+                tape.unsent.add(hit[1])
+            else:
+                buffer.quote(hit[0], hit[1], bid=top[0], ask=top[1], bid_size=top[2],
+                             ask_size=top[3], ts=top[4], volume=volume)  # fmt: skip
         elapsed += time.perf_counter() - t0
         n = len(frame.quotes) + len(frame.trades)
         events += n

@@ -46,10 +46,12 @@ class FakeConnection:
 
 class FakeGateway:
     """`async with FakeGateway() as gw:` listens on 127.0.0.1, port 0; `connection()`
-    returns each client connection in the order they came."""
+    returns each client connection in the order they came. `/readyz` answers the body
+    in `readyz` (200 when its status is "ready", else 503)."""
 
     def __init__(self, underlyings: dict[str, list[str]] | None = None) -> None:
         self.underlyings = underlyings or {}
+        self.readyz: dict[str, Any] = {"status": "ready"}
         self._connections: asyncio.Queue[FakeConnection] = asyncio.Queue()
         self._runner: web.AppRunner | None = None
         self.http = ""
@@ -72,6 +74,7 @@ class FakeGateway:
         app.router.add_get("/", self._index)
         app.router.add_static("/static/", STATIC)
         app.router.add_get("/api/v1/underlyings", self._underlyings)
+        app.router.add_get("/readyz", self._readyz)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -89,6 +92,10 @@ class FakeGateway:
 
     async def _index(self, _: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        status = 200 if self.readyz.get("status") == "ready" else 503
+        return web.json_response(self.readyz, status=status)
 
     async def _underlyings(self, _: web.Request) -> web.Response:
         listed = [{"symbol": u, "expiries": e, "contracts": 0} for u, e in self.underlyings.items()]

@@ -38,6 +38,7 @@ from ..sources.base import Source, SourceBatch
 from .leases import LeaseSettings, LeaseTable, new_owner_id
 from .placement import Placement, PlacementSettings
 from .processor import Processor
+from .stages import StageLatency
 
 log = logging.getLogger("optionsfeed.processing")
 
@@ -103,6 +104,9 @@ class ProcessingService:
         self.placement = Placement(self.owner, placement or PlacementSettings())
         self.process: set[str] = set()
         self._selected: set[str] | None = None  # what the source was last told to produce
+        self.stages = StageLatency()
+        # Stage lags compare the wall clock with `ts`: a replay's clock is its recording's.
+        self._timed = clock is wall_clock_us
 
     @property
     def owner(self) -> str:
@@ -143,6 +147,7 @@ class ProcessingService:
                     await close()
 
     async def _step(self, batch: SourceBatch) -> None:
+        taken_us = wall_clock_us()
         now_us = self.clock()
         only: set[str] | None = None
         if self.leases is not None:
@@ -154,11 +159,13 @@ class ProcessingService:
                 select(set(only))
                 self._selected = set(only)
         pubs = self.processor.apply(batch, now_us, only)
+        priced_us = wall_clock_us()
         if self.leases is not None:
             pubs = self._owned_only(self.leases, pubs, now_us)
         if self.status.connected:
-            if pubs:
-                await self._publish(pubs)
+            if pubs and await self._publish(pubs) and self._timed:
+                ts = (p.ts for p in pubs if not p.reset)
+                self.stages.observe(ts, taken_us, priced_us, wall_clock_us())
         else:
             self.status.dropped += len(pubs)
             await self._probe()
@@ -311,9 +318,10 @@ class ProcessingService:
         flight gained after the first `leave`."""
         return await self.leave(timeout_s)
 
-    async def _publish(self, pubs: Sequence[Publication]) -> None:
+    async def _publish(self, pubs: Sequence[Publication]) -> bool:
+        """Publish `pubs`; True when the broker applied every one."""
         if not pubs:
-            return
+            return False
         try:
             await self.broker.publish(pubs, owner=self.owner)
         except Fenced as exc:
@@ -321,15 +329,16 @@ class ProcessingService:
             self.status.published += len(pubs) - len(exc.underlyings)
             refused = set(exc.underlyings)
             self.status.records += sum(len(p.records) for p in pubs if p.underlying not in refused)
-            return
+            return False
         except (BrokerUnavailable, SequenceConflict) as exc:
             self._lost(exc)
-            return
+            return False
         self.status.published += len(pubs)
         self.status.records += sum(len(p.records) for p in pubs)
         self.status.last_publish_us = self.clock()
         if not self.ready.is_set() and self.processor.chains:
             self.ready.set()
+        return True
 
     def _fenced(self, exc: Fenced) -> None:
         # Stop, never reset: the holder of the lease is the one writer.
