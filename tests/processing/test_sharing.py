@@ -9,7 +9,7 @@ from collections.abc import Callable
 from optionsfeed.aio import cancel_and_wait
 from optionsfeed.app import leases_owned
 from optionsfeed.broker.base import Broker
-from optionsfeed.broker.memory import MemoryBroker
+from optionsfeed.broker.memory import MemoryBroker, MemorySubscription
 from optionsfeed.processing.leases import LeaseSettings
 from optionsfeed.processing.metrics import ProcessorMetrics
 from optionsfeed.processing.placement import PlacementSettings, spread
@@ -62,10 +62,29 @@ async def test_two_services_split_and_one_leaving_hands_all_over() -> None:
         text = ProcessorMetrics(a).render().decode()
         assert "optionsfeed_processors 2.0" in text
         assert "optionsfeed_records_published_total" in text
+        moved = share[a.owner]
+        subs = [broker.subscribe(u) for u in moved]
+        for sub in subs:
+            await sub.__aenter__()
+        resets = dict.fromkeys(moved, 0)
+
+        async def count(u: str, sub: MemorySubscription) -> None:
+            async for payload in sub:
+                resets[u] += b'"reset":true' in payload
+
+        counters = [asyncio.create_task(count(u, s)) for u, s in zip(moved, subs, strict=True)]
         await a.leave()
         took = await until(lambda: sorted(b.leases.owned()) == sorted(NAMES), 5, "b owns all")  # type: ignore[union-attr]
         assert took < 1.0, took
-        await until(lambda: all(u in b.processor.chains for u in NAMES), 5, "b lists all")
+        # b did not simulate them (no standbys): it lists them again, and their one new
+        # epoch waits for that listing (not a reset of stale state, then another).
+        await until(lambda: all(resets[u] for u in moved), 5, "each moved one published")
+        await asyncio.sleep(1.0)
+        assert resets == dict.fromkeys(moved, 1)
+        for t in counters:
+            await cancel_and_wait(t)
+        for sub in subs:
+            await sub.__aexit__(None, None, None)
     finally:
         for t in tasks:
             await cancel_and_wait(t)

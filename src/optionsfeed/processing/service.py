@@ -104,6 +104,8 @@ class ProcessingService:
         self.placement = Placement(self.owner, placement or PlacementSettings())
         self.process: set[str] = set()
         self._selected: set[str] | None = None  # what the source was last told to produce
+        self._planned = False  # the placement has made a plan (self.process is one)
+        self._relisting: set[str] = set()  # selected anew, the source's listing to come
         self.stages = StageLatency()
         # Stage lags compare the wall clock with `ts`: a replay's clock is its recording's.
         self._timed = clock is wall_clock_us
@@ -153,9 +155,13 @@ class ProcessingService:
         if self.leases is not None:
             only = self.process
             select = getattr(self.source, "select", None)
-            if select is not None and only != self._selected:
+            self._relisting -= {li.underlying for li in batch.listings}
+            if select is not None and self._planned and only != self._selected:
                 # A source that can produce part of its underlyings (the simulator)
                 # produces only those priced here; others are filtered before pricing.
+                # It lists a newly selected one again, in a later batch: a lease gained
+                # of it waits for that listing, so it starts one epoch, not two.
+                self._relisting |= only - (self._selected if self._selected is not None else only)
                 select(set(only))
                 self._selected = set(only)
         pubs = self.processor.apply(batch, now_us, only)
@@ -189,9 +195,11 @@ class ProcessingService:
             self._gained.clear()
             return pubs
         gained = self._gained & held & self.processor.chains.keys()
+        waiting = gained & self._relisting  # reset with the listing to come
+        gained -= waiting
         # A gained underlying not listed yet gets its reset with its listing.
-        self._gained.clear()
-        out = [p for p in pubs if p.underlying in held and p.underlying not in gained]
+        self._gained = waiting
+        out = [p for p in pubs if p.underlying in held and p.underlying not in gained | waiting]
         out += [self.processor.reset(u, now_us) for u in sorted(gained)]
         return out
 
@@ -266,6 +274,7 @@ class ProcessingService:
             free = await self.broker.lease("free", plan.ask_free, table.owner, ttl_ms)
             place.saw_free(plan.ask_free, free, time.monotonic())
         self.process = set(plan.process) | set(table.owned())
+        self._planned = True
 
     async def _watch_notices(self) -> None:
         """Wake the lease loop whenever a peer leaves a notice; until cancelled.
