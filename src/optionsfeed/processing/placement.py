@@ -9,8 +9,9 @@ Each underlying ranks the live processors by a hash of (processor, underlying), 
 highest first (highest-random-weight hashing), with bounded loads so that the owners
 stay balanced within one underlying (`rankings`): the first is its preferred owner, the
 next `standbys` are its hot standbys. Every processor computes the same ranking from
-the same members, and a member joining or leaving moves few underlyings besides its own. The hysteresis, so that ownership does not bounce
-while membership is briefly unsure:
+the same members, and a member joining or leaving moves few underlyings besides its
+own. The hysteresis, so that ownership does not bounce while membership is briefly
+unsure:
 
 - an owner hands an underlying over only to a preferred processor it has seen live
   for `settle_s` without a gap (by then that one has priced it as a standby: hot);

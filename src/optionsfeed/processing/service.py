@@ -13,7 +13,8 @@ processors on one broker share it safely: each heartbeats into the broker's
 membership, and the placement (placement.py: rendezvous hashing over the live
 members) names the underlyings it should own and those it stands by for; it prices
 those (a hot standby keeps full state) and no others, publishes only those whose lease
-it holds, and the publish script refuses the others (Fenced). A lease gained starts one new epoch; a lease lost
+it holds, and the publish script refuses the others (Fenced). A lease gained starts
+one new epoch; a lease lost
 (lapsed, refused on renewal, fenced) stops publishing that underlying and never starts
 one: only the owner resets, so two processors never take turns resetting.
 """
