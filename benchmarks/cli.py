@@ -11,7 +11,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-WHAT = ("processing", "encode", "all", "gateway", "wslib", "venues", "idle", "cluster", "lab")
+WHAT = (
+    "processing", "encode", "all", "gateway", "wslib", "venues", "idle", "cluster", "lab",
+    "processors",
+)  # fmt: skip
 BENCH_EXTRA = ("picows", "websockets")  # pyproject's `bench` extra
 
 
@@ -29,7 +32,8 @@ def parser(prog: str) -> argparse.ArgumentParser:
         "wslib (WebSocket libraries), venues (Deribit and Massive adapters), "
         "idle (gateway memory per idle connection), "
         "cluster (publish -> gateway latency, one Redis vs a local Redis Cluster), "
-        "lab (fan-out through HAProxy across namespaced hosts; root)",
+        "lab (fan-out through HAProxy across namespaced hosts; root), "
+        "processors (1 and 2 processors on one Redis: throughput, takeover times)",
     )
     p.add_argument(
         "--scenarios", default="A,B", help="gateway scenarios (A,B,C,D,E; see docs/benchmarks.md)"
@@ -89,6 +93,10 @@ def _run(args: argparse.Namespace) -> int:
         from .idle import main as idle_main
 
         return idle_main(args.runs)
+    if args.what == "processors":
+        from .processors import main as processors_main
+
+        return processors_main(args.runs)
     if args.what == "wslib":
         from .wslib import main as wslib_main
 

@@ -31,6 +31,7 @@ from .gateway.rest import make_app
 from .gateway.server import Gateway
 from .processing.leases import LeaseSettings
 from .processing.metrics import ProcessorMetrics
+from .processing.placement import PlacementSettings
 from .processing.service import ProcessingService, PublisherStatus
 from .sources.factory import open_source
 from .sources.health import LinkWatch, MarketHours, Verdict, judge
@@ -106,7 +107,8 @@ def _noted(
 
 
 def leases_owned(service: ProcessingService) -> dict[str, Any]:
-    """The `/readyz` fields of a processor: its role, what it owns, what it stands by for.
+    """The `/readyz` fields of a processor: its role, what it owns, what it stands by for
+    (prices, hot, without owning), its id and the live processors it sees.
 
     A standby (owns nothing) is ready when the rest of readiness holds: it is hot and
     takes over within the lease TTL, which is what it is there for.
@@ -114,9 +116,12 @@ def leases_owned(service: ProcessingService) -> dict[str, Any]:
     if service.leases is None:
         return {}
     owned = service.leases.owned()
-    standby = sorted(service.processor.chains.keys() - set(owned))
+    standby = sorted(service.process - set(owned))
     role = "active" if owned else "standby"
-    return {"role": role, "owned": owned, "standby_for": standby}
+    return {
+        "role": role, "owned": owned, "standby_for": standby,
+        "processor": service.owner, "processors": service.members,
+    }  # fmt: skip
 
 
 async def _serve_http(
@@ -158,7 +163,13 @@ async def _run(settings: Settings, *, process: bool, http: bool, gateway_too: bo
                 # `process` takes leases: a second one on the same broker stands by
                 # instead of fighting over the epochs. `up` is one whole deployment
                 # in a process (often memory://, or a replay that ends): no leases.
-                leases=LeaseSettings() if not http_in_process else None,
+                leases=LeaseSettings.for_ttl(settings.lease_ttl_s) if not http_in_process else None,
+                placement=PlacementSettings.for_ttl(settings.lease_ttl_s, settings.standbys),
+                # Every processor must see the same universe to rank the same way; a
+                # replay's is what its recording lists.
+                universe=()
+                if settings.source.startswith("replay:")
+                else settings.underlyings_for(),
             )
             status = service.status
             source_health = getattr(source, "health", None)
@@ -228,12 +239,15 @@ async def _run(settings: Settings, *, process: bool, http: bool, gateway_too: bo
                         # A finite source (a replay) ended: keep serving what it left.
                         log.info("the source ended; serving the last state until stopped")
         finally:
+            if service is not None:
+                # First of all, before the slower parts of shutdown: stop publishing and
+                # hand the underlyings to a peer (a publish still in flight is fenced).
+                await service.leave()
             for t in [waiter, *tasks]:
                 if not await cancel_and_wait(t):
                     log.error("task %s did not stop within the limit", t.get_name())
             if service is not None:
-                # Nothing publishes any more: hand the underlyings to a peer at once.
-                await service.release_leases()
+                await service.release_leases()  # any a take in flight gained meanwhile
             if runner is not None:
                 for site in list(runner.sites):
                     await site.stop()  # stop accepting first, then drain the clients

@@ -44,6 +44,10 @@ def _common(p: argparse.ArgumentParser, *, source: bool, http: bool, redis_requi
             "last batch's time (0 = never, default; 1 trades ~1 ms for about half the CPU)",
         )
         _provider_flags(p)
+        p.add_argument("--lease-ttl-s", help="process: lease TTL in seconds (default 3)")
+        p.add_argument(
+            "--standbys", help="process: hot standbys per underlying besides its owner (1)"
+        )
     p.add_argument("--fresh-within-s", help="/readyz fails when data is older than this (10)")
     if http:
         p.add_argument(

@@ -61,6 +61,13 @@ def _port(value: str) -> int:
     return v
 
 
+def _standbys(value: str) -> int:
+    v = int(value)
+    if v < 0:
+        raise ValueError("must be 0 or more")
+    return v
+
+
 def _broker_url(value: str) -> str:
     if not re.match(r"^(redis|rediss|unix|memory|redis\+cluster|rediss\+cluster)://", value):
         raise ValueError(
@@ -149,6 +156,11 @@ class Settings:
     Gateway flush pacing (gateway/pacing.py), off by default (`max_flush_ms` 0):
     with it on, frames are written at once while the process uses less than
     `pacing_target` of a core; above it they gather for up to `max_flush_ms`.
+
+    Processors sharing a broker (`process`): `lease_ttl_s` is the lease TTL (renewal,
+    retries and hand-over hysteresis scale with it); `standbys` processors besides the
+    owner price each underlying, hot for a takeover (0: each processor prices only
+    what it owns).
     """
 
     host: str = field(default="127.0.0.1", metadata={"conv": str})
@@ -182,6 +194,8 @@ class Settings:
     rest_ratio: float = field(default=0.0, metadata={"conv": _non_negative})
     pacing_target: float = field(default=0.7, metadata={"conv": _share})
     max_flush_ms: float = field(default=0.0, metadata={"conv": _non_negative})
+    lease_ttl_s: float = field(default=3.0, metadata={"conv": _positive(float)})
+    standbys: int = field(default=1, metadata={"conv": _standbys})
 
     def underlyings_for(self) -> tuple[str, ...]:
         """The underlyings to stream: the given ones, else the source's default."""

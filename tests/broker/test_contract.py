@@ -307,3 +307,47 @@ async def test_a_publish_without_the_lease_is_fenced_and_writes_nothing(broker: 
     assert (await broker.meta("SPY")).seq == 2  # type: ignore[union-attr]
     await broker.lease("release", ["SPY", "QQQ"], "a", 3000)
     await broker.lease("release", ["SPY", "QQQ"], "b", 3000)
+
+
+async def test_free_tells_which_leases_nobody_holds(broker: Broker) -> None:
+    """The op "free" names the underlyings without a holder and changes nothing."""
+    assert await broker.lease("take", ["SPY"], "a", 3000) == {"SPY"}
+    assert await broker.lease("free", ["SPY", "QQQ"], "b", 3000) == {"QQQ"}
+    assert await broker.lease("free", ["SPY", "QQQ"], "a", 3000) == {"QQQ"}
+    assert await broker.lease("take", ["QQQ"], "b", 3000) == {"QQQ"}
+    assert await broker.lease("free", ["SPY", "QQQ"], "c", 3000) == set()
+    await broker.lease("release", ["SPY"], "a", 3000)
+    await broker.lease("release", ["QQQ"], "b", 3000)
+
+
+async def test_members_join_lapse_and_leave(broker: Broker) -> None:
+    """A heartbeat keeps a member for its TTL; one not refreshed lapses; leave removes it."""
+    assert await broker.members("join", "a", 3000) == ["a"]
+    assert await broker.members("join", "b", 150) == ["a", "b"]
+    await asyncio.sleep(0.3)
+    assert await broker.members("join", "a", 3000) == ["a"]
+    assert await broker.members("notify", "c", 3000, "released SPY") == ["a", "c"]
+    assert await broker.members("leave", "a", 3000) == ["c"]
+    await broker.members("leave", "c", 3000)
+
+
+async def test_notices_wake_a_waiting_peer(broker: Broker) -> None:
+    """A waiting reader gets a join, a notify and a leave as they come; none lost in between."""
+    await broker.members("join", "x", 3000)
+    start, n = await broker.notices("0", 10)
+    assert n >= 1
+    assert await broker.notices(start, 50) == (start, 0)  # nothing new: waits, then says so
+    waiter = asyncio.create_task(broker.notices(start, 1000))
+    await asyncio.sleep(0.05)
+    t0 = asyncio.get_running_loop().time()
+    await broker.members("notify", "x", 3000, "released SPY")
+    after, n = await waiter
+    assert n == 1
+    assert asyncio.get_running_loop().time() - t0 < 0.5
+    await broker.members("join", "y", 3000)  # a new member
+    await broker.members("join", "y", 3000)  # a heartbeat: no notice
+    await broker.members("leave", "y", 3000)
+    last, n = await broker.notices(after, 10)
+    assert n == 2
+    assert await broker.notices(last, 10) == (last, 0)
+    await broker.members("leave", "x", 3000)

@@ -263,3 +263,23 @@ def test_unknown_symbols_are_counted_not_fatal() -> None:
     assert pubs == []
     assert p.chains["XYZ"].unknown_events == 1
     assert not math.isnan(p.chains["XYZ"].spot)
+
+
+def test_an_underlying_outside_only_keeps_state_unpriced_then_comes_back_whole() -> None:
+    """Outside `only` a chain takes quotes but publishes nothing; back in, it is priced
+    whole and published as a reset carrying those quotes."""
+    p = Processor(stale_after_us=60_000_000)
+    batch = SourceBatch(
+        listings=[listing()], ticks=[UnderlyingTick("XYZ", 100.0, 99.99, 100.01, NOW)]
+    )
+    assert p.apply(batch, NOW, only=set()) == []
+    sym = "XYZ251219C00100000"
+    q = quotes([sym], [4.0], [4.2], NOW + 1)
+    assert p.apply(SourceBatch(quotes=[q]), NOW + 2, only=set()) == []
+    assert p.unpriced == {"XYZ"}
+    (pub,) = p.apply(SourceBatch(), NOW + 3, only={"XYZ"})
+    assert pub.reset
+    rec = msgspec.json.decode(dict(pub.records)[sym], type=OptionRecord)
+    assert rec.bid == 4.0
+    assert rec.iv is not None
+    assert p.unpriced == set()

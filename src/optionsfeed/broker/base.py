@@ -16,7 +16,8 @@ from typing import Literal, Protocol, Self
 
 from ..model.envelope import ChainInfo, Publication
 
-LeaseOp = Literal["take", "renew", "release"]
+LeaseOp = Literal["take", "renew", "release", "free"]
+MemberOp = Literal["join", "leave", "notify"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +106,24 @@ class Broker(Protocol):
         """Take (free, or already `owner`'s), renew or release (both only while `owner`
         holds it) the lease of each of `underlyings`; a taken or renewed lease lapses
         `ttl_ms` later. Returns the underlyings `owner` holds afterwards (take, renew)
-        or released (release). BrokerUnavailable when the broker cannot be reached.
+        or released (release); for "free", those whose lease nobody holds (nothing
+        changes). BrokerUnavailable when the broker cannot be reached.
+        """
+        ...
+
+    async def members(self, op: MemberOp, member: str, ttl_ms: int, note: str = "") -> list[str]:
+        """The processors' membership, by heartbeat: "join" adds or refreshes `member`
+        (it lapses `ttl_ms` later unless refreshed), "leave" removes it, "notify"
+        refreshes it and adds the notice `note`. A new member and a leaving one add a
+        notice too. Returns the live members, sorted. BrokerUnavailable as for publish.
+        """
+        ...
+
+    async def notices(self, after: str, wait_ms: int) -> tuple[str, int]:
+        """Wait up to `wait_ms` for notices (see `members`) newer than the id `after`
+        ("0": any kept); returns the newest id and how many there were (0 when none
+        came; the id is then `after`). At most the last 100 notices are kept.
+        BrokerUnavailable when the broker cannot be reached.
         """
         ...
 

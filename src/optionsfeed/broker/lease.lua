@@ -2,11 +2,12 @@
 --
 -- KEYS: lease (`{prefix}:{U}:lease`, in the slot of U's data, so publish.lua can
 --       check it atomically with the write).
--- ARGV: op ("take", "renew" or "release"), owner (a random id per processor), ttl_ms.
+-- ARGV: op ("take", "renew", "release" or "free"), owner (a random id per processor), ttl_ms.
 --
 -- take:    SET NX PX; also renews a lease the owner already holds. 1 when held.
 -- renew:   PEXPIRE only while the key holds owner (compare-and-expire). 1 when held.
 -- release: DEL only while the key holds owner (compare-and-delete). 1 when deleted.
+-- free:    changes nothing. 1 when nobody holds it.
 -- Returns 0 otherwise: another owner holds it (or, for renew/release, nobody does).
 local lease, op, owner, ttl = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local holder = redis.call('GET', lease)
@@ -21,6 +22,10 @@ if op == 'take' then
   end
   return 0
 end
+if op == 'free' then
+  if holder then return 0 end
+  return 1
+end
 if holder ~= owner then
   return 0
 end
@@ -32,4 +37,4 @@ if op == 'release' then
   redis.call('DEL', lease)
   return 1
 end
-return redis.error_reply('ERR lease op must be take, renew or release')
+return redis.error_reply('ERR lease op must be take, renew, release or free')

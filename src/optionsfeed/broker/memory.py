@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -12,10 +13,11 @@ from typing import Self
 
 from ..errors import Fenced, SequenceConflict
 from ..model.envelope import ChainInfo, Publication, decode_info
-from .base import ChainMeta, LeaseOp, Snapshot
+from .base import ChainMeta, LeaseOp, MemberOp, Snapshot
 
 DEFAULT_HISTORY = 2000
 DEFAULT_SUBSCRIBER_QUEUE = 10_000
+NOTICES_KEPT = 100
 
 
 @dataclass(slots=True)
@@ -87,6 +89,9 @@ class MemoryBroker:
         self._chains: dict[str, _Chain] = {}
         self._subscribers: dict[str, set[MemorySubscription]] = {}
         self._leases: dict[str, tuple[str, float]] = {}  # underlying -> (owner, lapses at)
+        self._members: dict[str, float] = {}  # processor id -> lapses at
+        self._notice_id = 0  # the newest notice's id (ids count up from 1)
+        self._noticed = asyncio.Event()  # set and replaced on each notice
 
     async def __aenter__(self) -> Self:
         return self
@@ -136,7 +141,36 @@ class MemoryBroker:
             elif op == "release" and holder == owner:
                 del self._leases[u]
                 out.add(u)
+            elif op == "free" and holder is None:
+                out.add(u)
         return out
+
+    async def members(self, op: MemberOp, member: str, ttl_ms: int, note: str = "") -> list[str]:
+        now = time.monotonic()
+        self._members = {m: t for m, t in self._members.items() if t > now}
+        if op == "leave":
+            self._members.pop(member, None)
+            self._notice()
+        else:
+            new = member not in self._members
+            self._members[member] = now + ttl_ms / 1000
+            if new or op == "notify":
+                self._notice()
+        return sorted(self._members)
+
+    def _notice(self) -> None:
+        self._notice_id += 1
+        self._noticed.set()
+        self._noticed = asyncio.Event()
+
+    async def notices(self, after: str, wait_ms: int) -> tuple[str, int]:
+        start = int(after)
+        if self._notice_id <= start:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_ms / 1000):
+                    await self._noticed.wait()
+        newest = max(self._notice_id, start)
+        return str(newest), min(newest - start, NOTICES_KEPT)
 
     def _apply(self, pub: Publication) -> None:
         chain = self._chains.get(pub.underlying)

@@ -10,6 +10,9 @@ seq, updated_us, info), `{prefix}:{U}:chain` (hash: cache field -> full record J
 shard channel lives on its slot's primary only), `{prefix}:{U}:lease` (the id of the
 processor that owns U, with a TTL: `lease.lua`; publish.lua checks it when given an owner). The set `{prefix}:underlyings` is a
 registry in a slot of its own (on a cluster, one shard's), written beside each reset.
+Processors heartbeat into `{prefix}:{processors}:members` (sorted set, id -> lapse
+time) and leave notices in `{prefix}:{processors}:notices` (a short stream that peers
+block on): one slot, `members.lua`.
 
 Failures: a refused, reset or silent connection raises `BrokerUnavailable` within
 the connect/read timeout (2 s by default), and redis-py never retries: the caller owns
@@ -52,7 +55,7 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from ..errors import BrokerUnavailable, Fenced, SequenceConflict
 from ..model.envelope import ChainInfo, Publication, decode_info
-from .base import ChainMeta, LeaseOp, Snapshot
+from .base import ChainMeta, LeaseOp, MemberOp, Snapshot
 from .cluster import is_cluster_url, node_kwargs, redact_cluster, seed_urls
 from .live import RedisSubscription
 
@@ -68,6 +71,8 @@ SUBSCRIBER_IDLE_S = 1.0
 
 _SCRIPT = importlib.resources.files(__package__).joinpath("publish.lua").read_text("utf-8")
 _LEASE_SCRIPT = importlib.resources.files(__package__).joinpath("lease.lua").read_text("utf-8")
+_MEMBERS_SCRIPT = importlib.resources.files(__package__).joinpath("members.lua").read_text("utf-8")
+NOTICES_KEPT = 100
 _EMPTY_INFO = b'{"expiries":{}}'
 # Errors that say "the broker cannot be reached or is not serving now", never "your
 # request is wrong". On a cluster that includes a slot no node serves, CLUSTERDOWN,
@@ -204,7 +209,8 @@ class RedisBroker:
         self._in_flight = asyncio.Semaphore(COMMAND_CONNECTIONS)
 
     def key(self, underlying: str, kind: str) -> str:
-        """The key `{prefix}:{U}:kind` (kind: meta, chain, hist, live or lease)."""
+        """The key `{prefix}:{U}:kind` (kind: meta, chain, hist, live or lease; U "processors"
+        for the membership keys, never an underlying: symbols are upper case)."""
         return f"{self.prefix}:{{{underlying}}}:{kind}"
 
     async def __aenter__(self) -> Self:
@@ -355,6 +361,33 @@ class RedisBroker:
             pipe.eval(_LEASE_SCRIPT, 1, self.key(u, "lease"), op, owner, ttl_ms)
         results = await self._call(pipe.execute(raise_on_error=False))
         return {u for u, r in zip(underlyings, results, strict=True) if r == 1}
+
+    async def members(self, op: MemberOp, member: str, ttl_ms: int, note: str = "") -> list[str]:
+        """Heartbeat, leave or notify (see Broker.members) in one script call (EVAL)."""
+        keys = [self.key("processors", "members"), self.key("processors", "notices")]
+        args = [op, member, ttl_ms, NOTICES_KEPT, note]
+        names = await self._call(self._redis.eval(_MEMBERS_SCRIPT, 2, *keys, *args))
+        return sorted(n.decode() for n in names)
+
+    async def notices(self, after: str, wait_ms: int) -> tuple[str, int]:
+        """XREAD BLOCK on the notices stream (one connection held while it waits).
+
+        A stream, not pub/sub: a notice left while this processor was between two
+        reads, or reconnecting, is still read, and on a cluster it is a plain key in
+        one slot, routed like any other. `wait_ms` must stay below the socket timeout.
+        """
+        key = self.key("processors", "notices")
+        got = await self._call(
+            self._redis.xread({key: after}, count=NOTICES_KEPT, block=max(wait_ms, 1))
+        )
+        if not got:
+            return after, 0
+        # One Redis answers a list of [key, entries]; redis-py's cluster client too.
+        entries = got[0][1]
+        if not entries:
+            return after, 0
+        last = entries[-1][0]
+        return (last.decode() if isinstance(last, bytes) else str(last)), len(entries)
 
     async def snapshot(
         self, underlying: str, fields: Sequence[str] | None = None

@@ -33,6 +33,12 @@ class LeaseSettings:
     valid_s: float = VALID_S
     take_s: float = TAKE_S
 
+    @classmethod
+    def for_ttl(cls, ttl_s: float) -> LeaseSettings:
+        """The default proportions scaled to a TTL of `ttl_s` (tests run short ones)."""
+        k = ttl_s / TTL_S
+        return cls(ttl_s, RENEW_S * k, VALID_S * k, TAKE_S * k)
+
     def __post_init__(self) -> None:
         if not 0 < self.renew_s < self.valid_s < self.ttl_s:
             raise ValueError(

@@ -41,14 +41,25 @@ class _ProcessorCollector(Collector):
         st = svc.status
         owned = GaugeMetricFamily(
             "optionsfeed_leases_owned",
-            "1 for each underlying whose lease this processor holds, 0 for those it stands by for",
+            "1 for each underlying whose lease this processor holds, 0 for those it stands by "
+            "for (prices without owning)",
             labels=["underlying"],
         )
         mine = set(svc.leases.owned()) if svc.leases is not None else set(svc.processor.chains)
-        for u in sorted(svc.processor.chains.keys() | mine):
+        priced = svc.process if svc.leases is not None else set(svc.processor.chains)
+        for u in sorted(priced | mine):
             owned.add_metric([u], 1 if u in mine else 0)
         yield owned
         if svc.leases is not None:
+            yield GaugeMetricFamily(
+                "optionsfeed_processors", "Live processors this one sees (itself included)",
+                value=len(svc.members),
+            )  # fmt: skip
+            yield CounterMetricFamily(
+                "optionsfeed_lease_handovers",
+                "Leases released to the underlying's preferred processor (rebalancing)",
+                value=svc.placement.handovers,
+            )
             yield CounterMetricFamily(
                 "optionsfeed_lease_gains", "Leases gained (each starts a new epoch)",
                 value=svc.leases.gains,
@@ -59,6 +70,11 @@ class _ProcessorCollector(Collector):
             )  # fmt: skip
         yield CounterMetricFamily(
             "optionsfeed_publications", "Publications applied by the broker", value=st.published
+        )
+        yield CounterMetricFamily(
+            "optionsfeed_records_published",
+            "Records (option rows, underlying, stats) in the publications applied",
+            value=st.records,
         )
         yield CounterMetricFamily(
             "optionsfeed_publications_fenced",

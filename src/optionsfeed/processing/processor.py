@@ -2,12 +2,18 @@
 
 Pure and synchronous: the service loop (service.py) owns the I/O. Per batch, each
 underlying that changed gets exactly one envelope with `seq` = previous + 1.
+
+With `only` (a processor sharing the underlyings with others), the chains outside it
+keep their state (quotes, trades, ticks) but are neither priced nor published, which
+is most of the cost; one that comes back into `only` is repriced whole and published
+as a reset (a new epoch), as good as if it had been priced all along.
 """
 
 from __future__ import annotations
 
 import secrets
 import zlib
+from collections.abc import Collection
 from typing import Any
 
 import msgspec
@@ -62,9 +68,13 @@ class Processor:
         # chain's open interest changed (its `oi_version`), not every second.
         self._max_pain: dict[str, tuple[int, dict[str, float]]] = {}
         self.updates_in = 0
+        self.unpriced: set[str] = set()  # chains whose prices lag their state
 
-    def apply(self, batch: SourceBatch, now_us: int) -> list[Publication]:
-        """Apply `batch` at `now_us`; return one publication per underlying that changed."""
+    def apply(
+        self, batch: SourceBatch, now_us: int, only: Collection[str] | None = None
+    ) -> list[Publication]:
+        """Apply `batch` at `now_us`; return one publication per underlying that changed,
+        of the underlyings in `only` (default: all; the others are kept unpriced)."""
         self.updates_in += batch.event_count()
         resets: set[str] = set()
         for listing in batch.listings:
@@ -97,6 +107,15 @@ class Processor:
         # listing), so its reset publication carries values, not an empty chain.
         work: list[tuple[ChainState, NDArray[np.intp]]] = []
         for name, chain in self.chains.items():
+            if only is not None and name not in only:
+                self.unpriced.add(name)
+                continue
+            if name in self.unpriced:
+                # Back in `only`: priced whole, and published as a new epoch, since
+                # nothing of it was published while it was out.
+                self.unpriced.discard(name)
+                resets.add(name)
+                touched[name] = [np.arange(len(chain.symbols), dtype=np.intp)]
             rows = touched.get(name, [])
             if stale_check:
                 rows.append(chain.stale_rows(now_us))
@@ -107,14 +126,14 @@ class Processor:
         )
         out: list[Publication] = []
         for name, chain in self.chains.items():
-            if name in resets:
+            if name in resets or name in self.unpriced:
                 continue
             stats = self._stats_delta(chain, now_us)
             delta = deltas.get(name)
             pub = self._publication(chain, [delta] if delta else [], und.get(name), stats, now_us)
             if pub is not None:
                 out.append(pub)
-        for name in sorted(resets):
+        for name in sorted(resets - self.unpriced):
             out.append(self.reset(name, now_us))
         return out
 
@@ -171,6 +190,9 @@ class Processor:
     def reset(self, underlying: str, now_us: int) -> Publication:
         """Start a new epoch for `underlying`: a publication carrying its whole state."""
         chain = self.chains[underlying]
+        if underlying in self.unpriced:
+            self.unpriced.discard(underlying)
+            chain.reprice(np.arange(len(chain.symbols), dtype=np.intp), now_us)
         s = _Sequence()
         s.seq = 1
         self._seq[underlying] = s

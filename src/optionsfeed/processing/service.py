@@ -9,9 +9,12 @@ cache is whole and consumers resnapshot. Nothing is lost silently: a consumer
 either sees a continuous sequence or a new epoch.
 
 With leases (`leases=LeaseSettings()`, as `optionsfeed process` runs), several
-processors on one broker share it safely: each processes every underlying its source
-gives (a hot standby) but publishes only those whose lease it holds, and the publish
-script refuses the others (Fenced). A lease gained starts one new epoch; a lease lost
+processors on one broker share it safely: each heartbeats into the broker's
+membership, and the placement (placement.py: rendezvous hashing over the live
+members) names the underlyings it should own and those it stands by for; it prices
+those (a hot standby keeps full state) and no others, publishes only those whose lease
+it holds, and the publish script refuses the others (Fenced). A lease gained starts
+one new epoch; a lease lost
 (lapsed, refused on renewal, fenced) stops publishing that underlying and never starts
 one: only the owner resets, so two processors never take turns resetting.
 """
@@ -34,6 +37,7 @@ from ..errors import BrokerUnavailable, Fenced, SequenceConflict
 from ..model.envelope import Publication
 from ..sources.base import Source, SourceBatch
 from .leases import LeaseSettings, LeaseTable, new_owner_id
+from .placement import Placement, PlacementSettings
 from .processor import Processor
 from .stages import StageLatency
 
@@ -45,6 +49,8 @@ PROBE_TIMEOUT_S = 1.0
 # With no batch for this long the processor runs an empty one, so contracts of a
 # silent feed still get the `stale` flag and a lost broker is still probed.
 IDLE_S = 1.0
+# The longest one read of peers' notices waits (below the broker's 2 s socket timeout).
+NOTICE_WAIT_S = 1.0
 
 
 @dataclass(slots=True)
@@ -59,6 +65,7 @@ class PublisherStatus:
     dropped: int = 0
     last_publish_us: int = 0
     fenced: int = 0  # publications the broker refused for want of the lease
+    records: int = 0  # records (options, underlying, stats) in the publications applied
 
 
 class ProcessingService:
@@ -74,6 +81,8 @@ class ProcessingService:
         idle_s: float = IDLE_S,
         leases: LeaseSettings | None = None,
         owner: str | None = None,
+        placement: PlacementSettings | None = None,
+        universe: Sequence[str] = (),
     ) -> None:
         self.source = source
         self.idle_s = idle_s
@@ -87,6 +96,17 @@ class ProcessingService:
         # Without leases the service publishes everything, unfenced (one processor).
         self.leases = LeaseTable(owner or new_owner_id(), leases) if leases is not None else None
         self._gained: set[str] = set()  # leases gained since the last step: reset these
+        self._leaving = False  # set by leave(): publish nothing, take nothing
+        self._wake = asyncio.Event()  # a peer's notice: run the lease loop now
+        self.members: list[str] = []  # the live processors, as last read
+        # The underlyings this processor prices (it owns or stands by for): the
+        # placement's plan, over `universe` and whatever the source lists.
+        self.universe = tuple(universe)
+        self.placement = Placement(self.owner, placement or PlacementSettings())
+        self.process: set[str] = set()
+        self._selected: set[str] | None = None  # what the source was last told to produce
+        self._planned = False  # the placement has made a plan (self.process is one)
+        self._relisting: set[str] = set()  # selected anew, the source's listing to come
         self.stages = StageLatency()
         # Stage lags compare the wall clock with `ts`: a replay's clock is its recording's.
         self._timed = clock is wall_clock_us
@@ -132,7 +152,20 @@ class ProcessingService:
     async def _step(self, batch: SourceBatch) -> None:
         taken_us = wall_clock_us()
         now_us = self.clock()
-        pubs = self.processor.apply(batch, now_us)
+        only: set[str] | None = None
+        if self.leases is not None:
+            only = self.process
+            select = getattr(self.source, "select", None)
+            self._relisting -= {li.underlying for li in batch.listings}
+            if select is not None and self._planned and only != self._selected:
+                # A source that can produce part of its underlyings (the simulator)
+                # produces only those priced here; others are filtered before pricing.
+                # It lists a newly selected one again, in a later batch: a lease gained
+                # of it waits for that listing, so it starts one epoch, not two.
+                self._relisting |= only - (self._selected if self._selected is not None else only)
+                select(set(only))
+                self._selected = set(only)
+        pubs = self.processor.apply(batch, now_us, only)
         priced_us = wall_clock_us()
         if self.leases is not None:
             pubs = self._owned_only(self.leases, pubs, now_us)
@@ -157,72 +190,143 @@ class ProcessingService:
         now = time.monotonic()
         for u in table.lapsed(now):
             log.warning("lease of %s lapsed (no renewal in time): stopped publishing it", u)
-        held = table.held(now)
+        held = table.held(now) if not self._leaving else set()
         if not self.status.connected:
             # The reconnection resets every held underlying anyway.
             self._gained.clear()
             return pubs
         gained = self._gained & held & self.processor.chains.keys()
+        waiting = gained & self._relisting  # reset with the listing to come
+        gained -= waiting
         # A gained underlying not listed yet gets its reset with its listing.
-        self._gained.clear()
-        out = [p for p in pubs if p.underlying in held and p.underlying not in gained]
+        self._gained = waiting
+        out = [p for p in pubs if p.underlying in held and p.underlying not in gained | waiting]
         out += [self.processor.reset(u, now_us) for u in sorted(gained)]
         return out
 
     async def _keep_leases(self, table: LeaseTable) -> None:
-        """Renew the leases held every `renew_s`, try to take the others every `take_s`
-        (with jitter); until cancelled. A broker that cannot be reached lets them lapse."""
+        """Every `take_s` (with jitter), or as soon as a peer leaves a notice (a release,
+        a leave, a join): heartbeat into the membership, renew the leases held (every
+        `renew_s`), and follow the placement's plan: hand over, take, ask which are
+        free. Until cancelled; a broker that cannot be reached lets the leases lapse."""
         st = table.settings
         ttl_ms = int(st.ttl_s * 1000)
         next_renew = 0.0
         failing = False
+        watcher = asyncio.create_task(self._watch_notices(), name="lease-notices")
+        try:
+            while not self._leaving:
+                try:
+                    if time.monotonic() >= next_renew:
+                        next_renew = await self._renew(table, ttl_ms) + st.renew_s
+                    await self._follow_plan(table, ttl_ms)
+                    if failing:
+                        log.warning("leases: the broker answers again")
+                    failing = False
+                except BrokerUnavailable as exc:
+                    if not failing:
+                        log.error("leases: cannot renew or take (they lapse meanwhile): %s", exc)
+                    failing = True
+                    if cancel_requested():
+                        raise asyncio.CancelledError from exc
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(st.take_s * random.uniform(0.8, 1.2)):
+                        await self._wake.wait()
+        finally:
+            await cancel_and_wait(watcher)
+
+    async def _renew(self, table: LeaseTable, ttl_ms: int) -> float:
+        """Renew the leases held; when the renewal was sent."""
+        sent = time.monotonic()
+        if mine := table.owned():
+            kept = await self.broker.lease("renew", mine, table.owner, ttl_ms)
+            # One found lapsed while this renewal was in flight is held again, but its
+            # publications meanwhile were dropped: it needs a reset like any gain.
+            for u in table.taken(kept, sent):
+                log.warning("lease of %s renewed after it lapsed: a new epoch", u)
+                self._gained.add(u)
+            for u in table.lost(set(mine) - kept):
+                log.warning("lease of %s lost (another processor holds it)", u)
+        return sent
+
+    async def _follow_plan(self, table: LeaseTable, ttl_ms: int) -> None:
+        members = await self.broker.members("join", table.owner, ttl_ms)
+        place = self.placement
+        place.saw_members(members, time.monotonic())
+        self.members = place.live
+        universe = set(self.universe) | self.processor.chains.keys()
+        plan = place.plan(universe, set(table.owned()), time.monotonic())
+        if plan.release:
+            # Stop publishing them first (the table), then give them up; a publish
+            # already in flight is refused by the broker once the lease is gone.
+            table.lost(plan.release)
+            done = await self.broker.lease("release", plan.release, table.owner, ttl_ms)
+            note = "released " + ",".join(sorted(done))
+            await self.broker.members("notify", table.owner, ttl_ms, note)
+            log.warning("leases handed over to their preferred processor: %s", note)
+        if plan.take and not self._leaving:
+            sent = time.monotonic()
+            got = await self.broker.lease("take", plan.take, table.owner, ttl_ms)
+            for u in table.taken(got, sent):
+                log.warning("lease of %s gained: publishing it with a new epoch", u)
+                self._gained.add(u)
+        if plan.ask_free:
+            free = await self.broker.lease("free", plan.ask_free, table.owner, ttl_ms)
+            place.saw_free(plan.ask_free, free, time.monotonic())
+        self.process = set(plan.process) | set(table.owned())
+        self._planned = True
+
+    async def _watch_notices(self) -> None:
+        """Wake the lease loop whenever a peer leaves a notice; until cancelled.
+
+        A blocking read of the notices stream rather than a faster poll of every
+        lease: a released lease is taken one round trip after the notice, and an idle
+        processor costs the broker one waiting read, whatever the underlyings.
+        """
+        after = "0"
+        wait_ms = int(NOTICE_WAIT_S * 1000)
         while True:
             try:
-                if time.monotonic() >= next_renew and (mine := table.owned()):
-                    sent = time.monotonic()
-                    kept = await self.broker.lease("renew", mine, table.owner, ttl_ms)
-                    table.taken(kept, sent)
-                    for u in table.lost(set(mine) - kept):
-                        log.warning("lease of %s lost (another processor holds it)", u)
-                    next_renew = sent + st.renew_s
-                held = set(table.owned())
-                free = [u for u in sorted(self.processor.chains) if u not in held]
-                if free:
-                    sent = time.monotonic()
-                    got = await self.broker.lease("take", free, table.owner, ttl_ms)
-                    for u in table.taken(got, sent):
-                        log.warning("lease of %s gained: publishing it with a new epoch", u)
-                        self._gained.add(u)
-                if failing:
-                    log.warning("leases: the broker answers again")
-                failing = False
-            except BrokerUnavailable as exc:
-                if not failing:
-                    log.error("leases: cannot renew or take (they lapse meanwhile): %s", exc)
-                failing = True
+                after, n = await self.broker.notices(after, wait_ms)
+            except BrokerUnavailable:
                 if cancel_requested():
-                    raise asyncio.CancelledError from exc
-            await asyncio.sleep(st.take_s * random.uniform(0.8, 1.2))
+                    raise asyncio.CancelledError from None
+                await asyncio.sleep(NOTICE_WAIT_S)  # the lease loop logs the outage
+                continue
+            if n:
+                self._wake.set()
 
-    async def release_leases(self, timeout_s: float = 1.0) -> list[str]:
-        """Give up every lease held (compare-and-delete) so a peer takes over at once;
-        the underlyings released. Call after `run` has stopped (nothing publishes then).
-        A broker that does not answer within `timeout_s` leaves them to lapse."""
+    async def leave(self, timeout_s: float = 1.0) -> list[str]:
+        """Stop publishing now, release every lease held (compare-and-delete) and leave
+        the membership, so that a peer takes over at once (the leave is its notice);
+        the underlyings released. Safe while `run` still runs: whatever it still sends
+        is refused by the broker (no lease), and it takes nothing more. A broker that
+        does not answer within `timeout_s` leaves the leases to lapse."""
         if self.leases is None:
             return []
+        self._leaving = True
+        self._wake.set()
         mine = self.leases.owned()
         self.leases.lost(mine)
-        if not mine:
-            return []
         ttl_ms = int(self.leases.settings.ttl_s * 1000)
+        done: set[str] = set()
         try:
             async with asyncio.timeout(timeout_s):
-                done = await self.broker.lease("release", mine, self.leases.owner, ttl_ms)
+                if mine:
+                    done = await self.broker.lease("release", mine, self.leases.owner, ttl_ms)
+                await self.broker.members("leave", self.leases.owner, ttl_ms)
         except (BrokerUnavailable, TimeoutError) as exc:
             log.warning("leases not released (they lapse within the TTL): %s", exc)
-            return []
-        log.warning("leases released: %s", ", ".join(sorted(done)) or "none")
+            return sorted(done)
+        if mine:
+            log.warning("leases released: %s", ", ".join(sorted(done)) or "none")
         return sorted(done)
+
+    async def release_leases(self, timeout_s: float = 1.0) -> list[str]:
+        """`leave`, once more after `run` has stopped: releases any lease a take in
+        flight gained after the first `leave`."""
+        return await self.leave(timeout_s)
 
     async def _publish(self, pubs: Sequence[Publication]) -> bool:
         """Publish `pubs`; True when the broker applied every one."""
@@ -233,11 +337,14 @@ class ProcessingService:
         except Fenced as exc:
             self._fenced(exc)
             self.status.published += len(pubs) - len(exc.underlyings)
+            refused = set(exc.underlyings)
+            self.status.records += sum(len(p.records) for p in pubs if p.underlying not in refused)
             return False
         except (BrokerUnavailable, SequenceConflict) as exc:
             self._lost(exc)
             return False
         self.status.published += len(pubs)
+        self.status.records += sum(len(p.records) for p in pubs)
         self.status.last_publish_us = self.clock()
         if not self.ready.is_set() and self.processor.chains:
             self.ready.set()

@@ -105,3 +105,24 @@ def test_message_mix_favours_near_money_and_short_expiries() -> None:
                 short += (c.expiry_us - START) < 30 * 86_400e6
     assert near / total > 0.5
     assert short / total > 0.5
+
+
+def test_select_simulates_only_the_selected_and_lists_a_returning_one_again() -> None:
+    """After select, batches carry only the selected underlyings, at their share of the
+    activity; one selected again comes with a new listing."""
+    m = market(names=("SPY", "QQQ", "AAPL"))
+    m.listings()
+    m.select({"QQQ"})
+    assert 0.0 < m.share() < 1.0
+    batches = run(m, 20, 200)
+    seen = {q.underlying for b in batches for q in b.quotes} | {
+        k.underlying for b in batches for k in b.ticks
+    }
+    assert seen == {"QQQ"}
+    assert all(not b.listings for b in batches)
+    m.select({"QQQ", "SPY"})
+    (again,) = m.listings()
+    assert again.underlying == "SPY"
+    assert {q.underlying for b in run(m, 20, 200) for q in b.quotes} == {"QQQ", "SPY"}
+    m.select({"SPY", "QQQ", "AAPL"})
+    assert abs(m.share() - 1.0) < 1e-9

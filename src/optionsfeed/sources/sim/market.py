@@ -90,6 +90,28 @@ class SimMarket:
             self.underlyings[spec.symbol] = self._list(spec, spec.spot, spec.atm_vol, spec.skew)
         total = sum(s.activity for s in specs)
         self.activity = np.array([s.activity / total for s in specs])
+        self.active = set(self.underlyings)  # the ones simulated (see `select`)
+        self._active_weights = self.activity
+
+    def select(self, names: set[str]) -> None:
+        """Simulate only `names` (of those this market has) from now on: the others stand
+        still. One that comes back is listed again (a new listing from where it stood),
+        since whoever consumes it has not followed it meanwhile."""
+        names = names & self.underlyings.keys()
+        for sym in sorted(names - self.active):
+            u = self.underlyings[sym]
+            self.underlyings[sym] = self._list(u.spec, u.spot, u.short_vol, u.skew)
+        self.active = names
+        w = np.array(
+            [a if s in names else 0.0 for s, a in zip(self.underlyings, self.activity, strict=True)]
+        )
+        self._active_weights = w / w.sum() if w.sum() > 0 else w
+
+    def share(self) -> float:
+        """The share of the whole market's activity that is simulated now (0..1)."""
+        return float(
+            sum(a for s, a in zip(self.underlyings, self.activity, strict=True) if s in self.active)
+        )
 
     # -- listing ----------------------------------------------------------------
 
@@ -233,11 +255,16 @@ class SimMarket:
         self.now_us = max(now_us, self.now_us)
         batch = SourceBatch()
         for sym, u in list(self.underlyings.items()):
-            if self.now_us >= u.next_expiry_us:  # an expiry passed: list again, like a new day
+            if sym in self.active and self.now_us >= u.next_expiry_us:
+                # An expiry passed: list again, like a new day.
                 self.underlyings[sym] = self._list(u.spec, u.spot, u.short_vol, u.skew)
         batch.listings = self.listings()
-        per = self.rng.multinomial(max(updates, 0), self.activity)
+        if not self.active:
+            return batch
+        per = self.rng.multinomial(max(updates, 0), self._active_weights)
         for u, n in zip(self.underlyings.values(), per.tolist(), strict=True):
+            if u.spec.symbol not in self.active:
+                continue
             self._evolve(u, dt_s)
             if self.now_us - u.weights_us > REWEIGHT_US:
                 u.cdf, u.weights_us = self._weights(u), self.now_us

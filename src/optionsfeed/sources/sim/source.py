@@ -19,7 +19,8 @@ MAX_BATCH_UPDATES = 20_000
 
 
 class SimSource:
-    """The default source: a simulated market of `underlyings` at `rate` updates/s.
+    """The default source: a simulated market of `underlyings` at `rate` updates/s
+    (`rate` is the whole market's: `select` simulates part of it at its share).
 
     Each step emits the updates owed since the previous one (rate x elapsed), so a
     slow consumer gets bigger batches, never a growing backlog. What is owed is
@@ -45,6 +46,11 @@ class SimSource:
         self._max_owed = min(max(rate * step_s * MAX_OWED_STEPS, 1.0), MAX_BATCH_UPDATES)
         self.market = SimMarket([spec_for(u) for u in underlyings], seed=seed, start_us=clock())
 
+    def select(self, underlyings: set[str]) -> None:
+        """Simulate only `underlyings` from now on, at their share of `rate` (a processor
+        simulates what it prices); one selected again is listed again."""
+        self.market.select(underlyings)
+
     async def batches(self) -> AsyncIterator[SourceBatch]:
         owed = 0.0
         last = self.clock()
@@ -62,7 +68,8 @@ class SimSource:
                 # Fell behind (a slow consumer): restart the grid instead of racing it.
                 loop_start = time.monotonic() - steps * self.step_s
             now = self.clock()
-            owed = min(owed + self.rate * max(now - last, 0) / 1e6, self._max_owed)
+            rate = self.rate * self.market.share()
+            owed = min(owed + rate * max(now - last, 0) / 1e6, self._max_owed)
             last = now
             n = int(owed)
             owed -= n
