@@ -36,7 +36,7 @@ def parser(prog: str) -> argparse.ArgumentParser:
         "processors (1 and 2 processors on one Redis: throughput, takeover times)",
     )
     p.add_argument(
-        "--scenarios", default="A,B", help="gateway scenarios (A,B,C,D,E; see docs/benchmarks.md)"
+        "--scenarios", default="A,B", help="gateway scenarios (A,B,C,D,E,M,S; see docs/benchmarks.md)"
     )
     p.add_argument("--clients", type=int, default=300, help="lab: clients through HAProxy (300)")
     p.add_argument(

@@ -51,6 +51,8 @@ SCENARIOS = {
     # All clients connect and subscribe at once to a feed that is already running:
     # the figure is the time from connect to first snapshot.
     "E": Scenario("2,000 clients joining a running feed", 2000, 2, 5, 400, seconds=5.0),
+    # A load this machine sustains: where latency is the pipeline's, not a queue's.
+    "M": Scenario("2,000 clients, 2 processes, 5 channels at 80/s", 2000, 2, 5, 80),
     # A smoke run of the whole bench (seconds, not a figure).
     "S": Scenario("20 clients, 1 process, 2 channels at 50/s", 20, 1, 2, 50, seconds=2.0),
 }
