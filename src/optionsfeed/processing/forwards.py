@@ -113,6 +113,7 @@ def implied_forwards(
     carry: float,
     t_years: F64,
     guess: F64,
+    warm: bool = False,
 ) -> F64:
     """The implied forward of each expiry in `expiries` (indices into `pairs.expiry_us`).
 
@@ -120,6 +121,8 @@ def implied_forwards(
     `guess` (a forward estimate that picks the strikes nearest the money: the last
     forward, or the carry's) are per requested expiry; `carry` is the configured
     dividend yield American prices are de-Americanized with (`_de_americanized`).
+    `warm`: every `guess` is a forward implied before (moved with the spot since),
+    so one fixed-point step from it is enough for American pairs.
     NaN where fewer than `MIN_PAIRS` strikes have uncrossed two-sided quotes on
     both sides, or `t_years` is not positive. Cost: O(pairs of those
     expiries), plus American IVs of at most 2 x `K_NEAREST` prices per expiry.
@@ -154,7 +157,10 @@ def implied_forwards(
     fwd, count = nearest_median(grp, dist, f_k, n, K_NEAREST)
     am = pairs.american[sel[near]]
     if am.any():
-        f_k = _de_americanized(f_k, fwd, grp, am, cmid, pmid, strike, t, growth, rate, carry)
+        start = guess if warm else fwd
+        f_k = _de_americanized(
+            f_k, start, grp, am, cmid, pmid, strike, t, growth, rate, carry, warm=warm
+        )
         fwd, count = nearest_median(grp, dist, f_k, n, K_NEAREST)
     fwd[(count < MIN_PAIRS) | ~(fwd > 0)] = np.nan
     return fwd
@@ -162,7 +168,7 @@ def implied_forwards(
 
 def _de_americanized(
     f_k: F64, fwd: F64, grp: INTP, am: NDArray[np.bool_], cmid: F64, pmid: F64,
-    strike: F64, t: F64, growth: F64, rate: float, carry: float,
+    strike: F64, t: F64, growth: F64, rate: float, carry: float, *, warm: bool,
 ) -> F64:  # fmt: skip
     """Per-strike parity forwards of American pairs (`am`) on European-equivalent prices.
 
@@ -171,7 +177,10 @@ def _de_americanized(
     S' = F e^{-(r - q)T} with the configured yield q (so the model's boundary tables
     are the ones pricing uses). Per round, parity is evaluated at two forwards around
     the estimate and the fixed point F = parity(F) of the line through them is taken;
-    the second round starts from the first's median.
+    the second round starts from the first's median. From a `warm` start (`fwd`
+    already a forward implied a moment ago) one plain step F -> parity(F) is taken
+    instead: the map's slope is about 0.1, so it shrinks the start's error tenfold,
+    at a quarter of the pricing.
     """
     rows = np.flatnonzero(am)
     k, tt, gr = strike[rows], t[rows], growth[rows]
@@ -182,6 +191,12 @@ def _de_americanized(
     out = f_k.copy()
     est = fwd[grp[rows]]
     est = np.where(np.isfinite(est), est, f_k[rows])
+    if warm:
+        s2 = np.concatenate([est * shift, est * shift])
+        vol = american_implied_vol(prices, is_call, s2, k2, t2, rate, carry)
+        euro = bsm_price(is_call, s2, k2, t2, rate, carry, vol)
+        out[rows] = k + gr * (euro[: len(rows)] - euro[len(rows) :])
+        return out
     for _ in range(AMERICAN_ROUNDS):
         ends = []
         points = (est, est * (1.0 + SECANT_STEP))
