@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-WHAT = ("processing", "encode", "all", "gateway", "wslib", "venues", "idle")
+WHAT = ("processing", "encode", "all", "gateway", "wslib", "venues", "idle", "follow")
 BENCH_EXTRA = ("picows", "websockets")  # pyproject's `bench` extra
 
 
@@ -27,7 +27,8 @@ def parser(prog: str) -> argparse.ArgumentParser:
         default="all",
         help="processing, encode, all (the two; default), gateway (fan-out scenarios), "
         "wslib (WebSocket libraries), venues (Deribit and Massive adapters), "
-        "idle (gateway memory per idle connection)",
+        "idle (gateway memory per idle connection), follow (updates added by greeks "
+        "that follow the underlying)",
     )
     p.add_argument(
         "--scenarios", default="A,B", help="gateway scenarios (A,B,C,D,E; see docs/benchmarks.md)"

@@ -30,8 +30,8 @@ from numpy.typing import NDArray
 
 from ..model.contract import Contract
 from ..model.records import FLAG_ORDER, Flag, OptionRecord, UnderlyingRecord, encode
-from ..pricing import Greeks, implied_vol
-from ..pricing.american import american_iv_and_greeks, iv_and_greeks_by_exercise
+from ..pricing import Greeks, bsm_greeks, implied_vol
+from ..pricing.american import american_greeks, american_iv_and_greeks, iv_and_greeks_by_exercise
 from ..sources.base import Listing, Quotes, Trades, UnderlyingTick
 from .forwards import (
     CARRY,
@@ -321,6 +321,8 @@ class ChainState:
         self.spot_bid: float | None = None
         self.spot_ask: float | None = None
         self.spot_ts = listed_us
+        # The spot moved since the greeks last followed it (processing.Processor decides when).
+        self.spot_moved = False
         self.volume_day: str | None = None
         self.unknown_events = 0
         self.oi_version = 0  # grows whenever a quote changes some open interest
@@ -372,6 +374,7 @@ class ChainState:
             delta["ask"] = tick.ask
         self.spot = float("nan") if price is None else price
         self.spot_bid, self.spot_ask, self.spot_ts = tick.bid, tick.ask, tick.ts
+        self.spot_moved |= "price" in delta
         if len(delta) == 1:
             return None
         delta["ts"] = tick.ts
@@ -446,7 +449,7 @@ class ChainState:
         current = spot * np.exp((r - self.expiry_carry[dirty]) * t)
         fwd = implied_forwards(
             self.pairs, dirty, self.bid, self.ask, rate=r, carry=self.dividend_yield,
-            t_years=t, guess=current,
+            t_years=t, guess=current, warm=bool(np.all(self.expiry_source[dirty] == IMPLIED)),
         )  # fmt: skip
         found = np.isfinite(fwd)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -570,6 +573,36 @@ class ChainState:
     def reprice(self, rows: NDArray[np.intp], now_us: int) -> ChainDelta:
         """Reprice `rows` at `now_us` and diff them (`prepare` + pricing + `finish`)."""
         return reprice_chains([(self, rows)], now_us)[0]
+
+    def follow_spot(self, now_us: int, skip: NDArray[np.intp] | None = None) -> ChainDelta:
+        """Greeks of the priced rows at the current spot and their published IVs.
+
+        Sticky strike: each row keeps its IV (which only its own quote changes) and
+        its delta, gamma, theta, vega, rho, `underlying_price` and `forward` are
+        recomputed at the spot of now; only fields whose published value changed
+        are sent. Rows in `skip` (repriced from their quotes in the same batch) are
+        left out. Clears `spot_moved`.
+        """
+        self.spot_moved = False
+        iv_all = self.pub["iv"]
+        priced = np.isfinite(iv_all)
+        if skip is not None:
+            priced[skip] = False
+        rows = np.flatnonzero(priced)
+        if len(rows) == 0:
+            return ChainDelta([], [])
+        p = self.prepare(rows, now_us)
+        iv = iv_all[rows]
+        call, strike, carry = self.is_call[rows], self.strike[rows], p.carry
+        g = bsm_greeks(call, p.spot, strike, p.t_years, self.rate, carry, iv)
+        am = np.flatnonzero(self.american[rows])
+        if len(am):
+            ag = american_greeks(call[am], p.spot[am], strike[am], p.t_years[am], self.rate,
+                                 carry[am], iv[am])  # fmt: skip
+            for col, a_col in zip(g, ag, strict=True):
+                col[am] = a_col
+        sides = np.stack([self.pub["iv_bid"][rows], self.pub["iv_ask"][rows]])
+        return self.finish(p, iv, g, now_us, side_iv=sides)
 
     def stale_rows(self, now_us: int) -> NDArray[np.intp]:
         """Rows whose quote went stale (or fresh again) since they were last published."""

@@ -48,11 +48,17 @@ class Processor:
     """All chains of a deployment, with their epoch and seq.
 
     Bounded by the listings: memory is O(contracts). `stale_after_us` sets when a
-    contract with no quote gets the `stale` flag.
+    contract with no quote gets the `stale` flag. `follow_interval_us`: when the
+    underlying moved, its contracts' greeks follow it (at their IVs, sticky strike)
+    at most this often per underlying; 0 turns that off (greeks move with quotes only).
     """
 
-    def __init__(self, *, stale_after_us: int = 60_000_000) -> None:
+    def __init__(
+        self, *, stale_after_us: int = 60_000_000, follow_interval_us: int = 1_000_000
+    ) -> None:
         self.stale_after_us = stale_after_us
+        self.follow_interval_us = follow_interval_us
+        self._follow_due: dict[str, int] = {}
         self.chains: dict[str, ChainState] = {}
         self._seq: dict[str, _Sequence] = {}
         self._stats: dict[str, dict[str, Any]] = {}
@@ -62,6 +68,7 @@ class Processor:
         # chain's open interest changed (its `oi_version`), not every second.
         self._max_pain: dict[str, tuple[int, dict[str, float]]] = {}
         self.updates_in = 0
+        self.follows = 0  # times some chain's greeks followed its spot
 
     def apply(self, batch: SourceBatch, now_us: int) -> list[Publication]:
         """Apply `batch` at `now_us`; return one publication per underlying that changed."""
@@ -105,18 +112,32 @@ class Processor:
         deltas = dict(
             zip((c.underlying for c, _ in work), reprice_chains(work, now_us), strict=True)
         )
+        repriced = {c.underlying: rows for c, rows in work}
         out: list[Publication] = []
         for name, chain in self.chains.items():
             if name in resets:
                 continue
+            found = [d for d in (deltas.get(name), self._follow(chain, repriced.get(name), now_us))
+                     if d is not None]  # fmt: skip
             stats = self._stats_delta(chain, now_us)
-            delta = deltas.get(name)
-            pub = self._publication(chain, [delta] if delta else [], und.get(name), stats, now_us)
+            pub = self._publication(chain, found, und.get(name), stats, now_us)
             if pub is not None:
                 out.append(pub)
         for name in sorted(resets):
             out.append(self.reset(name, now_us))
         return out
+
+    def _follow(
+        self, chain: ChainState, repriced: NDArray[np.intp] | None, now_us: int
+    ) -> ChainDelta | None:
+        """The greeks of `chain` following its spot, when it moved and is due."""
+        if not chain.spot_moved or self.follow_interval_us <= 0:
+            return None
+        if now_us < self._follow_due.get(chain.underlying, 0):
+            return None  # still moved: it follows at the first batch once due
+        self._follow_due[chain.underlying] = now_us + self.follow_interval_us
+        self.follows += 1
+        return chain.follow_spot(now_us, skip=repriced)
 
     # -- publications -------------------------------------------------------------------
 
