@@ -183,28 +183,30 @@ def _de_americanized(
     at a quarter of the pricing.
     """
     rows = np.flatnonzero(am)
+    n = len(rows)
     k, tt, gr = strike[rows], t[rows], growth[rows]
-    prices = np.concatenate([cmid[rows], pmid[rows]])
-    is_call = np.concatenate([np.ones(len(rows), np.bool_), np.zeros(len(rows), np.bool_)])
-    k2, t2 = np.concatenate([k, k]), np.concatenate([tt, tt])
     shift = np.exp(-(rate - carry) * tt)
     out = f_k.copy()
     est = fwd[grp[rows]]
     est = np.where(np.isfinite(est), est, f_k[rows])
+
+    def parity(forwards: list[F64]) -> list[F64]:
+        # One American IV call for every forward asked (its cost is mostly per call).
+        m = len(forwards)
+        s = np.concatenate([f * shift for f in forwards for _ in (0, 1)])
+        price = np.tile(np.concatenate([cmid[rows], pmid[rows]]), m)
+        call = np.tile(np.concatenate([np.ones(n, np.bool_), np.zeros(n, np.bool_)]), m)
+        kk, ttt = np.tile(k, 2 * m), np.tile(tt, 2 * m)
+        vol = american_implied_vol(price, call, s, kk, ttt, rate, carry)
+        euro = bsm_price(call, s, kk, ttt, rate, carry, vol).reshape(m, 2, n)
+        return [k + gr * (e[0] - e[1]) for e in euro]
+
     if warm:
-        s2 = np.concatenate([est * shift, est * shift])
-        vol = american_implied_vol(prices, is_call, s2, k2, t2, rate, carry)
-        euro = bsm_price(is_call, s2, k2, t2, rate, carry, vol)
-        out[rows] = k + gr * (euro[: len(rows)] - euro[len(rows) :])
+        out[rows] = parity([est])[0]
         return out
     for _ in range(AMERICAN_ROUNDS):
-        ends = []
         points = (est, est * (1.0 + SECANT_STEP))
-        for f in points:
-            s2 = np.concatenate([f * shift, f * shift])
-            vol = american_implied_vol(prices, is_call, s2, k2, t2, rate, carry)
-            euro = bsm_price(is_call, s2, k2, t2, rate, carry, vol)
-            ends.append(k + gr * (euro[: len(rows)] - euro[len(rows) :]))
+        ends = parity(list(points))
         slope = (ends[1] - ends[0]) / (points[1] - points[0])
         # g(F) = ends[0] + slope (F - est); F = g(F):
         out[rows] = (ends[0] - slope * est) / (1.0 - slope)
