@@ -134,8 +134,8 @@ class PricingInputs:
     mark: F64  # in the quote currency (published)
     price: F64  # the mark in the strike's currency (solved for IV)
     sides: F64  # (2, rows): bid and ask in the strike's currency, NaN where none
-    spot: F64  # the venue's forward, or the spot
-    carry: F64  # the expiry's carry yield (implied or configured); the rate on a venue forward
+    spot: F64  # the venue's forward, or the spot-equivalent of the expiry's forward
+    carry: F64  # the listing's dividend yield; the rate on a venue forward
     forward: F64  # the forward each row is priced on
     source: NDArray[np.int8]  # where that forward came from (forwards.IMPLIED, ...)
     t_years: F64
