@@ -11,7 +11,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-WHAT = ("processing", "encode", "all", "gateway", "wslib", "venues", "idle", "follow")
+WHAT = (
+    "processing", "encode", "all", "gateway", "wslib", "venues", "idle", "cluster", "lab",
+    "follow",
+)  # fmt: skip
 BENCH_EXTRA = ("picows", "websockets")  # pyproject's `bench` extra
 
 
@@ -27,12 +30,23 @@ def parser(prog: str) -> argparse.ArgumentParser:
         default="all",
         help="processing, encode, all (the two; default), gateway (fan-out scenarios), "
         "wslib (WebSocket libraries), venues (Deribit and Massive adapters), "
-        "idle (gateway memory per idle connection), follow (updates added by greeks "
-        "that follow the underlying)",
+        "idle (gateway memory per idle connection), "
+        "cluster (publish -> gateway latency, one Redis vs a local Redis Cluster), "
+        "lab (fan-out through HAProxy across namespaced hosts; root), "
+        "follow (updates added by greeks that follow the underlying)",
     )
     p.add_argument(
         "--scenarios", default="A,B", help="gateway scenarios (A,B,C,D,E; see docs/benchmarks.md)"
     )
+    p.add_argument("--clients", type=int, default=300, help="lab: clients through HAProxy (300)")
+    p.add_argument(
+        "--pin", action="store_true",
+        help="gateway: pin the gateway processes to the last core, everything else to the others",
+    )  # fmt: skip
+    p.add_argument(
+        "--knee", type=float, metavar="RATE",
+        help="gateway: find the most clients one process holds at p99 <= 100 ms, RATE records/s each",
+    )  # fmt: skip
     p.add_argument("--procs", type=int, default=2, help="load generator processes (2)")
     p.add_argument("--redis", help="also measure publishing into this Redis")
     p.add_argument("--runs", type=int, default=5, help="runs per figure (median reported)")
@@ -58,9 +72,23 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m benchmarks
 
 def _run(args: argparse.Namespace) -> int:
     if args.what == "gateway":
+        from .gateway import knee
         from .gateway import main as gateway_main
 
-        return gateway_main(args.scenarios.split(","), runs=args.runs, procs=args.procs)
+        if args.knee:
+            knee(args.knee, procs=args.procs, pin=args.pin)
+            return 0
+        return gateway_main(
+            args.scenarios.split(","), runs=args.runs, procs=args.procs, pin=args.pin
+        )
+    if args.what == "cluster":
+        from .cluster_bench import main as cluster_main
+
+        return cluster_main(runs=args.runs)
+    if args.what == "lab":
+        from .lab_bench import main as lab_main
+
+        return lab_main(runs=args.runs, clients=args.clients)
     if args.what == "idle":
         from .idle import main as idle_main
 

@@ -24,8 +24,9 @@ from typing import Any
 
 from optionsfeed.sources.sim.universe import DEFAULT_UNDERLYINGS
 
-from .loadgen import LoadConfig, LoadResult, percentiles, run_load
+from .loadgen import LoadConfig, LoadResult, run_load, summary
 from .redis_server import temporary_redis
+from .stages import scrape, stage_table
 
 CALIBRATE_RATE = 20_000.0
 CALIBRATE_S = 4.0
@@ -50,13 +51,33 @@ SCENARIOS = {
     # All clients connect and subscribe at once to a feed that is already running:
     # the figure is the time from connect to first snapshot.
     "E": Scenario("2,000 clients joining a running feed", 2000, 2, 5, 400, seconds=5.0),
+    # A smoke run of the whole bench (seconds, not a figure).
+    "S": Scenario("20 clients, 1 process, 2 channels at 50/s", 20, 1, 2, 50, seconds=2.0),
 }
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of `pid` (from /proc)."""
+def _cpu_s(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of `pid` (from /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def _cpu_sum(pids: list[int]) -> tuple[float, float]:
+    user, system = zip(*(_cpu_s(p) for p in pids), strict=True)
+    return sum(user), sum(system)
+
+
+def pin_split(gateway_cores: int = 1) -> tuple[set[int], set[int]]:
+    """(gateway cores, the other cores): the last `gateway_cores` of this process's
+    cores for the gateways, the rest for everything else (processor, Redis, the load
+    generator). At least one core must be left for the rest."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) <= gateway_cores:
+        raise SystemExit(
+            f"--pin needs more than {gateway_cores} core(s); this process has {len(cores)}"
+        )
+    return set(cores[-gateway_cores:]), set(cores[:-gateway_cores])
 
 
 def _rss_kb(pid: int) -> int:
@@ -115,10 +136,17 @@ async def _nearest_channels(http_base: str, n: int) -> list[str]:
     return out
 
 
-def _run_scenario(sc: Scenario, procs: int) -> dict[str, Any]:
+def _run_scenario(sc: Scenario, procs: int, pin: bool = False) -> dict[str, Any]:
     # Only the underlyings whose channels are watched: the others would only load
     # the processor (which shares this machine) without reaching any client.
     underlyings = ",".join(DEFAULT_UNDERLYINGS[: sc.channels])
+
+    gw_cores, rest_cores = pin_split() if pin else (set(), set())
+    mask = os.sched_getaffinity(0)
+    if pin:
+        # Every process started from here on (Redis, the processor, the load
+        # generator) inherits this; the gateways are moved to their own core below.
+        os.sched_setaffinity(0, rest_cores)
 
     async def main() -> dict[str, Any]:
         async with temporary_redis() as url:
@@ -137,9 +165,9 @@ def _run_scenario(sc: Scenario, procs: int) -> dict[str, Any]:
                                       CALIBRATE_S, procs=1, warmup_s=1.0, measure_every=1))  # fmt: skip
         per_channel = cal.records / CALIBRATE_S / len(channels)
         rate = CALIBRATE_RATE * sc.per_channel / max(per_channel, 1e-9)
-        port = _free_port()
+        port, proc_port = _free_port(), _free_port()
         with _proc(["process", "--redis", url, "--rate", f"{rate:.0f}",
-                    "--underlyings", underlyings, "--port", "0"]), \
+                    "--underlyings", underlyings, "--port", str(proc_port)]), \
              _proc(["gateway", "--redis", url, "--port", str(port),
                     "--workers", str(sc.workers)]) as gw:  # fmt: skip
             assert gw.stdout is not None
@@ -147,49 +175,92 @@ def _run_scenario(sc: Scenario, procs: int) -> dict[str, Any]:
                 gw.stdout.readline()
             time.sleep(1.0)
             pids = [gw.pid, *_children(gw.pid)]
-            cpu0 = sum(_cpu_s(p) for p in pids)
+            for p in pids if pin else ():
+                os.sched_setaffinity(p, gw_cores)
+            # One gateway process's histograms (with --workers N a scrape reaches one).
+            pages = (f"http://127.0.0.1:{proc_port}/metrics", f"http://127.0.0.1:{port}/metrics")
+            stages0 = scrape(*pages)
+            cpu0 = _cpu_sum(pids)
             rss0 = sum(_rss_kb(p) for p in pids)
             t0 = time.monotonic()
             cfg = LoadConfig([f"ws://127.0.0.1:{port}/ws"], channels, sc.clients, sc.seconds,
                              procs=procs, slow_fraction=sc.slow_fraction)  # fmt: skip
             res = run_load(cfg)
             wall = time.monotonic() - t0
-            cpu = sum(_cpu_s(p) for p in pids) - cpu0
+            cpu1 = _cpu_sum(pids)
+            cpu = (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1])
             rss = sum(_rss_kb(p) for p in pids)
-        return _report(sc, res, rate, cpu / wall, rss, rss - rss0, res.cpu_s / wall)
+            stages = stage_table(stages0, scrape(*pages))
+        out = _report(sc, res, rate, sum(cpu) / wall, rss, rss - rss0, res.cpu_s / wall)
+        out.update(_cost(res, cpu, wall), pinned=sorted(gw_cores) if pin else None)
+        # Each stage's [p50, p99] lag behind the source ts, in ms; the client's last.
+        out["stages_ms"] = {**stages, "at_client": [out["p50_ms"], out["p99_ms"]]}
+        return out
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    finally:
+        os.sched_setaffinity(0, mask)
+
+
+def _cost(r: LoadResult, cpu: tuple[float, float], wall: float) -> dict[str, float]:
+    """Gateway CPU per delivered frame and per delivered record, user and system.
+
+    CPU and frames are counted over the whole run (connect and warm-up included);
+    records only after the warm-up, by the measuring clients (every client of a
+    channel gets the same), so they are scaled from the measured span to the run."""
+    frames = r.frames
+    records = r.records / max(r.measuring, 1) * r.connected * wall / max(r.seconds, 1e-9)
+    user, system = cpu
+    return {
+        "cpu_us_per_frame_user": round(user / max(frames, 1) * 1e6, 2),
+        "cpu_us_per_frame_system": round(system / max(frames, 1) * 1e6, 2),
+        "cpu_us_per_record": round((user + system) / max(records, 1) * 1e6, 3),
+    }
 
 
 def _report(
     sc: Scenario, r: LoadResult, rate: float, cpu: float, rss_kb: int, grew_kb: int,
     load_cpu: float,
 ) -> dict[str, Any]:  # fmt: skip
-    p50, p99, mx = percentiles(r.fast_ms)
-    s50, s99, _ = percentiles(r.slow_ms)
-    snap50, _, snap_max = percentiles(r.snapshot_s)
     return {
-        "scenario": sc.name, "total_rate": round(rate), "connected": r.connected,
-        "connect_errors": r.connect_errors, "gaps": r.gaps, "snapshots": r.snapshots,
-        "records_per_s_per_measuring_client": round(r.records / r.seconds / max(r.measuring, 1)),
-        "frames_per_s": round(r.frames / r.seconds),
-        "p50_ms": round(p50, 2), "p99_ms": round(p99, 2), "max_ms": round(mx, 1),
-        "slow_p50_ms": round(s50, 1), "slow_p99_ms": round(s99, 1),
-        "first_snapshot_p50_s": round(snap50, 3), "first_snapshot_max_s": round(snap_max, 3),
+        "scenario": sc.name, "total_rate": round(rate), **summary(r),
         "gateway_cpu_cores": round(cpu, 2), "loadgen_cpu_cores": round(load_cpu, 2),
         "gateway_rss_mb": round(rss_kb / 1024),
         # Growth of the gateways' RSS over the run per connection: an upper bound
         # (freed Python memory is rarely returned to the OS).
         "gateway_kb_per_connection": round(grew_kb / max(r.connected, 1), 1),
-        "closes": r.closes, "connect_error_kinds": r.error_kinds,
     }  # fmt: skip
 
 
-def main(names: list[str], *, runs: int, procs: int) -> int:
+KNEE_P99_MS = 100.0
+KNEE_STEPS = (500, 1000, 2000, 3000, 4000, 5000, 6000, 8000)
+
+
+def knee(per_client: float, *, procs: int, pin: bool, seconds: float = 10.0) -> int:
+    """The most clients one gateway process holds with p99 <= 100 ms, each client on
+    one of 5 nearest-expiry chains at `per_client` records/s: clients go up in
+    steps until p99 passes the bound (or a client misses its snapshot or sees a gap)."""
+    best = 0
+    for n in KNEE_STEPS:
+        sc = Scenario(f"knee: {n} clients at {per_client:g}/s, 1 process", n, 1, 5, per_client,
+                      seconds=seconds)  # fmt: skip
+        out = _run_scenario(sc, procs, pin)
+        print("knee " + ", ".join(f"{k}={v}" for k, v in out.items()), flush=True)
+        whole = out["connected"] == n and out["snapshots"] == n and out["gaps"] == 0
+        if not whole or out["p99_ms"] > KNEE_P99_MS:
+            break
+        best = n
+    print(f"knee: {best} clients at {per_client:g} records/s each with p99 <= "
+          f"{KNEE_P99_MS:g} ms{' (gateway pinned to its own core)' if pin else ''}", flush=True)  # fmt: skip
+    return best
+
+
+def main(names: list[str], *, runs: int, procs: int, pin: bool = False) -> int:
     for name in names:
         sc = SCENARIOS[name]
         for i in range(runs):
-            out = _run_scenario(sc, procs)
+            out = _run_scenario(sc, procs, pin)
             print(
                 f"{name} run {i + 1}: " + ", ".join(f"{k}={v}" for k, v in out.items()), flush=True
             )

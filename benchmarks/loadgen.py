@@ -262,3 +262,45 @@ def percentiles(values: list[float]) -> tuple[float, float, float]:
         return (float("nan"),) * 3
     q = np.percentile(np.array(values), [50, 99, 100])
     return float(q[0]), float(q[1]), float(q[2])
+
+
+def summary(r: LoadResult) -> dict[str, Any]:
+    """The client-side figures of a run, rounded for a report line."""
+    p50, p99, mx = percentiles(r.fast_ms)
+    s50, s99, _ = percentiles(r.slow_ms)
+    snap50, _, snap_max = percentiles(r.snapshot_s)
+    return {
+        "connected": r.connected, "connect_errors": r.connect_errors, "gaps": r.gaps,
+        "snapshots": r.snapshots,
+        "records_per_s_per_measuring_client": round(r.records / r.seconds / max(r.measuring, 1)),
+        "frames_per_s": round(r.frames / r.seconds), "frames": r.frames,
+        "p50_ms": round(p50, 2), "p99_ms": round(p99, 2), "max_ms": round(mx, 1),
+        "slow_p50_ms": round(s50, 1), "slow_p99_ms": round(s99, 1),
+        "first_snapshot_p50_s": round(snap50, 3), "first_snapshot_max_s": round(snap_max, 3),
+        "loadgen_cpu_s": round(r.cpu_s, 2), "closes": r.closes, "connect_error_kinds": r.error_kinds,
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m benchmarks.loadgen --url WS --channels A,B --clients N --seconds S`:
+    run the load and print its summary as one JSON line (the lab bench runs it on the
+    lab's client host)."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.loadgen")
+    p.add_argument("--url", action="append", required=True, help="gateway URL (repeatable)")
+    p.add_argument("--channels", required=True, help="comma-separated channels, spread evenly")
+    p.add_argument("--clients", type=int, default=100)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--procs", type=int, default=1)
+    p.add_argument("--warmup-s", type=float, default=2.0)
+    args = p.parse_args(argv)
+    cfg = LoadConfig(args.url, args.channels.split(","), args.clients, args.seconds,
+                     procs=args.procs, warmup_s=args.warmup_s)  # fmt: skip
+    print(json.dumps(summary(run_load(cfg))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

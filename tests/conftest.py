@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis
 
-from .cluster import NODES, LocalCluster, terminate
+from .cluster import NODES, LocalCluster, free_ports, terminate
 
 # What asyncio logs (through its default exception handler) when a task or a callback
 # failed and nobody owned the failure: in this project that is always a bug.
@@ -47,18 +47,6 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def _free_ports(n: int) -> list[int]:
-    """`n` distinct free ports (held open together, so the OS gives distinct ones)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _answers_ping(port: int) -> bool:
@@ -172,7 +160,7 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
     for attempt in range(START_ATTEMPTS):
         # 12 ports: each node's own and its cluster bus port (which would otherwise be
         # port + 10000, maybe past 65535 or taken).
-        ports = _free_ports(2 * NODES)
+        ports = free_ports(2 * NODES)
         cluster = LocalCluster(
             executable, cli, workdir / str(attempt), list(zip(ports[::2], ports[1::2], strict=True))
         )

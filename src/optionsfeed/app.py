@@ -26,17 +26,58 @@ from .errors import BrokerUnavailable
 from .gateway.auth import load_tokens
 from .gateway.hub import Hub
 from .gateway.pacing import PacingSettings
+from .gateway.readiness import GatewayReadiness
 from .gateway.rest import make_app
 from .gateway.server import Gateway
 from .processing.leases import LeaseSettings
 from .processing.metrics import ProcessorMetrics
 from .processing.service import ProcessingService, PublisherStatus
 from .sources.factory import open_source
+from .sources.health import LinkWatch, MarketHours, Verdict, judge
 from .sources.record import RecordWriter
 
 log = logging.getLogger("optionsfeed")
 PING_TIMEOUT_S = 1.0
 BACKLOG = 4096
+
+
+async def assess(
+    broker: Broker,
+    settings: Settings,
+    *,
+    status: PublisherStatus | None = None,
+    link: LinkWatch | None = None,
+    hours: MarketHours | None = None,
+    grace_s: float | None = None,
+    clock: Callable[[], int] = wall_clock_us,
+) -> Verdict:
+    """Whether this process can serve (for `/readyz`), and why not or a note.
+
+    Ready means: publishing is not in an outage (when this process publishes), the
+    broker answers, and then `sources.health.judge`: the venue link (when this
+    process runs a source that can tell) has not been in trouble for `grace_s`
+    (default `settings.fresh_within_s`), and every underlying's data is fresher than
+    `settings.fresh_within_s` while the venue's market is open (`hours`; None: it
+    never closes), so a feed that goes silent fails it, wherever the source runs.
+    """
+    now = clock()
+    trouble = link.observe(now) if link is not None else None
+    if status is not None and not status.connected:
+        return Verdict(False, f"publishing stopped: {status.reason}")
+    newest: tuple[str, int] | None = None
+    try:
+        await asyncio.wait_for(broker.ping(), PING_TIMEOUT_S)
+        for name in await broker.underlyings():
+            meta = await broker.meta(name)
+            if meta is None:
+                return Verdict(False, f"no data for {name}")
+            if newest is None or meta.updated_us < newest[1]:
+                newest = (name, meta.updated_us)
+    except (BrokerUnavailable, TimeoutError) as exc:
+        return Verdict(False, f"broker {broker.url} unreachable: {exc or 'timeout'}")
+    fresh = settings.fresh_within_s
+    return judge(now, newest, trouble, hours=hours, fresh_within_s=fresh,
+                 grace_s=fresh if grace_s is None else grace_s)  # fmt: skip
 
 
 async def readiness(
@@ -45,38 +86,23 @@ async def readiness(
     *,
     status: PublisherStatus | None = None,
     source_health: Callable[[], str | None] | None = None,
+    hours: MarketHours | None = None,
+    grace_s: float | None = None,
     clock: Callable[[], int] = wall_clock_us,
 ) -> str | None:
-    """None when this process can serve, else why not (for `/readyz`).
+    """None when this process can serve, else why not: `assess` at one moment (a
+    source's problem counts from now, so only `grace_s` 0 makes it a reason)."""
+    link = LinkWatch(source_health) if source_health is not None else None
+    verdict = await assess(broker, settings, status=status, link=link, hours=hours,
+                           grace_s=grace_s, clock=clock)  # fmt: skip
+    return None if verdict.ready else verdict.reason
 
-    Ready means: the source is connected (when this process runs one that can
-    tell), publishing is not in an outage (when this process publishes), the
-    broker answers, and every underlying's data is fresher than
-    `settings.fresh_within_s` (so a feed that goes silent fails it, wherever the
-    source runs).
-    """
-    if source_health is not None and (why := source_health()) is not None:
-        return why
-    if status is not None and not status.connected:
-        return f"publishing stopped: {status.reason}"
-    try:
-        await asyncio.wait_for(broker.ping(), PING_TIMEOUT_S)
-        names = await broker.underlyings()
-        if not names:
-            return "no data yet"
-        now = clock()
-        for name in names:
-            meta = await broker.meta(name)
-            if meta is None:
-                return f"no data for {name}"
-            age = (now - meta.updated_us) / 1e6
-            if age > settings.fresh_within_s:
-                return (
-                    f"{name}: newest data is {age:.1f} s old (limit {settings.fresh_within_s:g} s)"
-                )
-    except (BrokerUnavailable, TimeoutError) as exc:
-        return f"broker {broker.url} unreachable: {exc or 'timeout'}"
-    return None
+
+def _noted(
+    details: Callable[[], dict[str, Any]] | None, note: dict[str, str]
+) -> Callable[[], dict[str, Any]]:
+    """`details` plus the last verdict's note (a ready body says "market closed")."""
+    return lambda: {**(details() if details is not None else {}), **note}
 
 
 def leases_owned(service: ProcessingService) -> dict[str, Any]:
@@ -119,6 +145,7 @@ async def _run(settings: Settings, *, process: bool, http: bool, gateway_too: bo
         status: PublisherStatus | None = None
         service: ProcessingService | None = None
         source_health: Callable[[], str | None] | None = None
+        hours: MarketHours | None = None
         http_in_process = gateway_too
         if process:
             source = open_source(settings)
@@ -136,15 +163,26 @@ async def _run(settings: Settings, *, process: bool, http: bool, gateway_too: bo
             )
             status = service.status
             source_health = getattr(source, "health", None)
+            hours = getattr(source, "market_hours", None)
             tasks.append(asyncio.create_task(service.run(), name="processing"))
         runner: web.AppRunner | None = None
         gateway: Gateway | None = None
         if http:
+            link = LinkWatch(source_health) if source_health is not None else None
+            note: dict[str, str] = {}
 
             async def ready() -> str | None:
-                return await readiness(broker, settings, status=status, source_health=source_health)
+                verdict = await assess(broker, settings, status=status, link=link, hours=hours)
+                note.clear()
+                if verdict.ready and verdict.reason is not None:
+                    note["note"] = verdict.reason
+                return None if verdict.ready else verdict.reason
 
             details = (lambda: leases_owned(service)) if service is not None else None
+            if not process:
+                # A gateway alone leaves the rotation only when cut off (gateway/readiness.py).
+                gateway_ready = GatewayReadiness(broker, settings.fresh_within_s)
+                ready, details = gateway_ready, gateway_ready.details
             metrics_from = ProcessorMetrics(service).render if service is not None else None
 
             tokens = (
@@ -163,7 +201,12 @@ async def _run(settings: Settings, *, process: bool, http: bool, gateway_too: bo
             )
             gateway.start()
             app = make_app(
-                broker, ready, gateway, tokens=tokens, details=details, metrics_from=metrics_from
+                broker,
+                ready,
+                gateway,
+                tokens=tokens,
+                details=_noted(details, note),
+                metrics_from=metrics_from,
             )
             runner = await _serve_http(
                 app, settings.host, settings.port, reuse_port=settings.workers > 1

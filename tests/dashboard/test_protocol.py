@@ -140,3 +140,33 @@ async def test_a_gap_resubscribes_once_and_waits_for_the_new_base(browser: Brows
         await conn.send(data(CHAIN, 14, bid(1.04), prev=13))
         await at_seq(page, 14)
         assert conn.received.empty()  # one subscribe, whatever was in flight
+
+
+@pytest.mark.timeout(60)
+async def test_coin_prices_show_the_venues_decimals_and_gamma_its_significant_digits(
+    browser: Browser,
+) -> None:
+    """A BTC chain: a mark of 0.00000178 BTC is shown as such, not 0.0000; a gamma of
+    1.234e-5 per USD as 0.00001234, not 0.0000."""
+    async with FakeGateway({"X": ["2026-12-18"]}) as gw:
+        page, errors, _ = await open_page(browser, gw.http)
+        conn = await gw.connection()
+        msg = await conn.recv("subscribe")
+        coin = [
+            {**r, "currency": "BTC", "bid": 0.0000015, "ask": 0.0000021, "mark": 0.00000178,
+             "gamma": 0.00001234, "delta": 0.01}
+            for r in rows()
+        ]  # fmt: skip
+        await conn.send(ack(msg), data(CHAIN, 10, coin))
+        await page.check("#greeks")
+        await page.wait_for_selector("#chain tbody td[data-f=gamma]")
+        cells: dict[str, list[str]] = {}
+        for f in ("bid", "mark", "gamma"):
+            cells[f] = await page.eval_on_selector_all(
+                f"#chain tbody td[data-f={f}]", "els => els.map(e => e.textContent)"
+            )
+        assert set(cells["bid"]) == {"0.0000015"}
+        assert set(cells["mark"]) == {"0.00000178"}
+        assert set(cells["gamma"]) == {"0.00001234"}
+        assert errors == []
+        await page.close()

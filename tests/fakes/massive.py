@@ -29,8 +29,8 @@ Test controls: `push` events, `push_raw` text, `drop` every connection (no close
 handshake), `down` / `up` (refuse everything with 503 meanwhile), `silent` (no
 pushes), `set_spot` (the price snapshots serve), `fail_next` (REST errors),
 `foreign_next_url` (pages that point to another host), and what clients did: `sent`
-(every message, parsed), `connections`, `rest_log`, `quote_subscriptions`. `until`
-waits for a condition on that state.
+(every message, parsed), `connections`, `rest_log` (and `rest_times`, when each
+came), `quote_subscriptions`. `until` waits for a condition on that state.
 
 The benches' fast path: `write_frames` hands pre-built WebSocket frames to the newest
 authed connection's socket in one write, and `write_paced` writes them a frame at a
@@ -89,7 +89,8 @@ def osi(underlying: str, expiry: date, right: str, strike: float) -> str:
 
 @dataclass
 class VenueContract:
-    """One listed contract and its latest quote."""
+    """One listed contract, its latest quote, the day's volume and (once set) its last
+    trade, as the chain snapshot serves them."""
 
     ticker: str
     underlying: str
@@ -102,6 +103,11 @@ class VenueContract:
     bid_size: int = 10
     ask_size: int = 12
     quote_ns: int = 0
+    day_volume: float = 100
+    day_ns: int = 0  # the day aggregate's last_updated; 0: quote_ns
+    last_price: float | None = None
+    last_size: float = 0
+    last_ns: int = 0
 
     def rest_row(self) -> dict[str, Any]:
         return {
@@ -120,12 +126,13 @@ class VenueContract:
 def snapshot_row(c: VenueContract, spot: float, spot_ns: int) -> dict[str, Any]:
     """`c`'s row of the chain snapshot, its underlying at `spot` as of `spot_ns`."""
     mid = round((c.bid + c.ask) / 2, 4)
-    row = c.rest_row()
-    del row["cfi"], row["primary_exchange"], row["underlying_ticker"]
-    return {
+    details = c.rest_row()
+    del details["cfi"], details["primary_exchange"], details["underlying_ticker"]
+    day_ns = c.day_ns or c.quote_ns
+    row: dict[str, Any] = {
         "break_even_price": c.strike + mid if c.call else c.strike - mid,
-        "day": {"close": mid, "volume": 100, "vwap": mid, "last_updated": c.quote_ns},
-        "details": row,
+        "day": {"close": mid, "volume": c.day_volume, "vwap": mid, "last_updated": day_ns},
+        "details": details,
         "greeks": {"delta": 0.5, "gamma": 0.01, "theta": -0.1, "vega": 0.3},
         "implied_volatility": VOL,
         "last_quote": {"ask": c.ask, "ask_size": c.ask_size, "bid": c.bid,
@@ -136,6 +143,11 @@ def snapshot_row(c: VenueContract, spot: float, spot_ns: int) -> dict[str, Any]:
                              "last_updated": spot_ns, "ticker": c.underlying,
                              "timeframe": "REAL-TIME"},
     }  # fmt: skip
+    if c.last_price is not None:
+        row["last_trade"] = {"conditions": [209], "exchange": 316, "price": c.last_price,
+                             "sip_timestamp": c.last_ns, "size": c.last_size,
+                             "timeframe": "REAL-TIME"}  # fmt: skip
+    return row
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,10 +245,11 @@ class Venue(Addresses):
         self.sent: list[tuple[int, Any]] = []
         self.connections = 0
         self.rest_log: list[tuple[str, dict[str, str], bool]] = []
+        self.rest_times: list[float] = []  # time.monotonic() of each rest_log entry
         self.silent = False
         self.is_down = False
         self.foreign_next_url = False
-        self._failures: list[int] = []
+        self._failures: list[tuple[int, str | None]] = []
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -404,9 +417,10 @@ class Venue(Addresses):
         """Serve again after `down`."""
         self.is_down = False
 
-    def fail_next(self, status: int, times: int = 1) -> None:
-        """Answer the next `times` REST requests with HTTP `status` (an error body)."""
-        self._failures += [status] * times
+    def fail_next(self, status: int, times: int = 1, *, retry_after: str | None = None) -> None:
+        """Answer the next `times` REST requests with HTTP `status` (an error body), with
+        a `Retry-After: retry_after` header when given."""
+        self._failures += [(status, retry_after)] * times
 
     @property
     def failing(self) -> bool:
@@ -503,13 +517,15 @@ class Venue(Addresses):
         bearer = request.headers.get("Authorization", "")
         self.rest_log.append((request.path, {k: v for k, v in q.items() if k != "apiKey"},
                               bearer.startswith("Bearer ")))  # fmt: skip
+        self.rest_times.append(time.monotonic())
         if self.is_down:
             return web.Response(status=503, text="down")
         if self._failures:
-            status = self._failures.pop(0)
+            status, retry_after = self._failures.pop(0)
             return web.json_response(
                 {"status": "ERROR", "request_id": "r0", "error": f"failing on purpose ({status})"},
                 status=status,
+                headers={"Retry-After": retry_after} if retry_after is not None else None,
             )
         key = bearer.removeprefix("Bearer ") if bearer else q.get("apiKey")
         if key != self.api_key:

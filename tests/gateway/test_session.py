@@ -9,7 +9,7 @@ import pytest
 
 from optionsfeed.broker.base import Snapshot
 from optionsfeed.gateway.frames import text_frame
-from optionsfeed.gateway.hub import MAX_LISTINGS, ChannelUpdate
+from optionsfeed.gateway.hub import MAX_LISTINGS, ChannelUpdate, snapshot_message
 from optionsfeed.gateway.session import Limits, Session
 from optionsfeed.model.envelope import ChainInfo
 
@@ -102,10 +102,11 @@ async def test_overflow_of_updates_the_snapshot_holds_needs_no_new_one(
     member = b.session.members[CHAIN]
     member.buffering, member.dropped = True, ("e1", 5)
     info = ChainInfo({EXPIRY: [CALL, PUT]})
-    b.session.apply_snapshot(member, Snapshot("SPY", "e1", 6, 0, info), [])
+    snap = Snapshot("SPY", "e1", 6, 0, info)
+    b.session.apply_snapshot(member, snap, snapshot_message(member.channel, snap))
     assert not member.buffering
     member.buffering, member.dropped = True, ("e1", 7)
-    b.session.apply_snapshot(member, Snapshot("SPY", "e1", 6, 0, info), [])
+    b.session.apply_snapshot(member, snap, snapshot_message(member.channel, snap))
     assert member.buffering  # 7 was lost and 6 does not hold it: waiting for a newer base
     assert b.hub.stats["join_resnapshots"] == 1
     await b.aclose()
@@ -350,4 +351,37 @@ async def test_clients_in_step_share_one_frame_object(broker: GatedBroker, marke
     assert json.loads(frame_payload(mine[0])) == json.loads(upd.message(alone["prev"]))
     assert mine[0] == text_frame(frame_payload(mine[0]))
     second.release()
+    await b.aclose()
+
+
+async def test_a_crowd_joining_a_channel_shares_one_read_and_one_snapshot_frame(
+    broker: GatedBroker, market: Market
+) -> None:
+    """Twenty clients subscribing while a snapshot is read: one read for the crowd,
+    one encoded snapshot, one frame object written to all of them."""
+    b = await joined(broker)
+    reads = broker.snapshot_reads
+    broker.snapshots_open.clear()
+    crowd = []
+    for _ in range(20):
+        wire = Wire()
+        s = Session(b.hub, wire, wire.close, clock=b.sched.time, wall_us=lambda: 0,
+                    scheduler=b.sched)  # fmt: skip
+        s.start()
+        s.on_text(json.dumps({"op": "subscribe", "id": 7, "channels": [CHAIN]}))
+        crowd.append((s, wire))
+    await b.settle()
+    before = [len(w.frames) for _, w in crowd]
+    broker.snapshots_open.set()
+    await b.settle()
+    assert broker.snapshot_reads - reads == 1
+    snapshots = [w.frames[n:] for (_, w), n in zip(crowd, before, strict=True)]
+    assert all(len(f) == 1 for f in snapshots), [len(f) for f in snapshots]
+    first = snapshots[0][0]
+    assert all(f[0] is first for f in snapshots)
+    body = json.loads(frame_payload(first))
+    assert body["type"] == "snapshot"
+    assert {r["symbol"] for r in body["data"]} == set(b.reader.rows[CHAIN])
+    for s, _ in crowd:
+        s.release()
     await b.aclose()

@@ -49,6 +49,12 @@ def available() -> str | None:
     return None
 
 
+def host_at(ip: str) -> str:
+    """The lab host whose address is `ip`."""
+    return next(h for h in (*REDIS, *GATEWAYS, PROCESSOR[0], LB[0], CLIENT[0], SPARE[0])
+                if addr(h) == ip)  # fmt: skip
+
+
 def addr(host: str) -> str:
     """The lab address of `host`."""
     every = {**REDIS, **GATEWAYS, PROCESSOR[0]: PROCESSOR[1], LB[0]: LB[1], CLIENT[0]: CLIENT[1],
@@ -68,12 +74,17 @@ def lab_namespaces() -> list[str]:
 class Lab:
     """The lab's namespaces and processes; a context manager (`with Lab(dir) as lab:`)."""
 
-    def __init__(self, workdir: Path, *, rate: int = 2000) -> None:
+    def __init__(self, workdir: Path, *, rate: int = 2000, cluster: bool = True) -> None:
         self.workdir = workdir
         self.rate = rate
+        self.cluster = cluster
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._host_of: dict[str, str] = {}
-        self.redis_url = "redis+cluster://" + ",".join(f"{addr(h)}:6379" for h in list(REDIS)[:3])
+        self.redis_url = (
+            "redis+cluster://" + ",".join(f"{addr(h)}:6379" for h in list(REDIS)[:3])
+            if cluster
+            else f"redis://{addr('redis1')}:6379/0"  # one Redis (to compare with the cluster)
+        )
         self.url = f"ws://{addr(LB[0])}:{PORT}/ws"
         self.stats_socket = workdir / "haproxy.sock"
 
@@ -156,7 +167,10 @@ class Lab:
         self.down()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._network()
-        self._redis_cluster()
+        if self.cluster:
+            self._redis_cluster()
+        else:
+            self._redis_single()
         cli = [sys.executable, "-m", "optionsfeed.cli"]
         self.run(PROCESSOR[0], [*cli, "process", "--redis", self.redis_url, "--host",
                                 addr(PROCESSOR[0]), "--port", str(PORT), "--rate", str(self.rate)])  # fmt: skip
@@ -213,6 +227,29 @@ class Lab:
             lambda: all("cluster_state:ok" in self.redis_cli(h, "cluster", "info") for h in REDIS),
             "the cluster is ok on every node",
         )
+
+    def _redis_single(self) -> None:
+        d = self.workdir / "redis1"
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir()
+        self.run("redis1", ["redis-server", "--bind", addr("redis1"), "--port", "6379",
+                            "--protected-mode", "no", "--dir", str(d), "--save", "",
+                            "--appendonly", "no"])  # fmt: skip
+        self._wait(lambda: self._pings("redis1"), "Redis answers")
+
+    def pid(self, name: str) -> int:
+        """The pid of the lab process `name` (`ip netns exec` execs it: same pid)."""
+        return self.procs[name].pid
+
+    def freeze(self, name: str, frozen: bool = True) -> None:
+        """SIGSTOP (or SIGCONT) the lab process `name`: a machine that hangs."""
+        os.kill(self.pid(name), signal.SIGSTOP if frozen else signal.SIGCONT)
+
+    def http_get(self, host: str, path: str) -> str:
+        """GET http://{host}:PORT{path} from the client host; the body."""
+        url = f"http://{addr(host)}:{PORT}{path}"
+        code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
+        return self.exec(CLIENT[0], [sys.executable, "-c", code], timeout=15)
 
     def _pings(self, host: str) -> bool:
         try:
@@ -291,6 +328,8 @@ class Lab:
         """Every lab process killed and every lab namespace deleted (idempotent)."""
         for p in self.procs.values():
             if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGCONT)  # a frozen process dies only when woken
                 p.send_signal(signal.SIGKILL)
         for ns in lab_namespaces():
             _kill_namespace(ns)

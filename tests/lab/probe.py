@@ -32,6 +32,10 @@ class Probe:
         self.closes: dict[str, int] = {}
         self.nodes: set[str] = set()
         self.awaiting: int | None = None
+        # Per channel: the wall time of its last update, and its longest silence
+        # between two updates (seconds, and the wall time the silence ended).
+        self.last_at: dict[str, float] = {}
+        self.silence: dict[str, tuple[float, float]] = {}
 
     def apply(self, m: dict[str, Any]) -> None:
         t = m.get("type")
@@ -55,6 +59,10 @@ class Probe:
                 self.rows[ch].setdefault(_key(r), {}).update(r)
             self.at[ch] = (m["epoch"], m["seq"])
             self.updates += 1
+            now = time.time()
+            if ch in self.last_at and now - self.last_at[ch] > self.silence.get(ch, (0.0, 0.0))[0]:
+                self.silence[ch] = (now - self.last_at[ch], now)
+            self.last_at[ch] = now
         elif t == "error":
             self.violations.append(f"error: {m}")
 
@@ -135,6 +143,12 @@ async def main() -> None:
                    for k in {k for pr in probes for k in pr.closes}},
         "nodes": sorted({n for pr in probes for n in pr.nodes}),
         "differ": wrong[:20],
+        # Per channel, the earliest of the clients' last updates (wall time).
+        "last_update": {ch: min((pr.last_at.get(ch, 0.0) for pr in probes), default=0.0)
+                        for ch in channels},
+        # Per channel, the longest silence any client saw: [seconds, wall time it ended].
+        "longest_silence": {ch: max((pr.silence[ch] for pr in probes if ch in pr.silence),
+                                    default=(0.0, 0.0)) for ch in channels},
     }))  # fmt: skip
 
 

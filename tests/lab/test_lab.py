@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from redis.crc import key_slot
 
-from .lab import GATEWAYS, Lab, available
+from .lab import GATEWAYS, REDIS, Lab, available, host_at
 
 pytestmark = [
     pytest.mark.lab,
@@ -39,17 +39,17 @@ def _clean(summary: dict[str, object]) -> None:
     assert summary["differ"] == [], summary
 
 
-def _primaries_by_slot(lab: Lab) -> dict[tuple[int, int], str]:
-    """(first slot, last slot) -> the primary's address, from CLUSTER SLOTS."""
-    text = lab.redis_cli("redis1", "--no-raw", "cluster", "slots")
+def _primaries_by_slot(lab: Lab, ask: str = "redis1") -> dict[tuple[int, int], str]:
+    """(first slot, last slot) -> the primary's address, from CLUSTER SLOTS of `ask`."""
+    text = lab.redis_cli(ask, "--no-raw", "cluster", "slots")
     # Each range is printed as: 1) (integer) FIRST  2) (integer) LAST  3) 1) "ADDR" ...
     found = re.findall(r'\(integer\) (\d+)\s+\d+\) \(integer\) (\d+)\s+\d+\) 1\) "([\d.]+)"', text)
     return {(int(a), int(b)): ip for a, b, ip in found}
 
 
-def _owner(lab: Lab, underlying: str) -> str:
+def _owner(lab: Lab, underlying: str, ask: str = "redis1") -> str:
     slot = key_slot(f"of:{{{underlying}}}:chain".encode())
-    for (first, last), ip in _primaries_by_slot(lab).items():
+    for (first, last), ip in _primaries_by_slot(lab, ask).items():
         if first <= slot <= last:
             return ip
     raise AssertionError(f"no primary owns slot {slot}")
@@ -60,7 +60,7 @@ def test_underlyings_spread_over_shards_and_clients_get_every_update(lab: Lab) -
     over the gateways, apply every update in sequence and end equal to the cache."""
     owners = {u: _owner(lab, u) for u in UNDERLYINGS}
     assert len(set(owners.values())) >= 2, owners
-    summary = lab.probe("--clients", "20", "--seconds", "4", "--channels",
+    summary = lab.probe("--clients", "20", "--seconds", "8", "--channels",
                         "chain.SPY,chain.QQQ,chain.NVDA,stats.SPY")  # fmt: skip
     _clean(summary)
     assert summary["snapshots"] == 20 * 4
@@ -146,6 +146,57 @@ def test_a_redis_failover_under_load_loses_nothing(lab: Lab) -> None:
     _clean(summary)
     assert isinstance(summary["updates"], int)
     assert summary["updates"] > 100
+
+
+def test_a_frozen_redis_primary_is_replaced_and_clients_lose_nothing(lab: Lab) -> None:
+    """SIGSTOP of the primary that holds SPY while clients stream it, until its replica
+    is promoted: no gap, no seq regression, every client ends equal to the cache, and
+    SPY's updates reach every client again within 10 s of the promotion."""
+    owner = _owner(lab, "SPY")
+    frozen = host_at(owner)
+    replica = _replica_of(lab, owner)
+    probe = lab.start_probe(
+        "--clients", "10", "--seconds", "16", "--channels", "chain.SPY,stats.SPY,chain.QQQ"
+    )
+    time.sleep(3)
+    froze = time.time()
+    lab.freeze(frozen)
+    try:
+        end = time.monotonic() + 20
+        while _owner(lab, "SPY", ask=replica) == owner:
+            assert time.monotonic() < end, "the replica of a frozen primary was not promoted"
+            time.sleep(0.1)
+        promoted = time.time()
+    finally:
+        lab.freeze(frozen, frozen=False)
+    assert probe.wait(timeout=60) == 0
+    summary = _last_json(lab.workdir / "probe.out")
+    _clean(summary)
+    silences = summary["longest_silence"]
+    last = summary["last_update"]
+    assert isinstance(silences, dict)
+    assert isinstance(last, dict)
+    took, ended = silences["chain.SPY"]
+    print(f"{frozen} frozen: promoted after {promoted - froze:.2f} s; SPY's longest silence "
+          f"{took:.2f} s, ended {ended - promoted:.2f} s after the promotion; {summary}")  # fmt: skip
+    assert last["chain.SPY"] > promoted, "a client saw no SPY update after the promotion"
+    # One shard's trouble is every gateway's: none leaves HAProxy's rotation, no client is cut.
+    assert summary["connections"] == 10, summary
+    assert ended - promoted <= 10.0, (ended - promoted, summary)
+    _until_cluster_ok(lab, rejoined=frozen)
+
+
+def _until_cluster_ok(lab: Lab, rejoined: str) -> None:
+    """Every node says cluster_state:ok and the woken node serves as a replica."""
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        infos = [lab.redis_cli(h, "cluster", "info") for h in REDIS]
+        if all("cluster_state:ok" in i for i in infos) and "role:slave" in lab.redis_cli(
+            rejoined, "info", "replication"
+        ):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the cluster did not settle with {rejoined} as a replica")
 
 
 def _replica_of(lab: Lab, primary_ip: str) -> str:

@@ -101,3 +101,41 @@ async def test_a_silent_source_still_gets_stale_flags_and_is_closed_on_cancel() 
         finally:
             assert await cancel_and_wait(task)
         assert source.closed.is_set()
+
+
+async def test_each_stage_of_processing_is_timed_against_the_source_ts(redis_url: str) -> None:
+    """Taken <= priced <= published for every publication; /metrics shows them."""
+    from optionsfeed.processing.metrics import ProcessorMetrics
+
+    async with open_broker(redis_url) as broker:
+        svc = ProcessingService(SimSource(["SPY"], rate=2000, seed=1), broker)
+        task = asyncio.create_task(svc.run())
+        try:
+            await asyncio.wait_for(svc.ready.wait(), 20)
+            async with asyncio.timeout(20):
+                while svc.stages.stages["published"].n < 10:  # noqa: ASYNC110 (no event to await)
+                    await asyncio.sleep(0.05)
+        finally:
+            await cancel_and_wait(task)
+    taken, priced, published = (svc.stages.stages[s] for s in ("taken", "priced", "published"))
+    assert taken.n == priced.n == published.n >= 10
+    assert taken.total <= priced.total <= published.total
+    assert published.cumulative()[-1] == ("+Inf", published.n)
+    text = ProcessorMetrics(svc).render().decode()
+    assert f'optionsfeed_processing_published_seconds_bucket{{le="+Inf"}} {published.n}.0' in text
+
+
+def test_stage_lags_fall_in_their_buckets() -> None:
+    from optionsfeed.processing.stages import StageLatency
+
+    st = StageLatency()
+    # Two publications with source events at 1.000 s and 0.999 s, taken at 1.001 s,
+    # priced at 1.003 s, applied at 1.010 s; a reset (ts 0) is not a source event.
+    st.observe([1_000_000, 999_000, 0], 1_001_000, 1_003_000, 1_010_000)
+    pub = dict(st.stages["published"].cumulative())
+    assert pub["0.01"] == 1  # 10 ms
+    assert pub["0.015"] == 2  # 11 ms
+    taken = dict(st.stages["taken"].cumulative())
+    assert taken["0.001"] == 1
+    assert taken["0.002"] == 2
+    assert st.stages["priced"].n == 2

@@ -193,3 +193,27 @@ def test_trades_set_last_but_leave_a_venue_volume_alone() -> None:
     recs = records(proc.apply(SourceBatch(trades=[prints]), NOW + 10))
     assert (recs[call].last, recs[call].last_size, recs[call].volume) == (0.02, 0.5, 12.5)
     assert (recs[put].last, recs[put].last_size, recs[put].volume) == (0.03, 2, 2)
+
+
+def test_a_first_quote_older_than_the_listing_dates_its_record() -> None:
+    """A venue's snapshot of the last quote, an hour before the listing: the record's
+    ts is that hour (not the listing time) and the quote is stale; a newer quote moves
+    ts on and an older one after it does not move it back."""
+    proc = Processor(stale_after_us=60_000_000)
+    listing = coin_listing([60_000.0])
+    hour_ago = NOW - 3_600_000_000
+    call = "BTC-30JUN26-60000-C"
+    tick = UnderlyingTick("BTC", 60_000.0, None, None, hour_ago - 5)
+    recs = records(proc.apply(
+        SourceBatch(listings=[listing], ticks=[tick], quotes=[quotes([call], ts=hour_ago)]), NOW
+    ))  # fmt: skip
+    assert recs[call].ts == hour_ago
+    assert "stale" in recs[call].flags
+    assert recs["BTC-30JUN26-60000-P"].ts == NOW  # never quoted: as of the listing
+    recs = records(proc.apply(SourceBatch(quotes=[quotes([call], ts=NOW + 1, bid=[0.011])]),
+                              NOW + 1))  # fmt: skip
+    assert recs[call].ts == NOW + 1
+    assert "stale" not in recs[call].flags
+    recs = records(proc.apply(SourceBatch(quotes=[quotes([call], ts=NOW - 9, bid=[0.0105])]),
+                              NOW + 2))  # fmt: skip
+    assert recs[call].ts == NOW + 1

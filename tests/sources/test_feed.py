@@ -55,6 +55,24 @@ def test_venue_columns_are_sent_when_any_quote_has_them() -> None:
     assert quotes.halted.tolist() == [False, False]
 
 
+def test_a_newer_quote_keeps_the_venue_figures_it_does_not_give() -> None:
+    """last, volume and open interest are "not in this message" when NaN: a newer quote
+    without them keeps the pending one's; mark and forward are the newer quote's own."""
+    buf = FeedBuffer()
+    q(buf, "A", 1.0, 10, volume=120.0, last=1.1, mark=1.05)
+    q(buf, "A", 2.0, 12, open_interest=7.0)
+    quotes = buf.take().quotes[0]
+    assert quotes.bid.tolist() == [2.0]
+    assert quotes.volume is not None
+    assert quotes.volume.tolist() == [120.0]
+    assert quotes.last is not None
+    assert quotes.last.tolist() == [1.1]
+    assert quotes.open_interest is not None
+    assert quotes.open_interest.tolist() == [7.0]
+    assert quotes.mark is not None
+    assert math.isnan(quotes.mark[0])
+
+
 def test_bounds_drop_and_count_new_events() -> None:
     """Past max_quotes a new contract's quote is dropped (a pending one still updates);
     past max_trades new trades are dropped; both are counted."""

@@ -139,6 +139,10 @@ class Broker(Protocol):
         """Underlyings that have a cache, sorted."""
         ...
 
-    async def ping(self) -> None:
-        """Return when the broker answers; raise BrokerUnavailable otherwise."""
+    async def ping(self, *, every: bool = True) -> None:
+        """Return when the broker answers; raise BrokerUnavailable otherwise.
+
+        On a Redis Cluster "answers" means every primary (`every`, the default) or at
+        least one (`every=False`: this process is not cut off from the broker, though
+        a shard may be failing over)."""
         ...

@@ -194,5 +194,5 @@ class MemoryBroker:
     async def underlyings(self) -> list[str]:
         return sorted(self._chains)
 
-    async def ping(self) -> None:
+    async def ping(self, *, every: bool = True) -> None:
         return None

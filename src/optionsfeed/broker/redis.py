@@ -438,12 +438,33 @@ class RedisBroker:
         names = cast("set[bytes]", await self._call(self._redis.smembers(self._all_key)))
         return sorted(n.decode() for n in names)
 
-    async def ping(self) -> None:
-        """Return when Redis (on a cluster: every primary) answers PING; else BrokerUnavailable."""
-        if self.sharded:
+    async def ping(self, *, every: bool = True) -> None:
+        """Return when Redis answers PING (on a cluster: every primary, or with
+        `every=False` the first primary that answers); else BrokerUnavailable."""
+        if not self.sharded:
+            await self._call(self._redis.ping())
+        elif every:
             await self._call(self._redis.ping(target_nodes=RedisCluster.PRIMARIES))
         else:
-            await self._call(self._redis.ping())
+            await self._ping_any()
+
+    async def _ping_any(self) -> None:
+        if not self._redis.get_primaries():  # the slot map is read on first use
+            await self._call(self._redis.initialize())
+        # All at once, and none cancelled (a command cancelled in flight costs its
+        # connection): a frozen primary's ping ends at the socket timeout on its own.
+        pings = [asyncio.ensure_future(self._call(self._redis.ping(target_nodes=n)))
+                 for n in self._redis.get_primaries()]  # fmt: skip
+        for p in pings:
+            p.add_done_callback(_retrieve)
+        failure: BaseException = BrokerUnavailable(f"redis {self.url}: no primary known")
+        for next_done in asyncio.as_completed(pings):
+            try:
+                await next_done
+                return
+            except BrokerUnavailable as exc:
+                failure = exc
+        raise failure
 
     # -- for subscriptions (live.py) ------------------------------------------------------
 
@@ -499,3 +520,9 @@ class RedisBroker:
             self._redis.xrevrange(self.key(underlying, "hist"), "+", "-", count=1)
         )
         return None if not entries else cast("bytes", entries[0][1][b"e"])
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Consume the outcome of a task nobody awaits any more (a straggling ping)."""
+    if not fut.cancelled():
+        fut.exception()

@@ -50,8 +50,9 @@ class Member(Protocol):
     def emit(self, upd: ChannelUpdate) -> None:
         """An update of the channel, routed from the feed."""
 
-    def apply_snapshot(self, snap: Snapshot, records: list[bytes]) -> None:
-        """A snapshot (the records of this channel) to serve as its new base."""
+    def apply_snapshot(self, snap: Snapshot, message: bytes) -> None:
+        """A snapshot to serve as its new base: `snap` and its `snapshot` message for
+        this channel, encoded once for every member of the channel that takes it."""
 
     def fail(self, reason: str) -> None:
         """The channel cannot be served: end it."""
@@ -115,6 +116,11 @@ class ChannelUpdate:
             msg = self._head + str(prev).encode() + self._tail
             self._by_prev[prev] = msg
         return msg
+
+
+def snapshot_message(channel: Channel, snap: Snapshot) -> bytes:
+    """The `snapshot` message of `channel` at `snap` (shared by its members)."""
+    return protocol.snapshot(channel.name, snap.epoch, snap.seq, channel_records(channel, snap))
 
 
 def channel_records(channel: Channel, snap: Snapshot) -> list[bytes]:
@@ -196,11 +202,16 @@ class Fanout:
                 # fields were chosen from the old listing. Resync everyone instead.
                 await self._resync()
                 continue
+            # A crowd joining one channel shares one read and one encoded message.
+            messages: dict[str, bytes] = {}
             for m in waiting:
                 if snap is None:
                     m.fail(f"no data for {self.underlying}")
-                else:
-                    m.apply_snapshot(snap, channel_records(m.channel, snap))
+                    continue
+                name = m.channel.name
+                if name not in messages:
+                    messages[name] = snapshot_message(m.channel, snap)
+                m.apply_snapshot(snap, messages[name])
 
     def _fields(self, members: list[Member]) -> list[str] | None:
         """The cache fields `members`' snapshots need (None: the whole chain).
@@ -325,10 +336,10 @@ class Fanout:
         self._expiry_of = {s: e for e, syms in snap.info.expiries.items() for s in syms}
         self.hub.infos[self.underlying] = snap.info
         for name, ms in list(self.members.items()):
-            records = channel_records(self.channels[name], snap)
+            message = snapshot_message(self.channels[name], snap)
             for m in list(ms):
                 if waiting_too or not m.buffering:
-                    m.apply_snapshot(snap, records)
+                    m.apply_snapshot(snap, message)
 
     def _route(self, env: Envelope) -> None:
         self.hub.new_round()

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..clock import LATENCY_BUCKETS_S
 from .hub import Hub
 from .session import Session
 
@@ -36,7 +37,7 @@ class GatewayView(Protocol):
     def closes(self) -> dict[int, int]: ...
 
 
-_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_BUCKETS_S = LATENCY_BUCKETS_S  # the processor's stages use the same
 
 
 class GatewayMetrics:

@@ -131,8 +131,8 @@ class Member:
     def emit(self, upd: ChannelUpdate) -> None:
         self.session.emit(self, upd)
 
-    def apply_snapshot(self, snap: Snapshot, records: list[bytes]) -> None:
-        self.session.apply_snapshot(self, snap, records)
+    def apply_snapshot(self, snap: Snapshot, message: bytes) -> None:
+        self.session.apply_snapshot(self, snap, message)
 
     def fail(self, reason: str) -> None:
         self.session.channel_failed(self, reason)
@@ -384,12 +384,13 @@ class Session:
 
     # -- from the feed ---------------------------------------------------------------
 
-    def apply_snapshot(self, m: Member, snap: Snapshot, records: list[bytes]) -> None:
+    def apply_snapshot(self, m: Member, snap: Snapshot, message: bytes) -> None:
+        """`message`: the channel's `snapshot` message at `snap` (hub.snapshot_message)."""
         if m.closed:
             return
         m.epoch, m.position, m.sent = snap.epoch, snap.seq, snap.seq
         m.pending = None
-        self.send(protocol.snapshot(m.channel.name, snap.epoch, snap.seq, records))
+        self.send(message)
         self._go_live(m)
 
     def channel_failed(self, m: Member, reason: str) -> None:

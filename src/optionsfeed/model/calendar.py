@@ -56,9 +56,9 @@ def expiry_instant_us(expiry: date, settle: Settlement = "PM") -> int:
     listing the calendar does not know of): 16:00, or 09:30.
     """
     pm = settle == "PM"
-    known = (_closes if pm else _opens)(expiry.year).get(expiry)
-    if known is not None:
-        return known
+    hours = _hours(expiry.year).get(expiry)
+    if hours is not None:
+        return hours[1] if pm else hours[0]
     at = _EXPIRY_TIME if pm else _OPEN_TIME
     return int(datetime.combine(expiry, at, NEW_YORK).timestamp()) * 1_000_000
 
@@ -123,20 +123,24 @@ def _sessions(first_year: int, last_year: int) -> frozenset[date]:
 
 
 @lru_cache(maxsize=16)
-def _closes(year: int) -> dict[date, int]:
-    """Each session of `year` -> its close in µs. Cached per year: expiry instants are
-    looked up per contract (thousands per listing), a year's calendar once."""
-    closes = _calendar(year, year).closes
+def _hours(year: int) -> dict[date, tuple[int, int]]:
+    """Each session of `year` -> its (open, close) in µs. Cached per year: expiry
+    instants are looked up per contract (thousands per listing), a year's calendar once."""
+    cal = _calendar(year, year)
     return {
-        ts.date(): int(close.value // 1_000) for ts, close in zip(closes.index, closes, strict=True)
+        ts.date(): (int(o.value // 1_000), int(c.value // 1_000))
+        for ts, o, c in zip(cal.opens.index, cal.opens, cal.closes, strict=True)
     }
 
 
-@lru_cache(maxsize=16)
-def _opens(year: int) -> dict[date, int]:
-    """Each session of `year` -> its open in µs (as `_closes`)."""
-    opens = _calendar(year, year).opens
-    return {ts.date(): int(o.value // 1_000) for ts, o in zip(opens.index, opens, strict=True)}
+def market_session(now_us: int) -> tuple[int, int] | None:
+    """The NYSE session `now_us` falls in, as (open, close) in µs; None while the
+    market is closed (nights, weekends, holidays, after an early close)."""
+    day = trading_day(now_us)
+    hours = _hours(day.year).get(day)
+    if hours is None or not hours[0] <= now_us < hours[1]:
+        return None
+    return hours
 
 
 _YEARS_AHEAD = 6  # covers LEAPS and the 60 months scanned below

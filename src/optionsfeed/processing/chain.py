@@ -304,8 +304,11 @@ class ChainState:
             if listing.open_interest is not None
             else _nan(n)
         )
-        # A contract not quoted yet counts as quoted at listing time (so not stale yet).
+        # A contract not quoted yet counts as quoted at listing time (so not stale yet);
+        # its first quote's own time replaces that, even an older one (a venue's
+        # snapshot of the last quote before the listing: the record says when it was).
         self.quote_ts = np.full(n, listed_us, dtype=np.int64)
+        self.quoted = np.zeros(n, dtype=np.bool_)
         self.halted = np.zeros(n, dtype=np.bool_)
         # Published (wire-rounded) values, one column per delta field.
         self.pub_matrix = np.full((len(DELTA_FIELDS), n), np.nan)
@@ -331,8 +334,8 @@ class ChainState:
 
     # Columns copied row for row from an earlier listing's state.
     _CARRIED = ("bid", "ask", "bid_size", "ask_size", "venue_mark", "forward", "last",
-                "last_size", "volume", "venue_volume", "quote_ts", "halted", "pub_flags",
-                "pub_ts", "pub_source")  # fmt: skip
+                "last_size", "volume", "venue_volume", "quote_ts", "quoted", "halted",
+                "pub_flags", "pub_ts", "pub_source")  # fmt: skip
 
     def _carry_over(self, old: ChainState) -> None:
         pairs = [(i, old.index[s]) for i, s in enumerate(self.symbols) if s in old.index]
@@ -387,6 +390,10 @@ class ChainState:
         self.ask[rows] = q.ask[pos]
         self.bid_size[rows] = q.bid_size[pos]
         self.ask_size[rows] = q.ask_size[pos]
+        first = ~self.quoted[rows]
+        if first.any():
+            self.quote_ts[rows[first]] = q.ts[pos][first]
+            self.quoted[rows] = True
         np.maximum.at(self.quote_ts, rows, q.ts[pos])
         self.expiry_dirty[self.pairs.row_expiry[rows]] = True
         # Per quote: a missing mark or forward means "none now" (use the mid, the spot).

@@ -1,6 +1,8 @@
-"""`GET /metrics` lines of a processor (Prometheus text format): leases and publishing.
+"""`GET /metrics` lines of a processor (Prometheus text format): leases, publishing,
+and the lag of each processing stage behind the source's `ts` (stages.py).
 
-Read from the service's plain counters at scrape time; nothing is observed per batch.
+Read from the service's plain counters at scrape time: no metrics object is touched
+per batch.
 """
 
 from __future__ import annotations
@@ -8,7 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from .service import ProcessingService
@@ -58,3 +65,17 @@ class _ProcessorCollector(Collector):
             "Publications the broker refused because this processor did not hold the lease",
             value=st.fenced,
         )
+        for stage, h in svc.stages.stages.items():
+            yield HistogramMetricFamily(
+                f"optionsfeed_processing_{stage}_seconds",
+                f"Source event ts to its publication {_STAGE_DOCS[stage]}",
+                buckets=h.cumulative(),
+                sum_value=h.total,
+            )
+
+
+_STAGE_DOCS = {
+    "taken": "'s batch taken from the source",
+    "priced": " priced and encoded",
+    "published": " applied by the broker",
+}

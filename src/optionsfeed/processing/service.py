@@ -35,6 +35,7 @@ from ..model.envelope import Publication
 from ..sources.base import Source, SourceBatch
 from .leases import LeaseSettings, LeaseTable, new_owner_id
 from .processor import Processor
+from .stages import StageLatency
 
 log = logging.getLogger("optionsfeed.processing")
 
@@ -89,6 +90,9 @@ class ProcessingService:
         # Without leases the service publishes everything, unfenced (one processor).
         self.leases = LeaseTable(owner or new_owner_id(), leases) if leases is not None else None
         self._gained: set[str] = set()  # leases gained since the last step: reset these
+        self.stages = StageLatency()
+        # Stage lags compare the wall clock with `ts`: a replay's clock is its recording's.
+        self._timed = clock is wall_clock_us
 
     @property
     def owner(self) -> str:
@@ -129,13 +133,16 @@ class ProcessingService:
                     await close()
 
     async def _step(self, batch: SourceBatch) -> None:
+        taken_us = wall_clock_us()
         now_us = self.clock()
         pubs = self.processor.apply(batch, now_us)
+        priced_us = wall_clock_us()
         if self.leases is not None:
             pubs = self._owned_only(self.leases, pubs, now_us)
         if self.status.connected:
-            if pubs:
-                await self._publish(pubs)
+            if pubs and await self._publish(pubs) and self._timed:
+                ts = (p.ts for p in pubs if not p.reset)
+                self.stages.observe(ts, taken_us, priced_us, wall_clock_us())
         else:
             self.status.dropped += len(pubs)
             await self._probe()
@@ -220,22 +227,24 @@ class ProcessingService:
         log.warning("leases released: %s", ", ".join(sorted(done)) or "none")
         return sorted(done)
 
-    async def _publish(self, pubs: Sequence[Publication]) -> None:
+    async def _publish(self, pubs: Sequence[Publication]) -> bool:
+        """Publish `pubs`; True when the broker applied every one."""
         if not pubs:
-            return
+            return False
         try:
             await self.broker.publish(pubs, owner=self.owner)
         except Fenced as exc:
             self._fenced(exc)
             self.status.published += len(pubs) - len(exc.underlyings)
-            return
+            return False
         except (BrokerUnavailable, SequenceConflict) as exc:
             self._lost(exc)
-            return
+            return False
         self.status.published += len(pubs)
         self.status.last_publish_us = self.clock()
         if not self.ready.is_set() and self.processor.chains:
             self.ready.set()
+        return True
 
     def _fenced(self, exc: Fenced) -> None:
         # Stop, never reset: the holder of the lease is the one writer.

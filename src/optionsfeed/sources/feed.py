@@ -5,7 +5,10 @@ events here; processing takes everything pending as one `SourceBatch` whenever i
 is ready for more. So a burst becomes one larger batch (priced in one vectorized
 call) instead of a queue of small ones, and a slow consumer never builds a backlog
 of quotes: a newer quote of a contract replaces its pending one (a quote is the
-contract's whole top of book, nothing is lost by dropping the older one).
+contract's whole top of book, nothing is lost by dropping the older one). The
+venue's own figures (`last`, `volume`, `open_interest`) are not part of the top of
+book: NaN there means "not in this message", so one the newer quote does not give
+is kept from the pending one, as processing would have kept it.
 
 Bounds: at most `max_quotes` contracts with a pending quote and `max_trades`
 pending trades. Past a bound the new event is dropped and counted in
@@ -129,11 +132,20 @@ class FeedBuffer:
         p = self._by_underlying.get(underlying)
         if p is None:
             p = self._by_underlying[underlying] = _PendingEvents()
-        if symbol not in p.quotes:
+        pending = p.quotes.get(symbol)
+        if pending is None:
             if self._quotes >= self.max_quotes:
                 self.dropped_quotes += 1
                 return
             self._quotes += 1
+        elif p.extras:
+            # Self-comparisons: NaN != NaN, and this runs per quote on a busy venue.
+            if last != last:
+                last = pending[7]
+            if volume != volume:
+                volume = pending[8]
+            if open_interest != open_interest:
+                open_interest = pending[9]
         row = (bid, ask, bid_size, ask_size, ts, mark, forward, last, volume, open_interest, halted)
         p.quotes[symbol] = row
         # An `or` chain, not any() over a generator: this runs for every quote of a venue

@@ -167,9 +167,11 @@ async def test_a_dropped_connection_gives_a_new_epoch_and_readiness_says_why(
         sys.venue.refuse()
         await sys.venue.drop_all()
         await until(lambda: "disconnected" in (sys.source.health() or ""), "reported down")
+        # grace_s 0: the source's trouble counts at once (by default only once it lasts).
         why = await readiness(
-            sys.broker, settings, status=sys.service.status, source_health=sys.source.health
-        )
+            sys.broker, settings, status=sys.service.status, source_health=sys.source.health,
+            grace_s=0,
+        )  # fmt: skip
         assert why is not None
         assert why.startswith("deribit: disconnected (")
 

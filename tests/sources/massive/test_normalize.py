@@ -79,6 +79,9 @@ def test_the_documented_messages_decode() -> None:
         (frame(q(t=T * 1000)), n.R_BAD_TIME),
         (frame(tr(p=0)), n.R_BAD_PRICE),
         (frame(tr(s=0)), n.R_BAD_SIZE),
+        (frame(q(bs=10.5)), n.R_FRACTIONAL_SIZE),
+        (frame(q(**{"as": 0.5})), n.R_FRACTIONAL_SIZE),
+        (frame(tr(s=10.5)), n.R_FRACTIONAL_SIZE),
         (frame(tr(t=0)), n.R_BAD_TIME),
     ],
 )
@@ -246,3 +249,35 @@ def test_snapshot_pages_give_open_interest_quotes_and_the_underlying_price() -> 
         underlying_asset={"price": -1})]}).encode())  # fmt: skip
     assert bad_price.spot is None
     assert bad_price.rejects == [n.R_BAD_PRICE]
+
+
+def test_snapshot_rows_give_the_days_volume_and_the_last_trade() -> None:
+    """`day.volume` as of `day.last_updated`, `last_trade` with its SIP time (ns -> µs);
+    fractional sizes and volumes are bad data, left out and counted."""
+    day = {"close": 1.2, "volume": 1834, "last_updated": T * 1_000_000 + 7_000}
+    last = {"conditions": [209], "exchange": 316, "price": 1.25, "size": 3,
+            "sip_timestamp": T * 1_000_000 + 9_000, "timeframe": "REAL-TIME"}  # fmt: skip
+    rows = [
+        snap_row(day=day, last_trade=last),
+        snap_row(day={}, last_trade=None),
+        snap_row(day={**day, "volume": 10.5}, last_trade={**last, "size": 10.5}),
+        snap_row(day={"volume": 7}, last_trade={**last, "price": -1}),
+    ]
+    page = n.parse_snapshot_page(json.dumps({"results": rows}).encode())
+    a, b, c, d = page.rows
+    assert a.last == n.SeedTrade(1.25, 3.0, T * 1000 + 9)
+    assert (a.volume, a.volume_us) == (1834.0, T * 1000 + 7)
+    assert b.last is None
+    assert math.isnan(b.volume)
+    assert c.last is None
+    assert math.isnan(c.volume)
+    assert d.last is None
+    assert math.isnan(d.volume)
+    assert sorted(page.rejects) == sorted(
+        [n.R_FRACTIONAL_SIZE, n.R_FRACTIONAL_SIZE, n.R_MALFORMED, n.R_BAD_PRICE]
+    )
+    frac = n.parse_snapshot_page(json.dumps({"results": [snap_row(
+        last_quote={"bid": 1.0, "ask": 1.1, "bid_size": 2.5, "ask_size": 3,
+                    "last_updated": T * 1_000_000})]}).encode())  # fmt: skip
+    assert frac.rows[0].quote is None
+    assert frac.rejects == [n.R_FRACTIONAL_SIZE]

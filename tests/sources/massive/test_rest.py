@@ -8,7 +8,12 @@ import aiohttp
 import pytest
 
 from optionsfeed.errors import SourceError
-from optionsfeed.sources.massive.rest import MassiveRest, RestUnavailable
+from optionsfeed.sources.massive.rest import (
+    MAX_RETRY_AFTER_S,
+    MassiveRest,
+    RestUnavailable,
+    retry_after_s,
+)
 
 from ...fakes.massive import Venue
 
@@ -70,3 +75,31 @@ async def test_errors_by_status_and_no_key_for_another_host() -> None:
     with pytest.raises(RestUnavailable, match="ClientConnectorError"):
         async with aiohttp.ClientSession() as http:
             await MassiveRest(http, venue.rest_url, venue.api_key).snapshot("SPY")
+
+
+def test_retry_after_reads_seconds_and_http_dates_within_a_minute() -> None:
+    """Seconds or an HTTP date (GMT); past dates are 0, far ones 60; garbage is None."""
+    now = 1_445_412_480.0  # Wed, 21 Oct 2015 07:28:00 GMT
+    assert retry_after_s("7", now) == 7.0
+    assert retry_after_s(" 0 ", now) == 0.0
+    assert retry_after_s("Wed, 21 Oct 2015 07:28:30 GMT", now) == 30.0
+    assert retry_after_s("Wed, 21 Oct 2015 07:28:30 -0000", now) == 30.0
+    assert retry_after_s("Wed, 21 Oct 2015 07:27:00 GMT", now) == 0.0
+    assert retry_after_s("3600", now) == MAX_RETRY_AFTER_S == 60.0
+    assert retry_after_s("Thu, 21 Oct 2027 07:28:00 GMT", now) == 60.0
+    for bad in (None, "", "soon", "-5", "1.5e9", "١٢"):
+        assert retry_after_s(bad, now) is None
+
+
+async def test_a_429_carries_the_venues_retry_after() -> None:
+    """HTTP 429 with Retry-After: RestUnavailable says how long to wait; without, None."""
+    async with Venue() as venue, aiohttp.ClientSession() as http:
+        rest = MassiveRest(http, venue.rest_url, venue.api_key)
+        venue.fail_next(429, retry_after="12")
+        with pytest.raises(RestUnavailable, match=r"HTTP 429.*retry after 12 s") as info:
+            await rest.snapshot("SPY")
+        assert info.value.retry_after_s == 12.0
+        venue.fail_next(429)
+        with pytest.raises(RestUnavailable) as info:
+            await rest.snapshot("SPY")
+        assert info.value.retry_after_s is None

@@ -9,18 +9,22 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pytest
 
 from optionsfeed.aio import cancel_and_wait
+from optionsfeed.app import assess
 from optionsfeed.broker.redis import RedisBroker
+from optionsfeed.config import Settings
 from optionsfeed.errors import SourceError
 from optionsfeed.processing.service import ProcessingService
+from optionsfeed.sources.health import LinkWatch
 from optionsfeed.sources.massive import normalize as n
 from optionsfeed.sources.massive.source import MassiveSource
 
-from ...fakes.massive import Venue
+from ...fakes.massive import NEW_YORK, Venue, osi
 
 
 async def until(cond: Callable[[], bool], limit_s: float = 10.0, what: str = "") -> None:
@@ -30,6 +34,11 @@ async def until(cond: Callable[[], bool], limit_s: float = 10.0, what: str = "")
         while not cond():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
     assert cond(), what
+
+
+def contract_queries(venue: Venue) -> int:
+    """Queries of the venue's contracts (first pages: a query may take several)."""
+    return sum(p.endswith("/contracts") and "cursor" not in q for p, q, _ in venue.rest_log)
 
 
 def _no_nan(token: str) -> float:
@@ -95,7 +104,7 @@ async def system(
 
 async def test_quotes_and_trades_reach_redis_with_iv_and_greeks(redis_url: str) -> None:
     """Records keyed by compact OSI; bid/ask from quotes, µs ts, last/volume from trades,
-    iv and greeks computed, open interest and seed quotes from the snapshot."""
+    iv and greeks computed, open interest, seed quotes and volume from the snapshot."""
     async with system(redis_url) as s:
         window = s.source.windows["SPY"]
         assert window is not None
@@ -124,7 +133,8 @@ async def test_quotes_and_trades_reach_redis_with_iv_and_greeks(redis_url: str) 
         await s.venue.push([s.venue.quote(vendor, bid=12.34, ask=12.5, t_ms=t_ms)])
         await s.venue.push([s.venue.trade(vendor, price=12.4, size=3, t_ms=t_ms + 1),
                             s.venue.trade(vendor, price=12.45, size=2, t_ms=t_ms + 2)])  # fmt: skip
-        recs = await s.wait_records(lambda r: r[atm["symbol"]]["volume"] == 5)
+        # The snapshot's day volume (100 at the venue), then the trades.
+        recs = await s.wait_records(lambda r: r[atm["symbol"]]["volume"] == 105)
         rec = recs[atm["symbol"]]
         assert (rec["bid"], rec["ask"], rec["mark"]) == (12.34, 12.5, 12.42)
         assert (rec["last"], rec["last_size"]) == (12.45, 2)
@@ -214,8 +224,11 @@ async def test_a_dropped_connection_reconnects_resubscribes_and_starts_a_new_epo
         await s.venue.until(lambda: s.venue.quote_subscriptions() == want)
         epoch = await s.epoch()
         assert s.source.connects == 1
+        assert contract_queries(s.venue) == 1
         await s.venue.drop()
         await s.venue.until(lambda: s.venue.connections == 2)
+        # The contracts are listed again (docs/sources.md), not taken from before.
+        assert contract_queries(s.venue) == 2
         await s.venue.until(lambda: s.venue.quote_subscriptions() == want)
         await until(lambda: s.source.connects == 2 and s.source.health() is None)
         await until(lambda: s.source.listings == 2)
@@ -235,7 +248,8 @@ async def test_a_dropped_connection_reconnects_resubscribes_and_starts_a_new_epo
 async def test_bad_provider_data_is_counted_and_logged_never_fatal(
     redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Garbage, bad fields, unknown symbols, old timestamps: dropped, counted, logged; no NaN."""
+    """Garbage, bad fields, fractional sizes, unknown symbols, old timestamps: dropped,
+    counted, logged; no NaN."""
     caplog.set_level(logging.WARNING, logger="optionsfeed.sources.massive")
     async with system(redis_url) as s:
         window = s.source.windows["SPY"]
@@ -253,6 +267,7 @@ async def test_bad_provider_data_is_counted_and_logged_never_fatal(
             {**good, "t": t * 1000},
             {k: v for k, v in good.items() if k != "as"},
             {**good, "sym": "O:SPY991231C00001000"},
+            {**good, "bp": 9.9, "bs": 10.5},
             {"ev": "XQ", "pair": "BTC-USD"},
             good,
             {**good, "bp": 2.1, "t": t - 60_000},
@@ -269,9 +284,11 @@ async def test_bad_provider_data_is_counted_and_logged_never_fatal(
         assert dropped[n.R_UNKNOWN_SYMBOL] == 1
         assert dropped[n.R_UNKNOWN_EVENT] == 1
         assert dropped[n.R_OUT_OF_ORDER] == 1
+        assert dropped[n.R_FRACTIONAL_SIZE] == 1
         assert not s.task.done()
         logged = "\n".join(r.getMessage() for r in caplog.records)
-        for reason in (n.R_NOT_JSON, n.R_BAD_PRICE, n.R_UNKNOWN_SYMBOL, n.R_OUT_OF_ORDER):
+        for reason in (n.R_NOT_JSON, n.R_BAD_PRICE, n.R_UNKNOWN_SYMBOL, n.R_OUT_OF_ORDER,
+                       n.R_FRACTIONAL_SIZE):  # fmt: skip
             assert f"dropped 1 event(s): {reason}" in logged
         await s.wait_records(lambda r: len(r) == 40)  # parse_constant: no NaN anywhere
 
@@ -368,3 +385,65 @@ async def test_an_expiry_that_passes_leaves_the_window(redis_url: str) -> None:
         want = {"O:" + c.symbol for c in now.contracts}
         await s.venue.until(lambda: s.venue.quote_subscriptions() == want)
         assert not any(t[2:].startswith(f"SPY{nearest:%y%m%d}") for t in want)
+
+
+async def test_a_rate_limited_start_waits_as_long_as_the_venue_asks(redis_url: str) -> None:
+    """A 429 with Retry-After: 1 on the first request: the next one comes a second later,
+    not after the 50 ms backoff."""
+    venue = Venue()
+    venue.fail_next(429, retry_after="1")
+    async with system(redis_url, venue=venue) as s:
+        first, second = s.venue.rest_times[:2]
+        assert second - first >= 1.0
+        assert s.source.connects == 1
+
+
+async def test_the_snapshot_seeds_volume_last_trade_and_its_own_times(redis_url: str) -> None:
+    """A record starts from the snapshot: the day's volume, the last trade, and the
+    snapshot's own time as ts (not the listing's); streamed trades add to that volume
+    and a trade of the next New York date starts it again."""
+    venue = Venue()
+    now_ns = time.time_ns()
+    midnight = datetime.now(NEW_YORK).replace(hour=0, minute=0, second=0, microsecond=0)
+    # An hour ago, but on today's New York date (the volume is of that date).
+    old_ns = max(now_ns - 3600 * 10**9, int(midnight.timestamp()) * 10**9 + 10**6)
+    nearest = min(c.expiry for c in venue.contracts.values())
+    c = venue.contracts[osi("SPY", nearest, "C", 650.0)]
+    c.quote_ns = old_ns
+    c.day_volume, c.day_ns = 1834, old_ns
+    c.last_price, c.last_size, c.last_ns = 1.25, 3, old_ns - 10**6
+    venue.spot_ns["SPY"] = old_ns - 2 * 10**6
+    sym = c.ticker[2:]
+    async with system(redis_url, venue=venue) as s:
+        recs = await s.wait_records(lambda r: sym in r and r[sym]["volume"] == 1834)
+        assert (recs[sym]["last"], recs[sym]["last_size"]) == (1.25, 3)
+        assert recs[sym]["ts"] == old_ns // 1000
+        t_ms = now_ns // 1_000_000
+        await s.venue.push([s.venue.trade(c.ticker, price=1.3, size=2, t_ms=t_ms)])
+        recs = await s.wait_records(lambda r: r[sym]["volume"] == 1836)
+        assert (recs[sym]["last"], recs[sym]["last_size"]) == (1.3, 2)
+        next_day = t_ms + 86_400_000
+        await s.venue.push([s.venue.trade(c.ticker, price=1.4, size=4, t_ms=next_day)])
+        recs = await s.wait_records(lambda r: r[sym]["volume"] == 4)
+        assert recs[sym]["last"] == 1.4
+
+
+async def test_a_venue_down_for_half_a_second_does_not_fail_readiness(redis_url: str) -> None:
+    """The venue refuses everything for 0.5 s and the adapter reconnects: every /readyz
+    verdict meanwhile is ready (the data is fresh), the disconnect only noted."""
+    settings = Settings.load({}, {})
+    async with system(redis_url) as s:
+        await until(lambda: s.source.health() is None, what="healthy")
+        watch = LinkWatch(s.source.health)
+        verdicts = [await assess(s.broker, settings, status=s.service.status, link=watch)]
+        await s.venue.down()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 0.5:
+            verdicts.append(await assess(s.broker, settings, status=s.service.status, link=watch))
+            await asyncio.sleep(0.05)
+        s.venue.up()
+        await until(lambda: s.source.health() is None and s.source.connects == 2, what="back")
+        verdicts.append(await assess(s.broker, settings, status=s.service.status, link=watch))
+        assert all(v.ready for v in verdicts), verdicts
+        assert any((v.reason or "").startswith("massive: disconnected") for v in verdicts)
+        assert verdicts[-1].reason is None

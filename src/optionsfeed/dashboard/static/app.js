@@ -25,8 +25,8 @@ const state = {
   // Latency samples (ms) in a fixed ring, and update counts per second: bounded
   // memory and a bounded cost per second, whatever the update rate.
   lat: new Float64Array(4096), latN: 0, updatesThisSecond: 0, rate: 0,
-  // Prices of coin-quoted chains (currency "BTC") are small numbers: more digits.
-  currency: null, priceDigits: 2,
+  // Prices of coin-quoted chains (currency "BTC") are small numbers: see coinPrice.
+  currency: null,
 };
 
 // The longest any one of our handlers ran (ms): tests and curious users read it,
@@ -87,15 +87,28 @@ function ivTitle(r) {
   return r ? `bid IV ${pct(r.iv_bid)} · ask IV ${pct(r.iv_ask)}` : "";
 }
 
+// A coin price (Deribit's BTC options) has up to 8 decimals, and a far
+// out-of-the-money mark of 0.00000178 BTC is a price, not 0: all 8 are shown,
+// trailing zeros trimmed down to 4 so a column still lines up.
+function coinPrice(v) {
+  return v.toFixed(8).replace(/(\.\d{4}\d*?)0+$/, "$1");
+}
+
+// Gamma's scale follows the underlying's price (a BTC gamma is about 1e-5 per USD),
+// so it is shown with significant digits, as the wire rounds it, never fixed decimals.
+function significant(v, digits) {
+  return v === 0 ? "0" : String(Number(v.toPrecision(digits)));
+}
+
 function fmt(field, v) {
   if (v === null || v === undefined) return "";
   switch (field) {
     case "iv": return (v * 100).toFixed(1) + "%";
     case "volume": case "open_interest": return v.toLocaleString("en-US");
     case "delta": return v.toFixed(3);
-    case "gamma": return v.toFixed(4);
+    case "gamma": return significant(v, 4);
     case "theta": case "vega": return v.toFixed(3);
-    default: return v.toFixed(state.priceDigits);
+    default: return state.currency ? coinPrice(v) : v.toFixed(2);
   }
 }
 
@@ -285,7 +298,6 @@ function setCurrency(currency) {
     state.currency = currency;
     renderExpiries();  // days to expiry count to another instant
   }
-  state.priceDigits = currency ? 4 : 2;
   const el = $("currency");
   el.hidden = !currency;
   el.textContent = currency ? `prices in ${currency}, greeks in USD` : "";
@@ -555,7 +567,10 @@ async function checkFeed() {
   if (ws && ws.readyState === WebSocket.OPEN && quiet > SILENT_MS) {
     try {
       const res = await fetch("/readyz", { cache: "no-store" });
-      reason = res.ok ? "" : (await res.json()).reason;
+      // Not ready: its reason; ready: its note (a market closed, a brief reconnect)
+      // or, from a gateway, the trouble every gateway shares (its degraded list).
+      const body = await res.json();
+      reason = (res.ok ? body.note ?? (body.degraded || []).join("; ") : body.reason) ?? "";
     } catch {
       reason = "";
     }

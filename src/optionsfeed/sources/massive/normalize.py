@@ -30,6 +30,7 @@ R_UNKNOWN_EVENT = "unknown event type"
 R_MALFORMED = "event with missing or wrong fields"
 R_BAD_PRICE = "negative or non-finite price"
 R_BAD_SIZE = "negative or non-finite size"
+R_FRACTIONAL_SIZE = "fractional size"  # OPRA sizes are whole contracts: 10.5 is bad data
 R_BAD_TIME = "timestamp out of range"
 R_UNKNOWN_SYMBOL = "unknown symbol"
 R_OUT_OF_ORDER = "out-of-order timestamp"
@@ -100,8 +101,8 @@ def _time_ok(t: int) -> bool:
 def decode_frame(data: str | bytes) -> Frame:
     """Decode one frame (a JSON array of events) and check each event on its own.
 
-    A quote needs finite prices >= 0 (a bid of 0 means no bid), finite sizes >= 0
-    and a plausible `t`; a trade a finite price > 0, a finite size > 0 and a
+    A quote needs finite prices >= 0 (a bid of 0 means no bid), whole sizes >= 0
+    and a plausible `t`; a trade a finite price > 0, a whole size > 0 and a
     plausible `t`. A bad event is dropped with its reason; the rest of the frame stays.
     """
     out = Frame()
@@ -124,6 +125,8 @@ def decode_frame(data: str | bytes) -> Frame:
                 out.rejects.append(R_BAD_PRICE)
             elif not (_finite_nonneg(ev.bs) and _finite_nonneg(ev.as_)):
                 out.rejects.append(R_BAD_SIZE)
+            elif not (ev.bs.is_integer() and ev.as_.is_integer()):
+                out.rejects.append(R_FRACTIONAL_SIZE)
             elif not _time_ok(ev.t):
                 out.rejects.append(R_BAD_TIME)
             else:
@@ -133,6 +136,8 @@ def decode_frame(data: str | bytes) -> Frame:
                 out.rejects.append(R_BAD_PRICE)
             elif not (math.isfinite(ev.s) and ev.s > 0):
                 out.rejects.append(R_BAD_SIZE)
+            elif not ev.s.is_integer():
+                out.rejects.append(R_FRACTIONAL_SIZE)
             elif not _time_ok(ev.t):
                 out.rejects.append(R_BAD_TIME)
             else:
@@ -191,11 +196,23 @@ class EventFilter:
     def seed(self, osi: str, ts_us: int) -> bool:
         """Whether a quote of `osi` from elsewhere (a snapshot) at `ts_us` is newer than
         every streamed one; if so it counts as the newest from now on."""
+        return self._seed(osi, ts_us, self._quote_ms)
+
+    def seed_trade(self, osi: str, ts_us: int) -> bool:
+        """`seed` for a trade (a snapshot's last trade), among trades."""
+        return self._seed(osi, ts_us, self._trade_ms)
+
+    @staticmethod
+    def _seed(osi: str, ts_us: int, last: dict[str, int]) -> bool:
         ms = ts_us // 1000
-        if ms <= self._quote_ms.get(osi, 0):
+        if ms <= last.get(osi, 0):
             return False
-        self._quote_ms[osi] = ms
+        last[osi] = ms
         return True
+
+    def symbols(self) -> set[str]:
+        """The compact OSI symbols listed."""
+        return {osi for _, osi in self.listed.values()}
 
     def quote(self, q: Quote) -> tuple[str, str] | str:
         """(underlying, OSI) of a quote to keep, else the reason to drop it."""
@@ -245,6 +262,17 @@ class _SnapQuote(msgspec.Struct):
     last_updated: int | None = None
 
 
+class _SnapTrade(msgspec.Struct):
+    price: float | None = None
+    size: float | None = None
+    sip_timestamp: int | None = None
+
+
+class _SnapDay(msgspec.Struct):
+    volume: float | None = None
+    last_updated: int | None = None
+
+
 class _SnapUnderlying(msgspec.Struct):
     price: float | None = None
     last_updated: int | None = None
@@ -254,6 +282,8 @@ class _SnapRow(msgspec.Struct):
     details: _SnapDetails
     open_interest: float | None = None
     last_quote: _SnapQuote | None = None
+    last_trade: _SnapTrade | None = None
+    day: _SnapDay | None = None
     underlying_asset: _SnapUnderlying | None = None
 
 
@@ -347,12 +377,26 @@ class SeedQuote:
 
 
 @dataclass(frozen=True, slots=True)
+class SeedTrade:
+    """A contract's last trade from a snapshot (`ts_us` from its `sip_timestamp`)."""
+
+    price: float
+    size: float
+    ts_us: int
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotRow:
-    """What a chain snapshot says of one contract: open interest (NaN: not given), quote."""
+    """What a chain snapshot says of one contract: open interest (NaN: not given), quote,
+    last trade, and the day's volume (NaN: not given) as of `volume_us` (the `day`
+    aggregate's `last_updated`, which says which day the volume is of)."""
 
     symbol: str
     open_interest: float
     quote: SeedQuote | None
+    last: SeedTrade | None = None
+    volume: float = math.nan
+    volume_us: int = 0
 
 
 @dataclass(slots=True)
@@ -373,9 +417,10 @@ class SnapshotPage:
 def parse_snapshot_page(body: bytes) -> SnapshotPage:
     """Rows and underlying price of one snapshot page; raises BadPage when it is not a page.
 
-    A row without a usable ticker is rejected; a bad open interest becomes NaN and a
-    bad `last_quote` (missing fields, negative or non-finite values, no time) is
-    left out, each counted in `rejects`.
+    A row without a usable ticker is rejected; a bad open interest becomes NaN, and a
+    bad `last_quote` or `last_trade` (missing fields, negative or non-finite values,
+    fractional sizes, no time) or `day` volume (fractional, or with no time) is left
+    out, each counted in `rejects`.
     """
     page = _page(body)
     out = SnapshotPage([], None, None, page.next_url or None, [])
@@ -395,7 +440,11 @@ def parse_snapshot_page(body: bytes) -> SnapshotPage:
                 oi = r.open_interest
             else:
                 out.rejects.append(R_BAD_SIZE)
-        out.rows.append(SnapshotRow(osi, oi, _seed(r.last_quote, out.rejects)))
+        volume, volume_us = _day_volume(r.day, out.rejects)
+        out.rows.append(SnapshotRow(
+            osi, oi, _seed(r.last_quote, out.rejects), _seed_trade(r.last_trade, out.rejects),
+            volume, volume_us,
+        ))  # fmt: skip
         u = r.underlying_asset
         if u is not None and u.price is not None:
             if not (math.isfinite(u.price) and u.price > 0):
@@ -420,7 +469,52 @@ def _seed(q: _SnapQuote | None, rejects: list[str]) -> SeedQuote | None:
     if not (_finite_nonneg(bs) and _finite_nonneg(as_)):
         rejects.append(R_BAD_SIZE)
         return None
+    if not (bs.is_integer() and as_.is_integer()):
+        rejects.append(R_FRACTIONAL_SIZE)
+        return None
     if not _time_ok(ns // 1_000_000):
         rejects.append(R_BAD_TIME)
         return None
     return SeedQuote(bid, ask, bs, as_, ns // 1000)
+
+
+def _seed_trade(t: _SnapTrade | None, rejects: list[str]) -> SeedTrade | None:
+    if t is None or (t.price is None and t.size is None):
+        return None  # a contract that has not traded
+    price, size, ns = t.price, t.size, t.sip_timestamp
+    if price is None or size is None or ns is None:
+        rejects.append(R_MALFORMED)
+        return None
+    if not (math.isfinite(price) and price > 0):
+        rejects.append(R_BAD_PRICE)
+        return None
+    if not (math.isfinite(size) and size > 0):
+        rejects.append(R_BAD_SIZE)
+        return None
+    if not size.is_integer():
+        rejects.append(R_FRACTIONAL_SIZE)
+        return None
+    if not _time_ok(ns // 1_000_000):
+        rejects.append(R_BAD_TIME)
+        return None
+    return SeedTrade(price, size, ns // 1000)
+
+
+def _day_volume(day: _SnapDay | None, rejects: list[str]) -> tuple[float, int]:
+    """(volume, its `last_updated` in µs), or (NaN, 0) when not given or bad."""
+    if day is None or day.volume is None:
+        return math.nan, 0
+    v, ns = day.volume, day.last_updated
+    if ns is None:
+        rejects.append(R_MALFORMED)  # a volume of no known day
+        return math.nan, 0
+    if not _finite_nonneg(v):
+        rejects.append(R_BAD_SIZE)
+        return math.nan, 0
+    if not v.is_integer():
+        rejects.append(R_FRACTIONAL_SIZE)
+        return math.nan, 0
+    if not _time_ok(ns // 1_000_000):
+        rejects.append(R_BAD_TIME)
+        return math.nan, 0
+    return v, ns // 1000

@@ -10,12 +10,18 @@ Errors: HTTP 401 raises SourceError (the key is wrong: check
 OPTIONSFEED_MASSIVE_API_KEY), 403 SourceError (the key's plan lacks the data), any
 other 4xx SourceError with the status (retrying would not help); 429, 5xx,
 timeouts, connection errors and replies that are not pages raise RestUnavailable
-(retry later).
+(retry later). A 429 or 503 that says when to come back (`Retry-After`, seconds or
+an HTTP date) puts that wait, at most `MAX_RETRY_AFTER_S`, in the exception's
+`retry_after_s`: the caller waits at least that long before its next request.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass, field
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 
 import aiohttp
 import msgspec
@@ -33,10 +39,46 @@ SNAPSHOT_LIMIT = 250  # the endpoint's maximum page size
 MAX_PAGES = 50
 KEY_HINT = "check OPTIONSFEED_MASSIVE_API_KEY"
 _EXCERPT = 200
+# A venue's Retry-After is honoured up to this: a garbled or hostile header (a date
+# next year) must not park the adapter for longer than a minute.
+MAX_RETRY_AFTER_S = 60.0
 
 
 class RestUnavailable(OptionsFeedError):
-    """A REST call failed in a way that may pass (outage, rate limit, bad page)."""
+    """A REST call failed in a way that may pass (outage, rate limit, bad page).
+
+    `retry_after_s`: how long the venue asked us to wait (its `Retry-After`, at most
+    `MAX_RETRY_AFTER_S`), or None when it did not say.
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def retry_after_s(value: str | None, now_s: float) -> float | None:
+    """A `Retry-After` header's wait in seconds at Unix time `now_s`, within
+    [0, MAX_RETRY_AFTER_S]; None when absent or unreadable.
+
+    RFC 9110: either a whole number of seconds or an HTTP date (a date already
+    past means now: 0).
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        wait = float(text)
+    else:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # "-0000" or no zone: HTTP dates are GMT
+            when = when.replace(tzinfo=UTC)
+        wait = when.timestamp() - now_s
+    if not math.isfinite(wait):
+        return None
+    return min(max(wait, 0.0), MAX_RETRY_AFTER_S)
 
 
 class _Error(msgspec.Struct):
@@ -85,6 +127,7 @@ class MassiveRest:
             async with self.http.get(url, headers=headers, timeout=self.timeout) as resp:
                 body = await resp.read()
                 status = resp.status
+                retry_after = resp.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise RestUnavailable(f"GET {what}: {type(exc).__name__}: {exc}") from None
         if status == 200:
@@ -101,7 +144,9 @@ class MassiveRest:
                 "chain snapshots and real-time quotes are needed)"
             )
         if status == 429 or status >= 500:
-            raise RestUnavailable(f"GET {what}: HTTP {status}{detail}")
+            wait = retry_after_s(retry_after, time.time())
+            hint = f" (retry after {wait:g} s)" if wait is not None else ""
+            raise RestUnavailable(f"GET {what}: HTTP {status}{detail}{hint}", retry_after_s=wait)
         raise SourceError(f"Massive answered HTTP {status} on {what}{detail}")
 
     def _detail(self, body: bytes) -> str:

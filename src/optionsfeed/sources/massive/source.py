@@ -51,6 +51,7 @@ import numpy as np
 from ...aio import cancel_and_wait, cancel_requested
 from ...clock import wall_clock_us
 from ...errors import SourceError
+from ...model.calendar import market_session
 from ...model.contract import Contract
 from ..base import Listing, SourceBatch, UnderlyingTick
 from ..droplog import DropCounter
@@ -64,6 +65,7 @@ from ..feed import (
 from .connection import Connection, Disconnected, SubscriptionBook, params_for
 from .normalize import R_UNKNOWN_SYMBOL, EventFilter, decode_frame
 from .rest import ChainSnapshot, MassiveRest, RestUnavailable
+from .tape import Tape
 from .window import DEFAULT_MAX_EXPIRIES, Window, choose_window
 
 log = logging.getLogger("optionsfeed.sources.massive")
@@ -158,6 +160,7 @@ class MassiveSource:
         budget = max_contracts // len(underlyings)
         self._chains = {u: _Chain(u, budget) for u in underlyings}
         self._filter = EventFilter()
+        self._tape = Tape()
         self._drops = DropCounter(log_interval_s)
         self._buffer_drops = (0, 0)
         # Counters (read by tests and health): sessions established, listings put,
@@ -212,10 +215,17 @@ class MassiveSource:
         problem = self._book.problem() if self._book is not None else None
         return None if problem is None else _line(f"massive: {problem}")
 
+    def market_hours(self, now_us: int) -> tuple[int, int] | None:
+        """The US options market's session at `now_us` (NYSE hours, early closes
+        included) as (open, close) µs, None while closed: a quiet feed then is the
+        market's, and `/readyz` does not judge it stale."""
+        return market_session(now_us)
+
     # -- the connection loop -------------------------------------------------------------
 
     async def _run(self, buffer: FeedBuffer) -> None:
         attempt = 0
+        asked = 0.0  # the wait a REST reply asked for (Retry-After)
         async with aiohttp.ClientSession() as http:
             rest = MassiveRest(http, self.rest_url, self._api_key, timeout_s=self.timeout_s)
             while True:
@@ -225,8 +235,11 @@ class MassiveSource:
                     self._failed = str(exc)
                     log.error("%s", exc)
                     raise
-                except (Disconnected, RestUnavailable) as exc:
+                except Disconnected as exc:
                     reason = str(exc)
+                except RestUnavailable as exc:
+                    reason = str(exc)
+                    asked = exc.retry_after_s or 0.0
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                     reason = f"{type(exc).__name__}: {exc}"
                 if cancel_requested():  # a cancel that a library turned into an error
@@ -238,8 +251,14 @@ class MassiveSource:
                     attempt = 0
                 self._since = None
                 delay = min(self.backoff_max_s, self.backoff_min_s * 2**attempt)
-                delay *= self._rng.uniform(0.5, 1.0)
+                delay = max(delay * self._rng.uniform(0.5, 1.0), asked)
+                asked = 0.0
                 attempt += 1
+                # What was listed may have changed while the link was down (and a
+                # listing is what makes the venue's contracts known at all): the
+                # next session fetches the contracts again.
+                for ch in self._chains.values():
+                    ch.listed_us = 0
                 self._down = reason.replace(self._api_key, "***")
                 self._retry_at = time.monotonic() + delay
                 log.warning("%s; reconnecting in %.1f s", self._down, delay)
@@ -348,7 +367,8 @@ class MassiveSource:
             ch.spot_us = snap.spot_us if snap.spot_us is not None else self.clock()
 
     def _list(self, ch: _Chain, window: Window, snap: ChainSnapshot, buffer: FeedBuffer) -> None:
-        """Put a Listing of `window`, the tick, and the snapshot's quotes newer than the stream's."""
+        """Put a Listing of `window`, the tick, each contract's newest quote with its day's
+        volume, and the snapshot's last trades newer than the stream's."""
         contracts = list(window.contracts)
         oi = np.array(
             [r.open_interest if (r := snap.rows.get(c.symbol)) else math.nan for c in contracts],
@@ -358,18 +378,41 @@ class MassiveSource:
         self.listings += 1
         ch.open_interest = dict(zip((c.symbol for c in contracts), oi.tolist(), strict=True))
         self._filter.relist(ch.underlying, contracts)
+        self._tape.retain(self._filter.symbols())
         if math.isfinite(ch.spot):
             buffer.tick(UnderlyingTick(ch.underlying, ch.spot, None, None, ch.spot_us))
         for c in contracts:
             row = snap.rows.get(c.symbol)
-            q = row.quote if row is not None else None
-            if q is not None and self._filter.seed(c.symbol, q.ts_us):
-                buffer.quote(ch.underlying, c.symbol, bid=q.bid, ask=q.ask, bid_size=q.bid_size,
-                             ask_size=q.ask_size, ts=q.ts_us)  # fmt: skip
+            if row is None:
+                volume = self._tape.seed_volume(c.symbol, math.nan, 0)
+            else:
+                q = row.quote
+                if q is not None and self._filter.seed(c.symbol, q.ts_us):
+                    self._tape.quote(c.symbol, q.bid, q.ask, q.bid_size, q.ask_size, q.ts_us)
+                volume = self._tape.seed_volume(c.symbol, row.volume, row.volume_us)
+            if not self._put_volume(ch.underlying, c.symbol, volume, buffer):
+                continue
+            # After the volume's quote row (a batch applies quotes before trades): the
+            # seeded print sets `last` and adds nothing to the venue's volume.
+            last = row.last if row is not None else None
+            if last is not None and self._filter.seed_trade(c.symbol, last.ts_us):
+                buffer.trade(ch.underlying, c.symbol, last.price, last.size, last.ts_us)
+
+    def _put_volume(self, underlying: str, osi: str, volume: float, buffer: FeedBuffer) -> bool:
+        """Put `osi`'s volume with its newest quote; without one, keep it for its first."""
+        top = self._tape.tops.get(osi)
+        if top is None:
+            self._tape.unsent.add(osi)
+            return False
+        bid, ask, bid_size, ask_size, ts = top
+        buffer.quote(underlying, osi, bid=bid, ask=ask, bid_size=bid_size, ask_size=ask_size,
+                     ts=ts, volume=volume)  # fmt: skip
+        return True
 
     # -- the stream ------------------------------------------------------------------------
 
     async def _read(self, conn: Connection, book: SubscriptionBook, buffer: FeedBuffer) -> None:
+        tape = self._tape
         async for data in conn.frames():
             frame = decode_frame(data)
             for reason in frame.rejects:
@@ -384,8 +427,11 @@ class MassiveSource:
                     if not (hit == R_UNKNOWN_SYMBOL and _unsubscribing(book, q.sym)):
                         self._drop(hit, data)
                     continue
+                ts = q.t * 1000
+                tape.quote(hit[1], q.bp, q.ap, q.bs, q.as_, ts)
+                volume = tape.take_unsent(hit[1]) if tape.unsent else math.nan
                 buffer.quote(hit[0], hit[1], bid=q.bp, ask=q.ap, bid_size=q.bs,
-                             ask_size=q.as_, ts=q.t * 1000)  # fmt: skip
+                             ask_size=q.as_, ts=ts, volume=volume)  # fmt: skip
                 self.quotes += 1
             for t in frame.trades:
                 hit = self._filter.trade(t)
@@ -393,20 +439,28 @@ class MassiveSource:
                     if not (hit == R_UNKNOWN_SYMBOL and _unsubscribing(book, t.sym)):
                         self._drop(hit, data)
                     continue
-                buffer.trade(hit[0], hit[1], t.p, t.s, t.t * 1000)
+                ts = t.t * 1000
+                buffer.trade(hit[0], hit[1], t.p, t.s, ts)
+                self._put_volume(hit[0], hit[1], tape.trade(hit[1], t.s, ts), buffer)
                 self.trades += 1
             self._check_buffer(buffer)
 
     async def _poll(
         self, conn: Connection, rest: MassiveRest, book: SubscriptionBook, buffer: FeedBuffer
     ) -> None:
+        wait = self.snapshot_interval_s
         while True:
-            await asyncio.sleep(self.snapshot_interval_s)
+            await asyncio.sleep(wait)
+            wait = self.snapshot_interval_s
             for ch in self._chains.values():
                 try:
                     await self._refresh(ch, conn, rest, book, buffer)
                 except RestUnavailable as exc:
                     log.warning("polling the snapshot of %s: %s", ch.underlying, exc)
+                    if exc.retry_after_s is not None:
+                        # Rate limited: no request before the venue's time is up.
+                        wait = max(wait, exc.retry_after_s)
+                        break
 
     async def _refresh(
         self,
