@@ -93,6 +93,7 @@ _INT_FIELD_INDEX = frozenset(DELTA_FIELDS.index(f) for f in INT_FIELDS)
 _SCALE = np.array([10.0 ** DECIMALS.get(f, 0) for f in DELTA_FIELDS])[:, None]
 _IV_ROW = DELTA_FIELDS.index("iv")
 _FORWARD_ROW = DELTA_FIELDS.index("forward")
+FORWARD_EXPIRIES_PER_CALL = 8  # expiries whose forward one refresh implies, nearest first
 _SIG_ROWS = np.array([DELTA_FIELDS.index(f) for f in SIGNIFICANT])
 _SIG_DIGITS = np.array([SIGNIFICANT[f] for f in SIGNIFICANT])[:, None]
 
@@ -438,15 +439,18 @@ class ChainState:
     def refresh_forwards(self, now_us: int) -> None:
         """Imply the forwards of expiries whose quotes changed, if due (pure: `now_us` in).
 
-        At most once per `forward_interval_us`, and only for expiries quoted since
-        (bounded cost). An expiry with too few two-sided strikes falls back to the
+        At most once per `forward_interval_us`, only for expiries quoted since, and
+        at most FORWARD_EXPIRIES_PER_CALL of them (bounded cost; the others wait
+        for the next call). An expiry with too few two-sided strikes falls back to the
         listing's dividend yield (`carry`). Stored as the yield the forward implies
         against the spot of the moment, so the forward follows the spot until the
         expiry's quotes change (sticky strike).
         """
         if now_us < self.forward_due or self.inverse or not np.isfinite(self.spot):
             return
-        dirty = np.flatnonzero(self.expiry_dirty)
+        # Nearest expiries first, a bounded number per call: the first call after a
+        # listing finds every expiry quoted, and one batch must not pay for all of them.
+        dirty = np.flatnonzero(self.expiry_dirty)[:FORWARD_EXPIRIES_PER_CALL]
         if len(dirty) == 0:
             return
         self.forward_due = now_us + self.forward_interval_us
