@@ -10,6 +10,7 @@ import pytest
 from optionsfeed.model.envelope import Publication, decode_envelope
 from optionsfeed.pricing import bsm_greeks
 from optionsfeed.pricing.american import american_greeks
+from optionsfeed.processing import processor
 from optionsfeed.processing.processor import Processor
 from optionsfeed.sources.base import Listing, Quotes, SourceBatch, UnderlyingTick
 
@@ -95,3 +96,15 @@ def test_following_can_be_turned_off() -> None:
     proc, _ = _started(follow_us=0)
     now = NOW + 2 * SECOND
     assert _options(proc.apply(SourceBatch(ticks=[_tick(101.0, now)]), now)) == {}
+
+
+def test_a_sweep_goes_on_over_the_next_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At most FOLLOW_ROWS_PER_BATCH rows follow per batch; the rest in the batches after."""
+    monkeypatch.setattr(processor, "FOLLOW_ROWS_PER_BATCH", 1)
+    proc, listing = _started()
+    now = NOW + 2 * SECOND
+    first = _options(proc.apply(SourceBatch(ticks=[_tick(101.0, now)]), now))
+    second = _options(proc.apply(SourceBatch(), now + 1))
+    assert len(first) == len(second) == 1
+    assert set(first) | set(second) == {c.symbol for c in listing.contracts}
+    assert _options(proc.apply(SourceBatch(), now + 2)) == {}

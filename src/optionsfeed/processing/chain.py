@@ -376,9 +376,10 @@ class ChainState:
             delta["bid"] = tick.bid
         if tick.ask != self.spot_ask:
             delta["ask"] = tick.ask
+        # A first spot is no move: nothing was priced on an earlier one.
+        self.spot_moved |= "price" in delta and np.isfinite(self.spot)
         self.spot = float("nan") if price is None else price
         self.spot_bid, self.spot_ask, self.spot_ts = tick.bid, tick.ask, tick.ts
-        self.spot_moved |= "price" in delta
         if len(delta) == 1:
             return None
         delta["ts"] = tick.ts
@@ -585,21 +586,16 @@ class ChainState:
         """Reprice `rows` at `now_us` and diff them (`prepare` + pricing + `finish`)."""
         return reprice_chains([(self, rows)], now_us)[0]
 
-    def follow_spot(self, now_us: int, skip: NDArray[np.intp] | None = None) -> ChainDelta:
-        """Greeks of the priced rows at the current spot and their published IVs.
+    def follow_spot(self, now_us: int, rows: NDArray[np.intp]) -> ChainDelta:
+        """Greeks of `rows` (those with an IV) at the current spot and their published IVs.
 
         Sticky strike: each row keeps its IV (which only its own quote changes) and
         its delta, gamma, theta, vega, rho, `underlying_price` and `forward` are
         recomputed at the spot of now; only fields whose published value changed
-        are sent. Rows in `skip` (repriced from their quotes in the same batch) are
-        left out. Clears `spot_moved`.
+        are sent.
         """
-        self.spot_moved = False
         iv_all = self.pub["iv"]
-        priced = np.isfinite(iv_all)
-        if skip is not None:
-            priced[skip] = False
-        rows = np.flatnonzero(priced)
+        rows = rows[np.isfinite(iv_all[rows])]
         if len(rows) == 0:
             return ChainDelta([], [])
         p = self.prepare(rows, now_us)

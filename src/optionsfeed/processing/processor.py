@@ -29,6 +29,10 @@ from .chain import ChainDelta, ChainState, reprice_chains
 
 STATS_INTERVAL_US = 1_000_000
 STALE_CHECK_US = 1_000_000
+# Rows whose greeks follow the spot in one batch, per chain: a sweep of a big chain
+# (3,500 priced rows of SPY, ~40 ms) goes on over the next batches rather than
+# holding one batch (and its publication) for all of it.
+FOLLOW_ROWS_PER_BATCH = 1000
 
 
 def new_epoch() -> str:
@@ -59,6 +63,7 @@ class Processor:
         self.stale_after_us = stale_after_us
         self.follow_interval_us = follow_interval_us
         self._follow_due: dict[str, int] = {}
+        self._following: dict[str, NDArray[np.intp]] = {}  # rows a sweep has yet to reach
         self.chains: dict[str, ChainState] = {}
         self._seq: dict[str, _Sequence] = {}
         self._stats: dict[str, dict[str, Any]] = {}
@@ -82,6 +87,11 @@ class Processor:
                 previous=self.chains.get(listing.underlying),
             )
             self._max_pain.pop(listing.underlying, None)
+            self._following.pop(listing.underlying, None)
+            # Underlyings follow their spots at different moments of the interval:
+            # all at once would be one long batch.
+            offset = zlib.crc32(listing.underlying.encode()) % max(self.follow_interval_us, 1)
+            self._follow_due[listing.underlying] = now_us + offset
             resets.add(listing.underlying)
         touched: dict[str, list[Any]] = {}
         und: dict[str, dict[str, Any]] = {}
@@ -130,14 +140,26 @@ class Processor:
     def _follow(
         self, chain: ChainState, repriced: NDArray[np.intp] | None, now_us: int
     ) -> ChainDelta | None:
-        """The greeks of `chain` following its spot, when it moved and is due."""
-        if not chain.spot_moved or self.follow_interval_us <= 0:
-            return None
-        if now_us < self._follow_due.get(chain.underlying, 0):
-            return None  # still moved: it follows at the first batch once due
-        self._follow_due[chain.underlying] = now_us + self.follow_interval_us
-        self.follows += 1
-        return chain.follow_spot(now_us, skip=repriced)
+        """The greeks of `chain` following its spot: a sweep of its priced rows starts
+        when the spot moved and the interval is over, FOLLOW_ROWS_PER_BATCH rows a batch."""
+        name = chain.underlying
+        pending = self._following.get(name)
+        if pending is None or len(pending) == 0:
+            if not chain.spot_moved or self.follow_interval_us <= 0:
+                return None
+            if now_us < self._follow_due.get(name, 0):
+                return None  # still moved: it follows at the first batch once due
+            chain.spot_moved = False
+            self._follow_due[name] = now_us + self.follow_interval_us
+            self.follows += 1
+            pending = np.flatnonzero(np.isfinite(chain.pub["iv"]))
+        rows, self._following[name] = (
+            pending[:FOLLOW_ROWS_PER_BATCH],
+            pending[FOLLOW_ROWS_PER_BATCH:],
+        )
+        if repriced is not None:  # repriced from their quotes already
+            rows = np.setdiff1d(rows, repriced, assume_unique=False)
+        return chain.follow_spot(now_us, rows)
 
     # -- publications -------------------------------------------------------------------
 
