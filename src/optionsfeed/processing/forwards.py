@@ -124,8 +124,9 @@ def implied_forwards(
     `warm`: every `guess` is a forward implied before (moved with the spot since),
     so one fixed-point step from it is enough for American pairs.
     NaN where fewer than `MIN_PAIRS` strikes have uncrossed two-sided quotes on
-    both sides, or `t_years` is not positive. Cost: O(pairs of those
-    expiries), plus American IVs of at most 2 x `K_NEAREST` prices per expiry.
+    both sides, or `t_years` is not positive. Cost: O(the chain's pairs) in NumPy,
+    plus one American IV call (two per round from a cold start) over at most
+    2 x `K_NEAREST` prices per expiry.
     """
     n = len(expiries)
     local = np.full(len(pairs.expiry_us), -1, dtype=np.intp)
