@@ -14,6 +14,7 @@ from collections.abc import Sequence
 WHAT = (
     "processing", "encode", "all", "gateway", "wslib", "venues", "idle", "cluster", "lab",
     "processors",
+    "follow",
 )  # fmt: skip
 BENCH_EXTRA = ("picows", "websockets")  # pyproject's `bench` extra
 
@@ -33,10 +34,13 @@ def parser(prog: str) -> argparse.ArgumentParser:
         "idle (gateway memory per idle connection), "
         "cluster (publish -> gateway latency, one Redis vs a local Redis Cluster), "
         "lab (fan-out through HAProxy across namespaced hosts; root), "
-        "processors (1 and 2 processors on one Redis: throughput, takeover times)",
+        "processors (1 and 2 processors on one Redis: throughput, takeover times), "
+        "follow (updates added by greeks that follow the underlying)",
     )
     p.add_argument(
-        "--scenarios", default="A,B", help="gateway scenarios (A,B,C,D,E,M,S; see docs/benchmarks.md)"
+        "--scenarios",
+        default="A,B",
+        help="gateway scenarios (A,B,C,D,E,M,S; see docs/benchmarks.md)",
     )
     p.add_argument("--clients", type=int, default=300, help="lab: clients through HAProxy (300)")
     p.add_argument(

@@ -21,6 +21,7 @@ from optionsfeed.aio import cancel_and_wait
 from optionsfeed.broker import open_broker
 from optionsfeed.broker.base import Broker
 from optionsfeed.clock import wall_clock_us
+from optionsfeed.model.envelope import decode_envelope
 from optionsfeed.pricing import iv_and_greeks
 from optionsfeed.processing.processor import Processor
 from optionsfeed.sources.base import SourceBatch
@@ -82,15 +83,41 @@ def bench_american_pricing(runs: int, n: int = 10_000) -> tuple[float, float]:
     return _median(times[1:]), times[0]
 
 
-def make_batches(steps: int, per_step: int) -> tuple[SourceBatch, list[tuple[int, SourceBatch]]]:
-    """The listing batch and `steps` simulated batches of `per_step` updates (10 ms apart)."""
+def make_batches(
+    steps: int, per_step: int, step_us: int = 10_000
+) -> tuple[SourceBatch, list[tuple[int, SourceBatch]]]:
+    """The listing batch and `steps` simulated batches of `per_step` updates (`step_us` apart)."""
     market = SimMarket([spec_for(u) for u in DEFAULT_UNDERLYINGS], seed=1, start_us=REFERENCE_START)
     first = SourceBatch(listings=market.listings())
     out = []
     for i in range(steps):
-        now = REFERENCE_START + (i + 1) * 10_000
+        now = REFERENCE_START + (i + 1) * step_us
         out.append((now, market.step(now, per_step)))
     return first, out
+
+
+def bench_follow(rate: int, seconds: float) -> dict[str, tuple[float, float, float]]:
+    """Option updates the processor publishes with and without greeks following the
+    underlying (once a second, the default; and off), over the same simulator run.
+
+    `seconds` of simulated time at `rate` updates/s in 100 ms steps. Per variant:
+    (option updates per simulated second, payload bytes per simulated second,
+    processing seconds on one core for the whole run).
+    """
+    steps = int(seconds * 10)
+    first, batches = make_batches(steps, rate // 10, step_us=100_000)
+    out: dict[str, tuple[float, float, float]] = {}
+    for name, follow_us in (("off", 0), ("1 s", 1_000_000)):
+        proc = Processor(follow_interval_us=follow_us)
+        proc.apply(first, REFERENCE_START)
+        updates = size = 0
+        t0 = time.perf_counter()
+        for now, batch in batches:
+            for pub in proc.apply(batch, now):
+                updates += len(decode_envelope(pub.payload).options)
+                size += len(pub.payload)
+        out[name] = (updates / seconds, size / seconds, time.perf_counter() - t0)
+    return out
 
 
 def bench_sim(runs: int, steps: int = 100, per_step: int = 1000) -> float:
@@ -245,12 +272,21 @@ def _time(f: Callable[[], None]) -> float:
 
 
 def main(what: str, *, redis: str | None, runs: int) -> int:
-    """Run the benchmarks named by `what` ("processing", "encode", "venues" or "all";
-    "all" leaves out "venues") and print figures."""
+    """Run the benchmarks named by `what` ("processing", "encode", "venues", "follow"
+    or "all"; "all" leaves out "venues" and "follow") and print figures."""
     if what == "venues":
         from .venues import main as venues_main
 
         return venues_main(runs)
+    if what == "follow":
+        print("greeks following the underlying: option updates published, same simulator run")
+        for sim_rate, seconds in ((2_000, 60.0), (20_000, 20.0)):
+            res = bench_follow(sim_rate, seconds)
+            for name, (ups, size, cpu) in res.items():
+                print(f"  --rate {sim_rate:>6,}, follow {name:4s}: {ups:9,.0f} option updates/s,"
+                      f" {size / 1e6:6.2f} MB/s of envelopes, processing {cpu:5.1f} s"
+                      f" for {seconds:.0f} s")  # fmt: skip
+        return 0
     if what in ("encode", "all"):
         print("encode: µs per full option record, built from values and encoded (median)")
         for name, us in bench_encode(runs).items():

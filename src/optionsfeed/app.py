@@ -158,6 +158,7 @@ async def _run(settings: Settings, *, process: bool, http: bool, gateway_too: bo
                 source,
                 broker,
                 stale_after_us=int(settings.stale_after_s * 1e6),
+                follow_interval_us=int(settings.greeks_follow_s * 1e6),
                 # A replay runs on its recording's clock, so it is deterministic.
                 clock=getattr(source, "clock", wall_clock_us),
                 # `process` takes leases: a second one on the same broker stands by

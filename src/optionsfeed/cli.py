@@ -39,6 +39,10 @@ def _common(p: argparse.ArgumentParser, *, source: bool, http: bool, redis_requi
             "--stale-after-s", help="flag a contract stale after this long unquoted (60)"
         )
         p.add_argument(
+            "--greeks-follow-s",
+            help="greeks follow the underlying at most this often (1; 0 = with quotes only)",
+        )
+        p.add_argument(
             "--rest-ratio",
             help="venue feeds: while processing is busy, let events gather this times its "
             "last batch's time (0 = never, default; 1 trades ~1 ms for about half the CPU)",

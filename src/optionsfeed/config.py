@@ -138,7 +138,9 @@ class Settings:
 
     `redis` None means the embedded memory broker. `history` bounds the resume
     stream per underlying (envelopes; older ones are trimmed). `stale_after_s`:
-    a contract with no quote for this long gets the `stale` flag. `fresh_within_s`:
+    a contract with no quote for this long gets the `stale` flag. `greeks_follow_s`:
+    the most often a move of the underlying reprices its contracts' greeks at their
+    IVs (0: greeks move with option quotes only). `fresh_within_s`:
     `/readyz` fails when an underlying's data is older than this. `tokens` turns
     authentication on (inline JSON, a file, or `redis`; see gateway/auth.py);
     `allow_origins` limits browser origins (empty: any). `workers` gateway
@@ -171,6 +173,7 @@ class Settings:
     seed: int = field(default=1, metadata={"conv": int})
     history: int = field(default=2000, metadata={"conv": _positive(int)})
     stale_after_s: float = field(default=60.0, metadata={"conv": _positive(float)})
+    greeks_follow_s: float = field(default=1.0, metadata={"conv": _non_negative})
     fresh_within_s: float = field(default=10.0, metadata={"conv": _positive(float)})
     log_level: str = field(default="INFO", metadata={"conv": _log_level})
     tokens: str | None = field(default=None, metadata={"conv": str})

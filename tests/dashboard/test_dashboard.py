@@ -100,6 +100,22 @@ async def test_the_chain_loads_lives_and_logs_no_error(up: str, browser: Browser
     await page.close()
 
 
+async def test_the_header_shows_the_selected_expiry_s_forward(up: str, browser: Browser) -> None:
+    """The header's Forward is the one the selected expiry's rows were priced on, near
+    the spot, with where it came from in its tooltip."""
+    page, errors, _ = await open_page(browser, up)
+    await page.wait_for_function(
+        "document.getElementById('forward').textContent !== '—'", timeout=15000
+    )
+    fwd = float(await page.locator("#forward").text_content() or "nan")
+    spot = float(await page.locator("#spot").text_content() or "nan")
+    assert abs(fwd / spot - 1.0) < 0.05
+    title = await page.locator("#forward").get_attribute("title") or ""
+    assert "(implied)" in title or "(carry)" in title
+    assert errors == []
+    await page.close()
+
+
 @pytest.mark.timeout(60)
 async def test_switching_expiry_unsubscribes_and_subscribes(up: str, browser: Browser) -> None:
     page, errors, sent = await open_page(browser, up)

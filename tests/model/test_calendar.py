@@ -10,8 +10,11 @@ import pytest
 from optionsfeed.model.calendar import (
     NEW_YORK,
     ExpiryProfile,
+    contract_expiry_us,
     expiry_instant_us,
+    last_trading_day,
     listed_expiries,
+    settlement,
 )
 
 SPY_LIKE = ExpiryProfile(
@@ -119,3 +122,42 @@ def test_expiries_are_sorted_unique_and_live() -> None:
     assert expiries == sorted(set(expiries))
     assert all(expiry_instant_us(d) > now for d in expiries)
     assert expiries[0] == date(2026, 12, 28)  # the next session after Christmas
+
+
+@pytest.mark.parametrize(
+    ("root", "settle"),
+    [("SPX", "AM"), ("NDX", "AM"), ("RUT", "AM"), ("VIX", "AM"), ("DJX", "AM"),
+     ("SPXW", "PM"), ("NDXP", "PM"), ("RUTW", "PM"), ("VIXW", "PM"), ("SPY", "PM"),
+     ("AAPL", "PM")],
+)  # fmt: skip
+def test_settlement_per_root(root: str, settle: str) -> None:
+    """Standard index monthlies settle AM; their weeklies, equities and ETFs PM."""
+    assert settlement(root) == settle
+
+
+def test_am_settled_expiry_is_the_open_and_pm_the_close() -> None:
+    """The December 2026 monthly: SPX expires at 09:30 New York (14:30 UTC), SPXW of
+    the same date at the 16:00 close."""
+    day = date(2026, 12, 18)
+    am = datetime.fromtimestamp(contract_expiry_us("SPX", day) / 1e6, UTC)
+    pm = datetime.fromtimestamp(contract_expiry_us("SPXW", day) / 1e6, UTC)
+    assert (am.hour, am.minute) == (14, 30)
+    assert (pm.hour, pm.minute) == (21, 0)
+    assert contract_expiry_us("SPY", day) == expiry_instant_us(day)
+
+
+def test_an_early_close_moves_pm_but_not_am() -> None:
+    """On 2026-11-27 (a 13:00 close) PM expires at 13:00, AM still at the 09:30 open."""
+    day = date(2026, 11, 27)
+    pm = datetime.fromtimestamp(contract_expiry_us("SPXW", day) / 1e6, NEW_YORK)
+    am = datetime.fromtimestamp(contract_expiry_us("SPX", day) / 1e6, NEW_YORK)
+    assert (pm.hour, pm.minute) == (13, 0)
+    assert (am.hour, am.minute) == (9, 30)
+
+
+def test_am_settled_options_last_trade_the_session_before() -> None:
+    """AM: the previous session (over a weekend and a holiday: Tuesday 2027-01-19 after
+    Martin Luther King Day trades last on Friday the 15th); PM: the expiry date."""
+    assert last_trading_day("SPX", date(2026, 12, 18)) == date(2026, 12, 17)
+    assert last_trading_day("VIX", date(2027, 1, 19)) == date(2027, 1, 15)
+    assert last_trading_day("SPXW", date(2026, 12, 18)) == date(2026, 12, 18)

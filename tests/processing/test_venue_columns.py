@@ -86,6 +86,7 @@ def test_inverse_prices_are_solved_in_usd_on_the_forward() -> None:
         assert r.mark == round(mark, 8)  # coin prices keep 8 decimals
         # The greeks were computed on the forward, which the record names.
         assert r.underlying_price == fwd
+        assert (r.forward, r.forward_source) == (fwd, "venue")
     call, put = recs["BTC-30JUN26-60000-C"], recs["BTC-30JUN26-60000-P"]
     assert call.delta is not None
     assert put.delta is not None
@@ -102,6 +103,7 @@ def test_without_a_venue_mark_the_mid_is_used_and_spot_prices_it() -> None:
     r = records(pubs)["BTC-30JUN26-60000-C"]
     assert r.mark == 0.011
     assert r.underlying_price == 60_000.0
+    assert (r.forward, r.forward_source) == (60_000.0, "carry")  # rate 0, yield 0
 
 
 def test_venue_figures_missing_from_a_message_keep_their_value() -> None:

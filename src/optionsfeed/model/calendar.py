@@ -7,6 +7,12 @@ from `exchange_calendars`' XNYS calendar, a maintained list of NYSE holidays and
 early closes, so nothing here hard-codes a holiday or a half day: an expiry's
 instant is its session's close, 16:00 New York, or 13:00 on an early-close day
 (the day after Thanksgiving, Christmas Eve).
+
+Settlement per root (`SETTLEMENT`): PM-settled options (equities, ETFs, SPXW and the
+other index weeklies) settle on the close of the expiry date and trade through it;
+AM-settled ones (the standard monthlies of SPX, NDX, RUT, DJX, and VIX) settle on
+the opening prints of the expiry date, so their expiry instant is that session's
+open and their last trading day is the session before.
 """
 
 from __future__ import annotations
@@ -15,26 +21,66 @@ import warnings
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 import exchange_calendars
 
 NEW_YORK = ZoneInfo("America/New_York")
 _EXPIRY_TIME = time(16, 0)
+_OPEN_TIME = time(9, 30)
+
+Settlement = Literal["AM", "PM"]
+# Roots settled on the expiry date's opening prints (a special opening quotation);
+# every other root, including the PM-settled weeklies of the same indices (SPXW,
+# NDXP, RUTW, VIXW), settles on the close. Only these are listed: a root missing
+# here is PM, as US equity and ETF options are.
+AM_SETTLED_ROOTS: frozenset[str] = frozenset({"SPX", "NDX", "RUT", "DJX", "VIX"})
+
+
+def settlement(root: str) -> Settlement:
+    """`AM` for the roots of AM_SETTLED_ROOTS, else `PM`."""
+    return "AM" if root in AM_SETTLED_ROOTS else "PM"
+
+
 _FRIDAY = 4
 _QUARTER_MONTHS = (3, 6, 9, 12)
 
 
-def expiry_instant_us(expiry: date) -> int:
-    """The exchange's close on `expiry`, in microseconds since the Unix epoch.
+def expiry_instant_us(expiry: date, settle: Settlement = "PM") -> int:
+    """The instant an option of `expiry` settles, in microseconds since the Unix epoch.
 
-    16:00 America/New_York on a regular session, 13:00 on an early-close day; 16:00
-    on a day that is no session (a listing the calendar does not know of).
+    PM: the exchange's close on `expiry`, 16:00 America/New_York on a regular
+    session, 13:00 on an early-close day. AM: the session's open, 09:30 (the opening
+    prints the settlement value is computed from). On a day that is no session (a
+    listing the calendar does not know of): 16:00, or 09:30.
     """
+    pm = settle == "PM"
     hours = _hours(expiry.year).get(expiry)
     if hours is not None:
-        return hours[1]
-    return int(datetime.combine(expiry, _EXPIRY_TIME, NEW_YORK).timestamp()) * 1_000_000
+        return hours[1] if pm else hours[0]
+    at = _EXPIRY_TIME if pm else _OPEN_TIME
+    return int(datetime.combine(expiry, at, NEW_YORK).timestamp()) * 1_000_000
+
+
+def contract_expiry_us(root: str, expiry: date) -> int:
+    """The expiry instant of an option of `root` expiring on `expiry` (by its settlement)."""
+    return expiry_instant_us(expiry, settlement(root))
+
+
+def last_trading_day(root: str, expiry: date) -> date:
+    """The last session an option of `root` expiring on `expiry` trades.
+
+    `expiry` for PM settlement; for AM settlement the session before it (the
+    contract stops trading at that close and settles on the next open).
+    """
+    if settlement(root) == "PM":
+        return expiry
+    days = _sessions(expiry.year - 1, expiry.year)
+    day = expiry - timedelta(days=1)
+    while day not in days:
+        day -= timedelta(days=1)
+    return day
 
 
 def trading_day(now_us: int) -> date:

@@ -15,9 +15,11 @@ class Contract:
     """One listed option contract, as a source lists it.
 
     `symbol` is the compact OSI symbol for US equity options, or the venue's own
-    instrument name elsewhere. `expiry_us` is the expiry instant (for US equity
-    options the exchange's close on `expiry`: 16:00 America/New_York, 13:00 on an
-    early-close day) in microseconds since the Unix epoch; pricing measures time to expiry to it. `exercise`: "american" for
+    instrument name elsewhere. `expiry_us` is the expiry instant (for US options of
+    a PM-settled root the exchange's close on `expiry`: 16:00 America/New_York, 13:00
+    on an early-close day; of an AM-settled root, `model.calendar.AM_SETTLED_ROOTS`,
+    the open of that session) in microseconds since the Unix epoch; pricing
+    measures time to expiry to it. `exercise`: "american" for
     US single-stock and ETF options (exercisable any day to expiry), "european" for
     cash-settled indices and Deribit; pricing follows it.
     """

@@ -34,8 +34,8 @@ FLAG_ORDER: tuple[Flag, ...] = (
 
 class OptionRecord(msgspec.Struct, omit_defaults=False):
     """A full option record (a snapshot row). Only the optional fields may be absent:
-    `currency`, `exercise`, `iv_bid` and `iv_ask` (the processor always sets the last
-    two, null where no volatility fits that side).
+    `currency`, `exercise`, `iv_bid`, `iv_ask`, `forward` and `forward_source` (the
+    processor always sets the last four, null where unknown).
 
     Sizes, volume and open interest are integers, except on venues that trade
     fractions of a contract (Deribit), where they may be fractional.
@@ -70,6 +70,8 @@ class OptionRecord(msgspec.Struct, omit_defaults=False):
     exercise: str | msgspec.UnsetType = msgspec.UNSET
     iv_bid: float | msgspec.UnsetType | None = msgspec.UNSET
     iv_ask: float | msgspec.UnsetType | None = msgspec.UNSET
+    forward: float | msgspec.UnsetType | None = msgspec.UNSET
+    forward_source: str | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class UnderlyingRecord(msgspec.Struct):

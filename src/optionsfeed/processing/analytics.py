@@ -2,7 +2,8 @@
 
 Conventions (docs/conventions.md says the same for users):
 - `atm_iv`: implied volatility at the forward of the nearest expiry at least one
-  day out (the venue's forward where it publishes one, else F = S e^{(r-q)T}), linearly interpolated in strike between the two listed
+  day out (the venue's forward where it publishes one, else the expiry's forward the
+  rows are priced on: implied, or F = S e^{(r-q)T}), linearly interpolated in strike between the two listed
   strikes around F; at each strike the out-of-the-money side's IV is used (the put
   below F, the call at or above it), the other side when that one has none. Null
   unless priced strikes bracket F (one on F will do).
@@ -47,10 +48,12 @@ def atm_iv(chain: ChainState, now_us: int) -> float | None:
     rows = np.flatnonzero(chain.expiry_us == exp_us)
     venue_fwd = chain.forward[rows]
     venue_fwd = venue_fwd[np.isfinite(venue_fwd)]
+    # Else the expiry's own forward: implied from its quotes, or the carry's.
+    carry = chain.expiry_carry[np.searchsorted(chain.pairs.expiry_us, exp_us)]
     fwd = (
         float(np.median(venue_fwd))
         if len(venue_fwd)
-        else chain.spot * np.exp((chain.rate - chain.dividend_yield) * t)
+        else chain.spot * np.exp((chain.rate - carry) * t)
     )
     iv = chain.pub["iv"][rows]
     strikes = chain.strike[rows]

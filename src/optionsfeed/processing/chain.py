@@ -7,8 +7,10 @@ delta carries only the fields whose *visible* value changed. Pure: no I/O, no
 clock (time comes in with the events).
 
 Pricing inputs per row: the mark is the venue's mark when it sends one, else the
-mid of a two-sided quote, else none (half the ask is not a mark). A row with a venue forward is priced by Black-76 on it (BSM with spot = the
-forward and dividend yield = rate is the same formula), else by BSM on the spot.
+mid of a two-sided quote, else none (half the ask is not a mark). A row with a venue
+forward is priced by Black-76 on it (BSM with spot = the forward and dividend yield
+= rate is the same formula), else on its expiry's forward, implied from the
+expiry's quotes (forwards.py) or from the listing's carry.
 Each row is priced by its contract's exercise style (`pricing.american` for
 American listings), which full records publish as `exercise`. A fitted IV outside
 [IV_LOW, IV_HIGH] is published with the flag `iv_out_of_range`. Prices of an `inverse` listing are in units of the underlying; they are converted
@@ -28,9 +30,22 @@ from numpy.typing import NDArray
 
 from ..model.contract import Contract
 from ..model.records import FLAG_ORDER, Flag, OptionRecord, UnderlyingRecord, encode
-from ..pricing import Greeks, implied_vol
-from ..pricing.american import american_implied_vol, iv_and_greeks_by_exercise
+from ..pricing import Greeks, bsm_greeks, implied_vol
+from ..pricing.american import (
+    american_greeks,
+    american_implied_vol,
+    iv_and_greeks_by_exercise,
+)
 from ..sources.base import Listing, Quotes, Trades, UnderlyingTick
+from .forwards import (
+    CARRY,
+    FORWARD_SOURCES,
+    IMPLIED,
+    NO_FORWARD,
+    VENUE,
+    implied_forwards,
+    pair_contracts,
+)
 
 F64 = NDArray[np.float64]
 US_PER_YEAR = 365.0 * 86_400.0 * 1e6
@@ -42,7 +57,7 @@ NEW_YORK = ZoneInfo("America/New_York")
 # depends on the underlying's (a BTC gamma is ~1e-5 per USD: 6 decimals would leave it
 # one digit, or none).
 DECIMALS: dict[str, int] = {
-    "bid": 4, "ask": 4, "mark": 4, "last": 4, "underlying_price": 4,
+    "bid": 4, "ask": 4, "mark": 4, "last": 4, "underlying_price": 4, "forward": 4,
     "iv": 5, "iv_bid": 5, "iv_ask": 5,
     "bid_size": 4, "ask_size": 4, "last_size": 4, "volume": 4, "open_interest": 4,
 }  # fmt: skip
@@ -58,7 +73,7 @@ INT_FIELDS = ("bid_size", "ask_size", "last_size", "volume", "open_interest")
 DELTA_FIELDS = (
     "bid", "ask", "bid_size", "ask_size", "mark", "last", "last_size", "volume",
     "open_interest", "iv", "iv_bid", "iv_ask", "delta", "gamma", "theta", "vega", "rho",
-    "underlying_price",
+    "underlying_price", "forward",
 )  # fmt: skip
 
 _BITS = {flag: 1 << i for i, flag in enumerate(FLAG_ORDER)}
@@ -81,6 +96,8 @@ _INT_FIELD_INDEX = frozenset(DELTA_FIELDS.index(f) for f in INT_FIELDS)
 # Per delta field, 10**decimals, as a column for the matrix (significant-digit rows: 1).
 _SCALE = np.array([10.0 ** DECIMALS.get(f, 0) for f in DELTA_FIELDS])[:, None]
 _IV_ROW = DELTA_FIELDS.index("iv")
+_FORWARD_ROW = DELTA_FIELDS.index("forward")
+FORWARD_EXPIRIES_PER_CALL = 8  # expiries whose forward one refresh implies, nearest first
 _SIG_ROWS = np.array([DELTA_FIELDS.index(f) for f in SIGNIFICANT])
 _SIG_DIGITS = np.array([SIGNIFICANT[f] for f in SIGNIFICANT])[:, None]
 
@@ -122,8 +139,10 @@ class PricingInputs:
     mark: F64  # in the quote currency (published)
     price: F64  # the mark in the strike's currency (solved for IV)
     sides: F64  # (2, rows): bid and ask in the strike's currency, NaN where none
-    spot: F64  # the forward, or the spot
-    carry: F64  # the dividend yield; the rate where priced on a forward
+    spot: F64  # the venue's forward, or the spot-equivalent of the expiry's forward
+    carry: F64  # the listing's dividend yield; the rate on a venue forward
+    forward: F64  # the forward each row is priced on
+    source: NDArray[np.int8]  # where that forward came from (forwards.IMPLIED, ...)
     t_years: F64
     both: NDArray[np.bool_]
     has_bid: NDArray[np.bool_]
@@ -137,6 +156,8 @@ def reprice_chains(
     Pricing has a fixed cost per call, so one call for all of a batch's chains
     keeps small batches (the low-latency case) cheap.
     """
+    for chain, _ in work:
+        chain.refresh_forwards(now_us)
     pending = [chain.prepare(rows, now_us) for chain, rows in work]
     sizes = [len(p.rows) for p in pending]
     if sum(sizes) == 0:
@@ -240,6 +261,7 @@ class ChainState:
         *,
         listed_us: int,
         stale_after_us: int = 60_000_000,
+        forward_interval_us: int = 1_000_000,
         previous: ChainState | None = None,
     ) -> None:
         self.underlying = listing.underlying
@@ -266,6 +288,15 @@ class ChainState:
         )
         self.multiplier = np.array([c.multiplier for c in listing.contracts], dtype=np.float64)
         self.expiry_str = [c.expiry.isoformat() for c in listing.contracts]
+        # Per expiry: the carry yield rows are priced with (implied from the expiry's
+        # quotes, else the listing's), where it came from, and whether quotes changed.
+        self.pairs = pair_contracts(self.strike, self.is_call, self.expiry_us, self.american)
+        n_exp = len(self.pairs.expiry_us)
+        self.expiry_carry = np.full(n_exp, listing.dividend_yield)
+        self.expiry_source = np.full(n_exp, CARRY, dtype=np.int8)
+        self.expiry_dirty = np.ones(n_exp, dtype=np.bool_)
+        self.forward_interval_us = forward_interval_us
+        self.forward_due = 0
         # Inputs from the source.
         self.bid, self.ask = _nan(n), _nan(n)
         self.bid_size, self.ask_size = _nan(n), _nan(n)
@@ -292,12 +323,15 @@ class ChainState:
         self.pub["volume"][:] = 0.0
         self.pub["open_interest"][:] = self.open_interest
         self.pub_flags = np.zeros(n, dtype=np.int64)
+        self.pub_source = np.zeros(n, dtype=np.int8)
         self.pub_ts = np.full(n, listed_us, dtype=np.int64)
         # Underlying.
         self.spot = float("nan")
         self.spot_bid: float | None = None
         self.spot_ask: float | None = None
         self.spot_ts = listed_us
+        # The spot moved since the greeks last followed it (processing.Processor decides when).
+        self.spot_moved = False
         self.volume_day: str | None = None
         self.unknown_events = 0
         self.oi_version = 0  # grows whenever a quote changes some open interest
@@ -307,7 +341,7 @@ class ChainState:
     # Columns copied row for row from an earlier listing's state.
     _CARRIED = ("bid", "ask", "bid_size", "ask_size", "venue_mark", "forward", "last",
                 "last_size", "volume", "venue_volume", "quote_ts", "quoted", "halted",
-                "pub_flags", "pub_ts")  # fmt: skip
+                "pub_flags", "pub_ts", "pub_source")  # fmt: skip
 
     def _carry_over(self, old: ChainState) -> None:
         pairs = [(i, old.index[s]) for i, s in enumerate(self.symbols) if s in old.index]
@@ -347,6 +381,8 @@ class ChainState:
             delta["bid"] = tick.bid
         if tick.ask != self.spot_ask:
             delta["ask"] = tick.ask
+        # A first spot is no move: nothing was priced on an earlier one.
+        self.spot_moved |= "price" in delta and np.isfinite(self.spot)
         self.spot = float("nan") if price is None else price
         self.spot_bid, self.spot_ask, self.spot_ts = tick.bid, tick.ask, tick.ts
         if len(delta) == 1:
@@ -366,6 +402,7 @@ class ChainState:
             self.quote_ts[rows[first]] = q.ts[pos][first]
             self.quoted[rows] = True
         np.maximum.at(self.quote_ts, rows, q.ts[pos])
+        self.expiry_dirty[self.pairs.row_expiry[rows]] = True
         # Per quote: a missing mark or forward means "none now" (use the mid, the spot).
         if q.mark is not None:
             self.venue_mark[rows] = q.mark[pos]
@@ -403,6 +440,42 @@ class ChainState:
         np.add.at(self.volume, rows[counted], t.size[pos][counted])
         return rows
 
+    # -- forwards ---------------------------------------------------------------
+
+    def refresh_forwards(self, now_us: int) -> None:
+        """Imply the forwards of expiries whose quotes changed, if due (pure: `now_us` in).
+
+        At most once per `forward_interval_us`, only for expiries quoted since, and
+        at most FORWARD_EXPIRIES_PER_CALL of them (bounded cost; the others wait
+        for the next call). An expiry with too few two-sided strikes falls back to the
+        listing's dividend yield (`carry`). Stored as the yield the forward implies
+        against the spot of the moment, so the forward follows the spot until the
+        expiry's quotes change (sticky strike).
+        """
+        if now_us < self.forward_due or self.inverse or not np.isfinite(self.spot):
+            return
+        # Nearest expiries first, a bounded number per call: the first call after a
+        # listing finds every expiry quoted, and one batch must not pay for all of them.
+        dirty = np.flatnonzero(self.expiry_dirty)[:FORWARD_EXPIRIES_PER_CALL]
+        if len(dirty) == 0:
+            return
+        self.forward_due = now_us + self.forward_interval_us
+        self.expiry_dirty[dirty] = False
+        spot, r = self.spot, self.rate
+        t = (self.pairs.expiry_us[dirty] - now_us) / US_PER_YEAR
+        current = spot * np.exp((r - self.expiry_carry[dirty]) * t)
+        fwd = implied_forwards(
+            self.pairs, dirty, self.bid, self.ask, rate=r, carry=self.dividend_yield,
+            t_years=t, guess=current, warm=bool(np.all(self.expiry_source[dirty] == IMPLIED)),
+        )  # fmt: skip
+        found = np.isfinite(fwd)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            implied = r - np.log(fwd / spot) / t
+        self.expiry_carry[dirty[found]] = implied[found]
+        self.expiry_source[dirty[found]] = IMPLIED
+        self.expiry_carry[dirty[~found]] = self.dividend_yield
+        self.expiry_source[dirty[~found]] = CARRY
+
     # -- reprice + diff ---------------------------------------------------------
 
     def prepare(self, rows: NDArray[np.intp], now_us: int) -> PricingInputs:
@@ -419,16 +492,28 @@ class ChainState:
         # The IV is solved for the mark as published, so a client recomputes it exactly.
         scale = self._mark_scale
         mark = np.rint(np.where(np.isnan(venue), mid, venue) * scale) / scale
-        fwd = self.forward[rows]
-        on_fwd = np.isfinite(fwd) & (fwd > 0)
-        spot = np.where(on_fwd, fwd, self.spot)
-        carry = np.where(on_fwd, self.rate, self.dividend_yield)
+        t_years = (self.expiry_us[rows] - now_us) / US_PER_YEAR
+        venue_fwd = self.forward[rows]
+        on_fwd = np.isfinite(venue_fwd) & (venue_fwd > 0)
+        expiry = self.pairs.row_expiry[rows]
+        # On the expiry's forward F: priced on the spot-equivalent F e^{-(r - q)T} with
+        # the listing's yield q, which is Black-76 on F for European rows, and keeps
+        # American rows on the boundary tables of the one yield q (an implied yield
+        # per expiry would solve new tables at every change of it).
+        q = self.dividend_yield
+        implied = self.spot * np.exp((self.rate - self.expiry_carry[expiry]) * t_years)
+        forward = np.where(on_fwd, venue_fwd, implied)
+        spot = np.where(on_fwd, venue_fwd, implied * np.exp(-(self.rate - q) * t_years))
+        carry = np.where(on_fwd, self.rate, q)
+        source = np.where(on_fwd, VENUE, self.expiry_source[expiry]).astype(np.int8)
+        source[~np.isfinite(forward)] = NO_FORWARD
         price = mark * spot if self.inverse else mark
         sides = np.stack([np.where(has_bid, bid, np.nan), np.where(ask > 0, ask, np.nan)])
         if self.inverse:
             sides = sides * spot
-        t_years = (self.expiry_us[rows] - now_us) / US_PER_YEAR
-        return PricingInputs(self, rows, mark, price, sides, spot, carry, t_years, both, has_bid)
+        return PricingInputs(
+            self, rows, mark, price, sides, spot, carry, forward, source, t_years, both, has_bid
+        )
 
     def finish(
         self, p: PricingInputs, iv: F64, g: Greeks, now_us: int, *, side_iv: F64 | None = None
@@ -459,7 +544,7 @@ class ChainState:
                 bid, ask, self.bid_size[rows], self.ask_size[rows], mark, self.last[rows],
                 self.last_size[rows], self.volume[rows], self.open_interest[rows], iv,
                 iv_bid, iv_ask, g.delta, g.gamma, theta, g.vega, g.rho,
-                np.where(np.isfinite(iv), p.spot, np.nan),
+                np.where(np.isfinite(iv), p.spot, np.nan), np.where(np.isfinite(iv), p.forward, np.nan),
             ]
         )  # fmt: skip
         new = to_wire(new, self.wire_scale)
@@ -469,7 +554,9 @@ class ChainState:
         old = self.pub_matrix[:, rows]
         masks = (new != old) & ~(np.isnan(new) & np.isnan(old))
         flag_mask = flags != self.pub_flags[rows]
-        sel = np.flatnonzero(flag_mask | masks.any(axis=0))
+        source = np.where(np.isfinite(new[_FORWARD_ROW]), p.source, NO_FORWARD).astype(np.int8)
+        source_mask = source != self.pub_source[rows]
+        sel = np.flatnonzero(flag_mask | source_mask | masks.any(axis=0))
         if len(sel) == 0:
             return ChainDelta([], [])
         out_rows = rows[sel]
@@ -493,12 +580,41 @@ class ChainState:
         for i in np.flatnonzero(flag_mask[sel]).tolist():
             deltas[i]["flags"] = FLAG_LISTS[fl[i]]
         self.pub_flags[out_rows] = fl
+        src = source[sel]
+        for i in np.flatnonzero(source_mask[sel]).tolist():
+            deltas[i]["forward_source"] = FORWARD_SOURCES[src[i]]
+        self.pub_source[out_rows] = src
         self.pub_ts[out_rows] = ts
         return ChainDelta(deltas, self.full_records(out_rows))
 
     def reprice(self, rows: NDArray[np.intp], now_us: int) -> ChainDelta:
         """Reprice `rows` at `now_us` and diff them (`prepare` + pricing + `finish`)."""
         return reprice_chains([(self, rows)], now_us)[0]
+
+    def follow_spot(self, now_us: int, rows: NDArray[np.intp]) -> ChainDelta:
+        """Greeks of `rows` (those with an IV) at the current spot and their published IVs.
+
+        Sticky strike: each row keeps its IV (which only its own quote changes) and
+        its delta, gamma, theta, vega, rho, `underlying_price` and `forward` are
+        recomputed at the spot of now; only fields whose published value changed
+        are sent.
+        """
+        iv_all = self.pub["iv"]
+        rows = rows[np.isfinite(iv_all[rows])]
+        if len(rows) == 0:
+            return ChainDelta([], [])
+        p = self.prepare(rows, now_us)
+        iv = iv_all[rows]
+        call, strike, carry = self.is_call[rows], self.strike[rows], p.carry
+        g = bsm_greeks(call, p.spot, strike, p.t_years, self.rate, carry, iv)
+        am = np.flatnonzero(self.american[rows])
+        if len(am):
+            ag = american_greeks(call[am], p.spot[am], strike[am], p.t_years[am], self.rate,
+                                 carry[am], iv[am])  # fmt: skip
+            for col, a_col in zip(g, ag, strict=True):
+                col[am] = a_col
+        sides = np.stack([self.pub["iv_bid"][rows], self.pub["iv_ask"][rows]])
+        return self.finish(p, iv, g, now_us, side_iv=sides)
 
     def stale_rows(self, now_us: int) -> NDArray[np.intp]:
         """Rows whose quote went stale (or fresh again) since they were last published."""
@@ -518,6 +634,7 @@ class ChainState:
         for name in INT_FIELDS:
             col[name] = _counts(col[name])
         flags = self.pub_flags[rows].tolist()
+        source = self.pub_source[rows].tolist()
         ts = self.pub_ts[rows].tolist()
         contracts = self.contracts
         out: list[tuple[str, bytes]] = []
@@ -532,6 +649,7 @@ class ChainState:
                 col["underlying_price"][i], ts[i], FLAG_LISTS[flags[i]],
             )  # fmt: skip
             rec.iv_bid, rec.iv_ask = col["iv_bid"][i], col["iv_ask"][i]
+            rec.forward, rec.forward_source = col["forward"][i], FORWARD_SOURCES[source[i]]
             if c.currency is not None:
                 rec.currency = c.currency
             rec.exercise = c.exercise

@@ -35,6 +35,10 @@ from .chain import ChainDelta, ChainState, reprice_chains
 
 STATS_INTERVAL_US = 1_000_000
 STALE_CHECK_US = 1_000_000
+# Rows whose greeks follow the spot in one batch, per chain: a sweep of a big chain
+# (3,500 priced rows of SPY, ~40 ms) goes on over the next batches rather than
+# holding one batch (and its publication) for all of it.
+FOLLOW_ROWS_PER_BATCH = 1000
 
 
 def new_epoch() -> str:
@@ -54,11 +58,18 @@ class Processor:
     """All chains of a deployment, with their epoch and seq.
 
     Bounded by the listings: memory is O(contracts). `stale_after_us` sets when a
-    contract with no quote gets the `stale` flag.
+    contract with no quote gets the `stale` flag. `follow_interval_us`: when the
+    underlying moved, its contracts' greeks follow it (at their IVs, sticky strike)
+    at most this often per underlying; 0 turns that off (greeks move with quotes only).
     """
 
-    def __init__(self, *, stale_after_us: int = 60_000_000) -> None:
+    def __init__(
+        self, *, stale_after_us: int = 60_000_000, follow_interval_us: int = 1_000_000
+    ) -> None:
         self.stale_after_us = stale_after_us
+        self.follow_interval_us = follow_interval_us
+        self._follow_due: dict[str, int] = {}
+        self._following: dict[str, NDArray[np.intp]] = {}  # rows a sweep has yet to reach
         self.chains: dict[str, ChainState] = {}
         self._seq: dict[str, _Sequence] = {}
         self._stats: dict[str, dict[str, Any]] = {}
@@ -69,6 +80,7 @@ class Processor:
         self._max_pain: dict[str, tuple[int, dict[str, float]]] = {}
         self.updates_in = 0
         self.unpriced: set[str] = set()  # chains whose prices lag their state
+        self.follows = 0  # times some chain's greeks followed its spot
 
     def apply(
         self, batch: SourceBatch, now_us: int, only: Collection[str] | None = None
@@ -85,6 +97,11 @@ class Processor:
                 previous=self.chains.get(listing.underlying),
             )
             self._max_pain.pop(listing.underlying, None)
+            self._following.pop(listing.underlying, None)
+            # Underlyings follow their spots at different moments of the interval:
+            # all at once would be one long batch.
+            offset = zlib.crc32(listing.underlying.encode()) % max(self.follow_interval_us, 1)
+            self._follow_due[listing.underlying] = now_us + offset
             resets.add(listing.underlying)
         touched: dict[str, list[Any]] = {}
         und: dict[str, dict[str, Any]] = {}
@@ -124,18 +141,44 @@ class Processor:
         deltas = dict(
             zip((c.underlying for c, _ in work), reprice_chains(work, now_us), strict=True)
         )
+        repriced = {c.underlying: rows for c, rows in work}
         out: list[Publication] = []
         for name, chain in self.chains.items():
             if name in resets or name in self.unpriced:
                 continue
+            found = [d for d in (deltas.get(name), self._follow(chain, repriced.get(name), now_us))
+                     if d is not None]  # fmt: skip
             stats = self._stats_delta(chain, now_us)
-            delta = deltas.get(name)
-            pub = self._publication(chain, [delta] if delta else [], und.get(name), stats, now_us)
+            pub = self._publication(chain, found, und.get(name), stats, now_us)
             if pub is not None:
                 out.append(pub)
         for name in sorted(resets - self.unpriced):
             out.append(self.reset(name, now_us))
         return out
+
+    def _follow(
+        self, chain: ChainState, repriced: NDArray[np.intp] | None, now_us: int
+    ) -> ChainDelta | None:
+        """The greeks of `chain` following its spot: a sweep of its priced rows starts
+        when the spot moved and the interval is over, FOLLOW_ROWS_PER_BATCH rows a batch."""
+        name = chain.underlying
+        pending = self._following.get(name)
+        if pending is None or len(pending) == 0:
+            if not chain.spot_moved or self.follow_interval_us <= 0:
+                return None
+            if now_us < self._follow_due.get(name, 0):
+                return None  # still moved: it follows at the first batch once due
+            chain.spot_moved = False
+            self._follow_due[name] = now_us + self.follow_interval_us
+            self.follows += 1
+            pending = np.flatnonzero(np.isfinite(chain.pub["iv"]))
+        rows, self._following[name] = (
+            pending[:FOLLOW_ROWS_PER_BATCH],
+            pending[FOLLOW_ROWS_PER_BATCH:],
+        )
+        if repriced is not None:  # repriced from their quotes already
+            rows = np.setdiff1d(rows, repriced, assume_unique=False)
+        return chain.follow_spot(now_us, rows)
 
     # -- publications -------------------------------------------------------------------
 

@@ -77,6 +77,7 @@ class ProcessingService:
         broker: Broker,
         *,
         stale_after_us: int = 60_000_000,
+        follow_interval_us: int = 1_000_000,
         clock: Callable[[], int] = wall_clock_us,
         idle_s: float = IDLE_S,
         leases: LeaseSettings | None = None,
@@ -87,7 +88,9 @@ class ProcessingService:
         self.source = source
         self.idle_s = idle_s
         self.broker = broker
-        self.processor = Processor(stale_after_us=stale_after_us)
+        self.processor = Processor(
+            stale_after_us=stale_after_us, follow_interval_us=follow_interval_us
+        )
         self.clock = clock
         self.status = PublisherStatus()
         self._backoff = BACKOFF_MIN_S

@@ -257,6 +257,7 @@ function applySnapshot(m) {
     state.rows = new Map(m.data.map((r) => [r.symbol, r]));
     setCurrency(m.data.find((r) => r.currency)?.currency ?? null);
     state.rebuild = true;
+    state.headerDirty = true;  // the expiry's forward
   } else {
     for (const r of m.data) mergeSide(m.channel, r);
   }
@@ -284,6 +285,7 @@ function applyUpdate(m) {
       if (!row) continue;
       Object.assign(row, r);  // the model; what changed on screen is found when painting
       state.dirty.add(r.symbol);
+      if (r.forward !== undefined) state.headerDirty = true;
     } else {
       mergeSide(m.channel, r);
     }
@@ -434,6 +436,7 @@ function paint() {
 
 function paintHeader() {
   state.headerDirty = false;
+  paintForward();
   if (state.spot !== null) {
     $("spot").textContent = state.spot.toFixed(2);
     const ch = state.spot - state.firstSpot;
@@ -451,6 +454,18 @@ function paintHeader() {
     $("gex").textContent = s.net_gamma_exposure == null ? "—" :
       (s.net_gamma_exposure / 1e6).toFixed(1) + "M";
   }
+}
+
+// The selected expiry's forward, as the newest of its rows carries it (its rows
+// share it); its source (implied, carry, venue) in the tooltip.
+function paintForward() {
+  let row = null;
+  for (const r of state.rows.values()) {
+    if (r.forward != null && (row === null || r.ts > row.ts)) row = r;
+  }
+  const el = $("forward");
+  el.textContent = row === null ? "—" : row.forward.toFixed(2);
+  el.title = row === null ? "" : `forward of ${state.expiry} (${row.forward_source})`;
 }
 
 // ---- charts (redrawn twice a second: a picture, not a ticker) ----------------------

@@ -19,7 +19,7 @@ from datetime import date
 import msgspec
 
 from ...errors import InvalidSymbol
-from ...model.calendar import expiry_instant_us
+from ...model.calendar import contract_expiry_us
 from ...model.contract import Contract
 from ...model.osi import VENDOR_PREFIX, parse_osi
 
@@ -357,7 +357,7 @@ def _contract(raw: msgspec.Raw, underlying: str) -> Contract | None:
         underlying=underlying,
         root=sym.root,
         expiry=sym.expiry,
-        expiry_us=expiry_instant_us(sym.expiry),
+        expiry_us=contract_expiry_us(sym.root, sym.expiry),
         strike=sym.strike,
         right=sym.right,
         multiplier=int(spc),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...model.calendar import ExpiryProfile, expiry_instant_us, listed_expiries
+from ...model.calendar import ExpiryProfile, contract_expiry_us, listed_expiries
 from ...model.contract import Contract, Right
 from ...model.osi import OptionSymbol
 from .strikes import StrikeProfile, strike_grid
@@ -25,7 +25,7 @@ def build_listing(
     """
     out: list[Contract] = []
     for expiry in listed_expiries(expiry_profile, now_us):
-        expiry_us = expiry_instant_us(expiry)
+        expiry_us = contract_expiry_us(underlying, expiry)
         dte = (expiry_us - now_us) / _US_PER_DAY
         for strike in strike_grid(spot, dte, strike_profile):
             for right in RIGHTS:
