@@ -108,3 +108,14 @@ def test_a_sweep_goes_on_over_the_next_batches(monkeypatch: pytest.MonkeyPatch) 
     assert len(first) == len(second) == 1
     assert set(first) | set(second) == {c.symbol for c in listing.contracts}
     assert _options(proc.apply(SourceBatch(), now + 2)) == {}
+
+
+def test_a_spot_move_no_greek_shows_sends_nothing() -> None:
+    """Spot 100 -> 100.001: every greek moves in its 6th digit, none by what a desk
+    would see (delta by 0.001, the others by 0.5 %), so no row is resent; 100 -> 101
+    moves them all."""
+    proc, _ = _started()
+    now = NOW + 2 * SECOND
+    assert _options(proc.apply(SourceBatch(ticks=[_tick(100.001, now)]), now)) == {}
+    now += 2 * SECOND
+    assert len(_options(proc.apply(SourceBatch(ticks=[_tick(101.0, now)]), now))) == 2
