@@ -163,6 +163,25 @@ def test_contracts_pages_become_contracts() -> None:
     assert n.parse_contracts_page(b'{"status":"OK"}', "SPY").contracts == []
 
 
+@pytest.mark.parametrize(
+    ("ticker", "style", "exercise"),
+    [
+        ("O:SPX251219C06500000", "european", "european"),
+        ("O:SPXW251219C06500000", None, "european"),  # an index root without the field
+        ("O:SPY251219C00650000", None, "american"),
+        ("O:SPY251219C00650000", "american", "american"),
+    ],
+)
+def test_exercise_is_the_venues_or_the_roots(ticker: str, style: str | None, exercise: str) -> None:
+    """Index options (cash-settled) are European; the venue's `exercise_style` decides
+    when it is given."""
+    u = "SPX" if "SPX" in ticker else "SPY"
+    row = rest_contract(ticker=ticker, exercise_style=style, underlying_ticker=u,
+                        strike_price=6500 if u == "SPX" else 650)  # fmt: skip
+    (c,) = n.parse_contracts_page(json.dumps({"results": [row]}).encode(), u).contracts
+    assert c.exercise == exercise
+
+
 def test_a_contract_expiring_on_an_early_close_expires_at_13_00() -> None:
     """Massive's contracts take their expiry instant from the exchange's close."""
     row = rest_contract(ticker="O:SPY261127C00650000", expiration_date="2026-11-27")

@@ -20,7 +20,7 @@ import msgspec
 
 from ...errors import InvalidSymbol
 from ...model.calendar import contract_expiry_us
-from ...model.contract import Contract
+from ...model.contract import Contract, Exercise
 from ...model.osi import VENDOR_PREFIX, parse_osi
 
 # Reasons for dropping provider data (the keys of the adapter's `dropped` counter).
@@ -248,6 +248,24 @@ class _RestContract(msgspec.Struct):
     strike_price: float
     shares_per_contract: float = 100.0
     underlying_ticker: str | None = None
+    exercise_style: str | None = None
+
+
+# Cash-settled index roots, European-style; the venue's `exercise_style` decides
+# when it is given, these when it is not (US equity and ETF options are American).
+EUROPEAN_ROOTS: frozenset[str] = frozenset(
+    {"SPX", "SPXW", "NDX", "NDXP", "RUT", "RUTW", "DJX", "VIX", "VIXW", "XSP", "XEO"}
+)
+
+
+def exercise_of(root: str, style: str | None) -> Exercise:
+    """`american` or `european`: the venue's `style` when it names one, else by root."""
+    named = (style or "").lower()
+    if named == "american":
+        return "american"
+    if named == "european":
+        return "european"
+    return "european" if root in EUROPEAN_ROOTS else "american"
 
 
 class _SnapDetails(msgspec.Struct):
@@ -361,7 +379,7 @@ def _contract(raw: msgspec.Raw, underlying: str) -> Contract | None:
         strike=sym.strike,
         right=sym.right,
         multiplier=int(spc),
-        exercise="american",  # Massive's options are US equity and ETF options
+        exercise=exercise_of(sym.root, r.exercise_style),
     )
 
 
