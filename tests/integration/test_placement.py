@@ -204,19 +204,25 @@ async def test_kill_9_under_50_clients(procs: Procs, redis_url: str) -> None:
                 await asyncio.sleep(0.3)
                 fresh = {u: await rest_chain(addr, u) for u in THREE}
 
-                def equal() -> bool:
+                def differ() -> list[str]:
+                    out = []
                     for i, c in enumerate(clients):
                         st = c.state(f"chain.{THREE[i % 3]}")
                         want = fresh[THREE[i % 3]]
                         if (st.epoch, st.seq) != (want["epoch"], want["seq"]):
-                            return False
-                        if st.rows != {row["symbol"]: row for row in want["data"]}:
-                            return False
-                    return True
+                            out.append(f"client {i}: at {st.epoch}/{st.seq}, "
+                                       f"cache {want['epoch']}/{want['seq']}")  # fmt: skip
+                        elif st.rows != {row["symbol"]: row for row in want["data"]}:
+                            rows = {row["symbol"]: row for row in want["data"]}
+                            bad = [k for k in rows if st.rows.get(k) != rows[k]][:3]
+                            out.append(f"client {i}: rows differ at {bad}")
+                    return out
 
-                end = time.monotonic() + 10
-                while not equal():
-                    assert time.monotonic() < end, "every client equals a fresh snapshot"
+                end = time.monotonic() + 20
+                while wrong := differ():
+                    assert time.monotonic() < end, (
+                        f"every client equals a fresh snapshot: {wrong[:5]}"
+                    )
                     await asyncio.sleep(0.1)
                 assert all(fresh[u]["epoch"] == after[u] for u in THREE)
             finally:
