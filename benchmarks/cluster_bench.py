@@ -30,7 +30,8 @@ from redis.crc import key_slot
 from optionsfeed.broker import open_broker
 from optionsfeed.clock import wall_clock_us
 from optionsfeed.model.envelope import ChainInfo, Publication
-from tests.cluster import NODES, LocalCluster, free_ports
+from tests.cluster import NODES, LocalCluster
+from tests.ports import free_ports
 
 from .broker_bench import _delta, _full, _symbol
 from .redis_server import temporary_redis

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -22,18 +21,6 @@ from redis.crc import key_slot
 NODES = 6
 NODE_TIMEOUT_MS = 2000
 START_TIMEOUT_S = 30.0
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct free ports (held open together, so the OS gives distinct ones)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def terminate(proc: subprocess.Popen[bytes]) -> None:

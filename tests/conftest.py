@@ -20,7 +20,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis
 
-from .cluster import NODES, LocalCluster, free_ports, terminate
+from .cluster import NODES, LocalCluster, terminate
+from .ports import free_port, free_ports
 
 # What asyncio logs (through its default exception handler) when a task or a callback
 # failed and nobody owned the failure: in this project that is always a bug.
@@ -41,12 +42,9 @@ START_TIMEOUT_S = 10.0
 
 
 def _free_port() -> int:
-    # redis-server cannot listen on port 0 and report the port, so ask the OS for
-    # one; another process may take it before redis binds it (start() retries then).
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    # redis-server cannot listen on port 0 and report the port: pick one (ports.py);
+    # another process may still take it before redis binds it (start() retries then).
+    return free_port()
 
 
 def _answers_ping(port: int) -> bool:

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page
 
-from ..integration.test_up import free_port, get
+from ..integration.test_up import get
+from ..ports import free_port
 
 
 @contextlib.contextmanager

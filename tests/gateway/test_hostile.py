@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 from ..integration.test_gateway_workers import spawn, stop
-from ..integration.test_up import free_port
+from ..ports import free_port
 from .test_decode_hypothesis import MAX_ID, MAX_SEQ, TRICKY, grammar_accepts
 from .wsraw import OP_BINARY, OP_CONT, OP_PING, OP_TEXT, Closed, RawWS
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .test_up import free_port
+from ..ports import free_port
 
 
 def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from optionsfeed.processing.placement import spread
-from tests.integration.test_up import free_port
+from tests.ports import free_port
 
 UNDERLYINGS = ["SPY", "QQQ", "AAPL"]
 

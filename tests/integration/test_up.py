@@ -6,7 +6,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,12 +20,7 @@ import redis
 
 from optionsfeed.model.envelope import Envelope, decode_envelope
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from ..ports import free_port
 
 
 def get(url: str) -> tuple[int, Any]:

@@ -144,7 +144,8 @@ def test_record_then_up_from_the_recording(tmp_path: Path) -> None:
     assert header["source"] == "sim"
     assert sum(b.event_count() for _, b in it) > 2000
 
-    from ..integration.test_up import free_port, get
+    from ..integration.test_up import get
+    from ..ports import free_port
 
     port = free_port()
     proc = subprocess.Popen(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from datetime import date
 from pathlib import Path
@@ -17,18 +16,12 @@ import pytest
 from optionsfeed.sources.deribit.symbols import index_channel, ticker_channel, trades_channel
 
 from ...fakes.deribit import DeribitVenue
+from ...ports import free_port
 from .fixtures import chain, now_ms, ticker
 
 TODAY = date.today()
 BTC = chain("BTC", TODAY, 90_000)
 ETH = chain("ETH", TODAY, 3_000)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def command() -> list[str]:

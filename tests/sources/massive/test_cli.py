@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,15 +13,9 @@ import aiohttp
 import pytest
 
 from ...fakes.massive import Venue
+from ...ports import free_port
 
 COMMAND = str(Path(sys.executable).parent / "optionsfeed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def env_for(venue: Venue, key: str) -> dict[str, str]:
