@@ -183,6 +183,7 @@ async def test_an_iv_cell_shows_the_bid_and_ask_iv_on_hover(up: str, browser: Br
     await page.close()
 
 
+@pytest.mark.alone  # a bound on the event loop's lag: runs with nothing beside it
 @pytest.mark.timeout(90)
 async def test_no_long_task_over_50_ms_at_2000_updates_per_second(
     browser: Browser, record_property: Any

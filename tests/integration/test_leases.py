@@ -20,6 +20,9 @@ import redis
 from optionsfeed.processing.placement import spread
 from tests.ports import free_port
 
+# Times processes against each other: runs alone (scripts/test), not beside other tests.
+pytestmark = pytest.mark.alone
+
 UNDERLYINGS = ["SPY", "QQQ", "AAPL"]
 
 

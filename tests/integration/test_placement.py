@@ -28,6 +28,9 @@ from optionsfeed.processing.placement import spread
 from tests.gateway.conftest import start_gateway
 from tests.integration.test_leases import Proc, epochs, placed, wait_for
 
+# Times processes against each other: runs alone (scripts/test), not beside other tests.
+pytestmark = pytest.mark.alone
+
 # Twelve simulated underlyings of about 1,100-1,700 contracts each.
 TWELVE = ["T03", "T06", "T52", "T17", "T55", "T08", "T32", "T01", "T39", "T18", "T49", "T10"]
 FIVE = TWELVE[:5]

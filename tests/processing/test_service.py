@@ -7,6 +7,8 @@ import json
 import time
 from collections.abc import AsyncIterator
 
+import pytest
+
 from optionsfeed.aio import cancel_and_wait
 from optionsfeed.broker import open_broker
 from optionsfeed.processing.service import ProcessingService
@@ -14,6 +16,7 @@ from optionsfeed.sources.base import SourceBatch
 from optionsfeed.sources.sim.source import SimSource
 
 
+@pytest.mark.alone  # a bound on the event loop's lag: runs with nothing beside it
 async def test_an_overloaded_service_does_not_starve_the_event_loop() -> None:
     """At a rate it cannot keep up with, other tasks (HTTP, timers) still run on time."""
     async with open_broker("memory://") as broker:

@@ -13,6 +13,9 @@ from optionsfeed.processing.placement import spread
 from tests.cluster import LocalCluster
 from tests.processing.test_sharing import NAMES, service, until
 
+# Times processes against each other: runs alone (scripts/test), not beside other tests.
+pytestmark = pytest.mark.alone
+
 
 @pytest.mark.timeout(90)
 async def test_a_failover_pauses_only_that_shards_underlyings(
