@@ -174,13 +174,19 @@ def _empty_premium(n: int) -> _Premium:
                     *(np.full((n, PREMIUM_POINTS), np.nan) for _ in range(2)))  # fmt: skip
 
 
+def _unset_premium(n: int) -> _Premium:
+    """`_empty_premium` with its columns unset (np.empty): for a pass that fills them."""
+    return _Premium(*(np.empty(n) for _ in range(7)),
+                    *(np.empty((n, PREMIUM_POINTS)) for _ in range(2)))  # fmt: skip
+
+
 def _premium(ct: _Contracts, sig: F64, greeks: bool = True) -> _Premium:
     """The early-exercise premium of puts `ct` at `sig` (within the tables' range).
 
     Without `greeks`, only the value, d_sig and ln_sb (the rest NaN).
     """
     n = len(sig)
-    out = _empty_premium(n)
+    out = _unset_premium(n) if greeks else _empty_premium(n)
     ch, cdh = TABLES.coefficients(ct.gid, np.log(sig))
     ch *= ct.alpha_pow
     cdh *= ct.alpha_pow
@@ -556,8 +562,9 @@ def _solve(
         d = np.flatnonzero(done)
         out[idx[d]] = np.where(real[d], np.where(hit[d], x[d], nxt[d]), np.nan)
         last[idx[d]] = x[d]
-        for col, val in zip(found, prem, strict=True):
-            col[idx[d]] = val[d]
+        if greeks:
+            for col, val in zip(found, prem, strict=True):
+                col[idx[d]] = val[d]
         keep = ~done
         idx, lo, hi, g_lo, g_hi, moved, x = (a[keep] for a in (idx, lo, hi, g_lo, g_hi, moved, nxt))
     return out, last, found
@@ -619,7 +626,7 @@ def _premium_rho(ct: _Contracts, sig: F64, prem: _Premium, c: B8) -> F64:
 
     The boundary's part is a central difference of the tables at the rate moved by
     +-_H_RATE (forward from the premium's own boundary where the put form's rate is
-    too small to step down).
+    too small to step down), from one lookup of the two tables' difference.
     """
     up_r = np.where(c, ct.r, ct.r + _H_RATE)
     up_q = np.where(c, ct.q + _H_RATE, ct.q)
@@ -627,16 +634,21 @@ def _premium_rho(ct: _Contracts, sig: F64, prem: _Premium, c: B8) -> F64:
     down_r = np.where(c | ~central, ct.r, ct.r - _H_RATE)
     down_q = np.where(c, ct.q - _H_RATE, ct.q)
     ln_sig = np.log(sig)
-    stencil = stencil_weights(ln_sig)
-    ln_b = []
-    for gid, rr, qq in zip(_shifted_groups(ct.gid, c), (up_r, down_r), (up_q, down_q), strict=True):
-        ch = TABLES.h_coefficients(gid, ln_sig, stencil)
-        ch *= ct.alpha_pow
-        h = np.concatenate([ch[i : i + _BLOCK] @ _POWERS for i in range(0, len(ch), _BLOCK)])
-        ln_b.append(np.log(exercise_cap(rr, qq))[:, None] - np.sqrt(np.maximum(h, 0.0)))
-    base = np.log(exercise_cap(ct.r, ct.q))[:, None] - prem.sh
-    down = np.where(central[:, None], ln_b[1], base)
-    d_ln_b = (ln_b[0] - down) * prem.f_l
+    up, down = _shifted_groups(ct.gid, c)
+    dc = TABLES.h_difference(up, down, ln_sig, stencil_weights(ln_sig))
+    dc *= ct.alpha_pow
+    dh = np.concatenate([dc[i : i + _BLOCK] @ _POWERS for i in range(0, len(dc), _BLOCK)])
+    # sqrt(h_up) - sqrt(h_down) = dh / (sqrt(h_up) + sqrt(h_down)); the sum is
+    # 2 sqrt(h) to O(step^2) where the difference is central, and sqrt(h + dh) + sqrt(h)
+    # where it steps forward from the premium's own h.
+    sh = prem.sh
+    den = 2.0 * sh
+    fwd = np.flatnonzero(~central)
+    den[fwd] = np.sqrt(np.maximum(sh[fwd] * sh[fwd] + dh[fwd], 0.0)) + sh[fwd]
+    d_sqrt = np.divide(dh, den, out=np.zeros_like(dh), where=den > 0)
+    d_ln_cap = np.log(exercise_cap(up_r, up_q)) - np.log(exercise_cap(down_r, down_q))
+    d_ln_b = np.subtract(d_ln_cap[:, None], d_sqrt, out=d_sqrt)
+    d_ln_b *= prem.f_l
     width = np.where(central, 2.0 * _H_RATE, _H_RATE)
     # d premium / d ln B(point) = -weight x f_l
     out: F64 = np.where(c, prem.d_q, prem.d_r) - (d_ln_b @ _WT) * ct.t / width

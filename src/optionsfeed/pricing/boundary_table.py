@@ -132,8 +132,16 @@ class BoundaryTables:
     def _clear(self) -> None:
         self._groups: dict[tuple[float, float, int], int] = {}
         self._keys: list[tuple[float, float, int]] = []
-        self._coef = np.zeros((0, DEGREE + 1))
-        self._have = np.zeros(0, dtype=np.bool_)
+        self._set_arrays(np.zeros((0, DEGREE + 1)), np.zeros(0, dtype=np.bool_))
+
+    def _set_arrays(self, coef: F64, have: NDArray[np.bool_]) -> None:
+        self._coef, self._have = coef, have
+        # Views of the windows of the stencil's rows, made once per array (a strided
+        # view costs more to build than a lookup of a few contracts).
+        k = len(_OFFSETS)
+        rows = len(have) >= k
+        self._coef_win = self._windows(coef, k) if rows else np.zeros((0, k, DEGREE + 1))
+        self._have_win = self._windows(have, k) if rows else np.zeros((0, k), dtype=np.bool_)
 
     def group_ids(self, r: F64, q: F64, bucket: NDArray[np.int64]) -> INTP:
         """Group id per contract (put form: r > 0). At most `capacity` distinct ones.
@@ -178,7 +186,7 @@ class BoundaryTables:
         coef[: len(self._have)] = self._coef
         have = np.zeros(size, dtype=np.bool_)
         have[: len(self._have)] = self._have
-        self._coef, self._have = coef, have
+        self._set_arrays(coef, have)
 
     def coefficients(self, gid: INTP, ln_sig: F64) -> tuple[F64, F64]:
         """Polynomial coefficients in w = sqrt(tau / T_b) of h and of dh / d ln sigma.
@@ -203,18 +211,28 @@ class BoundaryTables:
         h *= np.exp(2.0 * ln_sig)[:, None]
         return h
 
+    def h_difference(self, gid_a: INTP, gid_b: INTP, ln_sig: F64, stencil: tuple[INTP, F64]) -> F64:
+        """The coefficients of h in groups `gid_a` less those in `gid_b`, as
+        `h_coefficients` gives them (one product for the two: the interpolation is
+        linear in the rows)."""
+        first, weights = stencil
+        rows = self._stencil(gid_a, first) - self._stencil(gid_b, first)
+        h: F64 = np.matmul(weights[:, :1, :], rows)[:, 0, :]
+        h *= np.exp(2.0 * ln_sig)[:, None]
+        return h
+
     def _stencil(self, gid: INTP, first: INTP) -> F64:
         """(m, 6, degree + 1): the table rows from `first` on of each contract's group."""
         start = gid * ROWS + (first - _J_LO)
         k = len(_OFFSETS)
-        have = self._windows(self._have, k)[start]
+        have = self._have_win[start]
         if not have.all():
             rows = start[:, None] + np.arange(k)
             self._solve(np.unique(rows[~have]))
         # One gather of each contract's k consecutive rows (a window on the table)
         # and a batched product: a sparse matrix built and validated per call cost
         # more than the arithmetic.
-        stencil: F64 = self._windows(self._coef, k)[start]
+        stencil: F64 = self._coef_win[start]
         return stencil
 
     @staticmethod
