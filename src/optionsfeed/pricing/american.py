@@ -660,18 +660,26 @@ def _shifted_groups(gid: INTP, c: B8) -> tuple[INTP, INTP]:
 
     The put form's rate moves for puts, its dividend for calls; a put whose rate is
     too small to step down keeps its own group (`_premium_rho` steps forward there).
-    Found per distinct group (a handful), not per contract.
+    Found per distinct group (a handful), not per contract, and kept per group
+    while the tables' ids last.
     """
     present = np.flatnonzero(np.bincount(gid))
-    r, q, b = TABLES.keys(present)
-    # Rows: call up, call down, put up, put down, per present group.
-    central = r > 2.0 * _H_RATE
-    rr = np.concatenate([r, r, r + _H_RATE, np.where(central, r - _H_RATE, r)])
-    qq = np.concatenate([q + _H_RATE, q - _H_RATE, q, q])
-    ids = TABLES.group_ids(rr, qq, np.tile(b, 4)).reshape(4, len(present))
+    keys, memo = present.tolist(), TABLES.memo
+    if all(g in memo for g in keys):
+        table = np.array([memo[g] for g in keys], dtype=np.intp).reshape(-1, 4)
+    else:
+        r, q, b = TABLES.keys(present)
+        # Rows: call up, call down, put up, put down, per present group. All of them
+        # in one call: one that starts the tables again leaves no stale ids.
+        central = r > 2.0 * _H_RATE
+        rr = np.concatenate([r, r, r + _H_RATE, np.where(central, r - _H_RATE, r)])
+        qq = np.concatenate([q + _H_RATE, q - _H_RATE, q, q])
+        table = TABLES.group_ids(rr, qq, np.tile(b, 4)).reshape(4, len(present)).T
+        if TABLES.memo is memo:  # else `present` are ids of tables since cleared
+            memo.update(zip(keys, map(tuple, table.tolist()), strict=True))
     at = np.searchsorted(present, gid)
-    up = np.where(c, ids[0, at], ids[2, at])
-    down = np.where(c, ids[1, at], ids[3, at])
+    up = np.where(c, table[at, 0], table[at, 2])
+    down = np.where(c, table[at, 1], table[at, 3])
     return up, down
 
 

@@ -122,6 +122,21 @@ def _unique(a: F64) -> tuple[F64, INTP]:
     return u, inverse
 
 
+def _unique_ints(a: NDArray[np.int64]) -> tuple[NDArray[np.int64], INTP]:
+    """np.unique with the inverse of small-ranged integers, by counting (no sort)."""
+    if len(a) == 0:
+        return a, np.zeros(0, dtype=np.intp)
+    lo = int(a.min())
+    span = int(a.max()) - lo + 1
+    if span > 4 * len(a) + 64:
+        u, inverse = np.unique(a, return_inverse=True)
+        return u, inverse
+    present = np.bincount(a - lo, minlength=span) > 0
+    rank = np.cumsum(present) - 1
+    out: INTP = rank[a - lo]
+    return np.flatnonzero(present) + lo, out
+
+
 class BoundaryTables:
     """The cache of boundary tables; see the module's docstring."""
 
@@ -130,6 +145,8 @@ class BoundaryTables:
         self._clear()
 
     def _clear(self) -> None:
+        # What callers derive from a group id and keep while the ids last.
+        self.memo: dict[int, tuple[int, ...]] = {}
         self._groups: dict[tuple[float, float, int], int] = {}
         self._keys: list[tuple[float, float, int]] = []
         self._set_arrays(np.zeros((0, DEGREE + 1)), np.zeros(0, dtype=np.bool_))
@@ -151,9 +168,9 @@ class BoundaryTables:
         # Unique (r, q, bucket) triples by the ranks of each (sorting floats, not rows).
         ur, ir = _unique(r)
         uq, iq = _unique(q)
-        ub, ib = np.unique(bucket, return_inverse=True)
+        ub, ib = _unique_ints(bucket)
         code = (ir.astype(np.int64) * len(uq) + iq) * len(ub) + ib
-        codes, inverse = np.unique(code, return_inverse=True)
+        codes, inverse = _unique_ints(code)
         ci, bi = np.divmod(codes, len(ub))
         uniq = np.stack([ur[ci // len(uq)], uq[ci % len(uq)], ub[bi].astype(np.float64)], axis=1)
         if len(uniq) > self.capacity:
