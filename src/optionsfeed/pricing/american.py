@@ -473,10 +473,13 @@ def _american_iv(
     # A price below the European one at IV_MIN (the discounted forward's
     # intrinsic value, for one) is below the American price at every volatility
     # searched: no IV, and no search walking down to IV_MIN pass after pass.
-    low = ~(iv[sel] >= IV_MIN)
-    floor = _european(c[sel], s_[sel], k_[sel], t_[sel], r_[sel], q_[sel],
-                      np.full(len(sel), IV_MIN))[0]  # fmt: skip
-    sel = sel[~negligible & ~(low & (p[sel] < floor))]
+    low = np.flatnonzero(~(iv[sel] >= IV_MIN))  # few: priced at the floor only there
+    rows = sel[low]
+    floor = _european(c[rows], s_[rows], k_[rows], t_[rows], r_[rows], q_[rows],
+                      np.full(len(rows), IV_MIN))[0]  # fmt: skip
+    below = np.zeros(len(sel), dtype=np.bool_)
+    below[low] = p[rows] < floor
+    sel = sel[~negligible & ~below]
     ct = _contracts(pf.s[sel], pf.k[sel], t_[sel], pf.r[sel], pf.q[sel])
     iv[sel], _, prem = _solve(p[sel], c[sel], s_[sel], k_[sel], ct, iv[sel], start[sel], greeks)
     iv[(iv < IV_MIN) | (iv > IV_MAX)] = np.nan
