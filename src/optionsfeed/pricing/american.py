@@ -543,12 +543,13 @@ def _solve(
         nxt = x - np.where(flat, fx, gx * 2.0 * above_i) / (vega + prem.d_sig)
         # Away from the boundary, the step that solves with the premium's tangent.
         tan = np.flatnonzero(~flat & (prem.ln_sb > _TANGENT_LN_SB))
-        rows = idx[tan]
-        y = _tangent_step(
-            (c[rows], s[rows], k[rows], t[rows], r[rows], q[rows]), p[rows], p_otm[rows],
-            x[tan], nxt[tan], np.maximum(prem.value[tan], 0.0), prem.d_sig[tan],
-        )  # fmt: skip
-        nxt[tan] = np.where(np.isfinite(y), y, nxt[tan])
+        if len(tan):  # often none in the last passes, near the boundary
+            rows = idx[tan]
+            y = _tangent_step(
+                (c[rows], s[rows], k[rows], t[rows], r[rows], q[rows]), p[rows], p_otm[rows],
+                x[tan], nxt[tan], np.maximum(prem.value[tan], 0.0), prem.d_sig[tan],
+            )  # fmt: skip
+            nxt[tan] = np.where(np.isfinite(y), y, nxt[tan])
         inside = np.isfinite(nxt) & (nxt > lo) & (nxt < hi)
         falsi = lo - g_lo * (hi - lo) / (g_hi - g_lo)
         use_falsi = ~inside & np.isfinite(falsi) & (falsi > lo) & (falsi < hi)
