@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from benchmarks.processing import (
+    bench_american_pricing,
     bench_encode,
     bench_pricing,
     latency,
@@ -20,6 +21,12 @@ def test_encode_and_pricing_report_positive_figures() -> None:
     assert {"msgspec Struct", "msgspec dict"} <= set(routes)
     assert all(v > 0 and math.isfinite(v) for v in routes.values())
     assert bench_pricing(1, n=200) > 0
+
+
+def test_american_pricing_reports_wall_first_call_and_cpu() -> None:
+    """The American figure: median wall time, the first call, and the median CPU time."""
+    wall, first, cpu = bench_american_pricing(1, n=200)
+    assert all(v > 0 and math.isfinite(v) for v in (wall, first, cpu))
 
 
 async def test_throughput_and_latency_run_on_the_memory_broker() -> None:

@@ -70,3 +70,29 @@ def test_the_cache_starts_again_at_its_bound() -> None:
     np.testing.assert_array_equal(first[0], again[0])
     with pytest.raises(ValueError, match="at most 2"):
         tables.group_ids(np.array([0.01, 0.02, 0.03]), np.zeros(3), np.full(3, 5))
+
+
+def test_memo_lasts_as_long_as_the_ids() -> None:
+    """What a caller keeps per group id is dropped when the cache starts again (the
+    ids then name other groups), and kept while it does not."""
+    tables = BoundaryTables(capacity=2)
+    gid = int(tables.group_ids(np.array([0.03]), np.array([0.0]), np.array([5]))[0])
+    tables.memo[gid] = (7,)
+    tables.group_ids(np.array([0.04]), np.array([0.0]), np.array([5]))
+    assert tables.memo == {gid: (7,)}
+    tables.group_ids(np.array([0.05]), np.array([0.0]), np.array([5]))
+    assert tables.memo == {}
+
+
+def test_group_ids_of_many_buckets_and_yields() -> None:
+    """Contracts over many buckets and yields: one id per distinct (r, q, bucket),
+    the same as for each contract alone."""
+    rng = np.random.default_rng(2)
+    r = rng.choice([0.01, 0.04], 300)
+    q = rng.choice([0.0, 0.02, 0.03], 300)
+    b = rng.integers(-1, 12, 300)
+    tables = BoundaryTables()
+    ids = tables.group_ids(r, q, b)
+    assert len(np.unique(ids)) == len({(a, c, d) for a, c, d in zip(r, q, b, strict=True)})
+    alone = [int(tables.group_ids(r[i : i + 1], q[i : i + 1], b[i : i + 1])[0]) for i in range(300)]
+    np.testing.assert_array_equal(ids, alone)

@@ -174,22 +174,30 @@ def _empty_premium(n: int) -> _Premium:
                     *(np.full((n, PREMIUM_POINTS), np.nan) for _ in range(2)))  # fmt: skip
 
 
+def _unset_premium(n: int) -> _Premium:
+    """`_empty_premium` with its columns unset (np.empty): for a pass that fills them."""
+    return _Premium(*(np.empty(n) for _ in range(7)),
+                    *(np.empty((n, PREMIUM_POINTS)) for _ in range(2)))  # fmt: skip
+
+
 def _premium(ct: _Contracts, sig: F64, greeks: bool = True) -> _Premium:
     """The early-exercise premium of puts `ct` at `sig` (within the tables' range).
 
     Without `greeks`, only the value, d_sig and ln_sb (the rest NaN).
     """
     n = len(sig)
-    out = _empty_premium(n)
-    ch, cdh = TABLES.coefficients(ct.gid, np.log(sig))
-    ch *= ct.alpha_pow
-    cdh *= ct.alpha_pow
-    # The boundary now, at tau = T: w = sqrt(T / T_bucket), where ch sums to h.
-    out.ln_sb[:] = ct.ln_sx + np.sqrt(np.maximum(ch.sum(axis=1), 0.0))
+    out = _unset_premium(n) if greeks else _empty_premium(n)
+    ln_sig = np.log(sig)
     for start in range(0, n, _BLOCK):
         part = slice(start, start + _BLOCK)
-        _premium_block(_take_slice(ct, part), sig[part], ch[part] @ _POWERS,
-                       cdh[part] @ _POWERS, out, part, greeks)  # fmt: skip
+        # Per block, so that the table rows gathered for its contracts stay in cache.
+        ch, cdh = TABLES.coefficients(ct.gid[part], ln_sig[part])
+        ch *= ct.alpha_pow[part]
+        cdh *= ct.alpha_pow[part]
+        # The boundary now, at tau = T: w = sqrt(T / T_bucket), where ch sums to h.
+        out.ln_sb[part] = ct.ln_sx[part] + np.sqrt(np.maximum(ch.sum(axis=1), 0.0))
+        _premium_block(_take_slice(ct, part), sig[part], ch @ _POWERS, cdh @ _POWERS, out,
+                       part, greeks)  # fmt: skip
     return out
 
 
@@ -465,10 +473,13 @@ def _american_iv(
     # A price below the European one at IV_MIN (the discounted forward's
     # intrinsic value, for one) is below the American price at every volatility
     # searched: no IV, and no search walking down to IV_MIN pass after pass.
-    low = ~(iv[sel] >= IV_MIN)
-    floor = _european(c[sel], s_[sel], k_[sel], t_[sel], r_[sel], q_[sel],
-                      np.full(len(sel), IV_MIN))[0]  # fmt: skip
-    sel = sel[~negligible & ~(low & (p[sel] < floor))]
+    low = np.flatnonzero(~(iv[sel] >= IV_MIN))  # few: priced at the floor only there
+    rows = sel[low]
+    floor = _european(c[rows], s_[rows], k_[rows], t_[rows], r_[rows], q_[rows],
+                      np.full(len(rows), IV_MIN))[0]  # fmt: skip
+    below = np.zeros(len(sel), dtype=np.bool_)
+    below[low] = p[rows] < floor
+    sel = sel[~negligible & ~below]
     ct = _contracts(pf.s[sel], pf.k[sel], t_[sel], pf.r[sel], pf.q[sel])
     iv[sel], _, prem = _solve(p[sel], c[sel], s_[sel], k_[sel], ct, iv[sel], start[sel], greeks)
     iv[(iv < IV_MIN) | (iv > IV_MAX)] = np.nan
@@ -532,12 +543,13 @@ def _solve(
         nxt = x - np.where(flat, fx, gx * 2.0 * above_i) / (vega + prem.d_sig)
         # Away from the boundary, the step that solves with the premium's tangent.
         tan = np.flatnonzero(~flat & (prem.ln_sb > _TANGENT_LN_SB))
-        rows = idx[tan]
-        y = _tangent_step(
-            (c[rows], s[rows], k[rows], t[rows], r[rows], q[rows]), p[rows], p_otm[rows],
-            x[tan], nxt[tan], np.maximum(prem.value[tan], 0.0), prem.d_sig[tan],
-        )  # fmt: skip
-        nxt[tan] = np.where(np.isfinite(y), y, nxt[tan])
+        if len(tan):  # often none in the last passes, near the boundary
+            rows = idx[tan]
+            y = _tangent_step(
+                (c[rows], s[rows], k[rows], t[rows], r[rows], q[rows]), p[rows], p_otm[rows],
+                x[tan], nxt[tan], np.maximum(prem.value[tan], 0.0), prem.d_sig[tan],
+            )  # fmt: skip
+            nxt[tan] = np.where(np.isfinite(y), y, nxt[tan])
         inside = np.isfinite(nxt) & (nxt > lo) & (nxt < hi)
         falsi = lo - g_lo * (hi - lo) / (g_hi - g_lo)
         use_falsi = ~inside & np.isfinite(falsi) & (falsi > lo) & (falsi < hi)
@@ -556,8 +568,9 @@ def _solve(
         d = np.flatnonzero(done)
         out[idx[d]] = np.where(real[d], np.where(hit[d], x[d], nxt[d]), np.nan)
         last[idx[d]] = x[d]
-        for col, val in zip(found, prem, strict=True):
-            col[idx[d]] = val[d]
+        if greeks:
+            for col, val in zip(found, prem, strict=True):
+                col[idx[d]] = val[d]
         keep = ~done
         idx, lo, hi, g_lo, g_hi, moved, x = (a[keep] for a in (idx, lo, hi, g_lo, g_hi, moved, nxt))
     return out, last, found
@@ -619,7 +632,7 @@ def _premium_rho(ct: _Contracts, sig: F64, prem: _Premium, c: B8) -> F64:
 
     The boundary's part is a central difference of the tables at the rate moved by
     +-_H_RATE (forward from the premium's own boundary where the put form's rate is
-    too small to step down).
+    too small to step down), from one lookup of the two tables' difference.
     """
     up_r = np.where(c, ct.r, ct.r + _H_RATE)
     up_q = np.where(c, ct.q + _H_RATE, ct.q)
@@ -627,19 +640,29 @@ def _premium_rho(ct: _Contracts, sig: F64, prem: _Premium, c: B8) -> F64:
     down_r = np.where(c | ~central, ct.r, ct.r - _H_RATE)
     down_q = np.where(c, ct.q - _H_RATE, ct.q)
     ln_sig = np.log(sig)
-    stencil = stencil_weights(ln_sig)
-    ln_b = []
-    for gid, rr, qq in zip(_shifted_groups(ct.gid, c), (up_r, down_r), (up_q, down_q), strict=True):
-        ch = TABLES.h_coefficients(gid, ln_sig, stencil)
-        ch *= ct.alpha_pow
-        h = np.concatenate([ch[i : i + _BLOCK] @ _POWERS for i in range(0, len(ch), _BLOCK)])
-        ln_b.append(np.log(exercise_cap(rr, qq))[:, None] - np.sqrt(np.maximum(h, 0.0)))
-    base = np.log(exercise_cap(ct.r, ct.q))[:, None] - prem.sh
-    down = np.where(central[:, None], ln_b[1], base)
-    d_ln_b = (ln_b[0] - down) * prem.f_l
-    width = np.where(central, 2.0 * _H_RATE, _H_RATE)
+    up, down = _shifted_groups(ct.gid, c)
+    d_ln_cap = np.log(exercise_cap(up_r, up_q)) - np.log(exercise_cap(down_r, down_q))
     # d premium / d ln B(point) = -weight x f_l
-    out: F64 = np.where(c, prem.d_q, prem.d_r) - (d_ln_b @ _WT) * ct.t / width
+    d_ln_b_sum = np.empty(len(sig))
+    for start in range(0, len(sig), _BLOCK):
+        # Per block, so that the gathered table rows and the points stay in cache.
+        part = slice(start, start + _BLOCK)
+        dc = TABLES.h_difference(up[part], down[part], ln_sig[part], stencil_weights(ln_sig[part]))
+        dc *= ct.alpha_pow[part]
+        dh = dc @ _POWERS
+        # sqrt(h_up) - sqrt(h_down) = dh / (sqrt(h_up) + sqrt(h_down)); the sum is
+        # 2 sqrt(h) to O(step^2) where the difference is central, and
+        # sqrt(h + dh) + sqrt(h) where it steps forward from the premium's own h.
+        sh = prem.sh[part]
+        den = 2.0 * sh
+        fwd = np.flatnonzero(~central[part])
+        den[fwd] = np.sqrt(np.maximum(sh[fwd] * sh[fwd] + dh[fwd], 0.0)) + sh[fwd]
+        d_ln_b = np.divide(dh, den, out=np.zeros_like(dh), where=den > 0)
+        np.subtract(d_ln_cap[part, None], d_ln_b, out=d_ln_b)
+        d_ln_b *= prem.f_l[part]
+        d_ln_b_sum[part] = d_ln_b @ _WT
+    width = np.where(central, 2.0 * _H_RATE, _H_RATE)
+    out: F64 = np.where(c, prem.d_q, prem.d_r) - d_ln_b_sum * ct.t / width
     return out
 
 
@@ -648,18 +671,26 @@ def _shifted_groups(gid: INTP, c: B8) -> tuple[INTP, INTP]:
 
     The put form's rate moves for puts, its dividend for calls; a put whose rate is
     too small to step down keeps its own group (`_premium_rho` steps forward there).
-    Found per distinct group (a handful), not per contract.
+    Found per distinct group (a handful), not per contract, and kept per group
+    while the tables' ids last.
     """
     present = np.flatnonzero(np.bincount(gid))
-    r, q, b = TABLES.keys(present)
-    # Rows: call up, call down, put up, put down, per present group.
-    central = r > 2.0 * _H_RATE
-    rr = np.concatenate([r, r, r + _H_RATE, np.where(central, r - _H_RATE, r)])
-    qq = np.concatenate([q + _H_RATE, q - _H_RATE, q, q])
-    ids = TABLES.group_ids(rr, qq, np.tile(b, 4)).reshape(4, len(present))
+    keys, memo = present.tolist(), TABLES.memo
+    if all(g in memo for g in keys):
+        table = np.array([memo[g] for g in keys], dtype=np.intp).reshape(-1, 4)
+    else:
+        r, q, b = TABLES.keys(present)
+        # Rows: call up, call down, put up, put down, per present group. All of them
+        # in one call: one that starts the tables again leaves no stale ids.
+        central = r > 2.0 * _H_RATE
+        rr = np.concatenate([r, r, r + _H_RATE, np.where(central, r - _H_RATE, r)])
+        qq = np.concatenate([q + _H_RATE, q - _H_RATE, q, q])
+        table = TABLES.group_ids(rr, qq, np.tile(b, 4)).reshape(4, len(present)).T
+        if TABLES.memo is memo:  # else `present` are ids of tables since cleared
+            memo.update(zip(keys, map(tuple, table.tolist()), strict=True))
     at = np.searchsorted(present, gid)
-    up = np.where(c, ids[0, at], ids[2, at])
-    down = np.where(c, ids[1, at], ids[3, at])
+    up = np.where(c, table[at, 0], table[at, 2])
+    down = np.where(c, table[at, 1], table[at, 3])
     return up, down
 
 

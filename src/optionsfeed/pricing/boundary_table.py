@@ -122,6 +122,21 @@ def _unique(a: F64) -> tuple[F64, INTP]:
     return u, inverse
 
 
+def _unique_ints(a: NDArray[np.int64]) -> tuple[NDArray[np.int64], INTP]:
+    """np.unique with the inverse of small-ranged integers, by counting (no sort)."""
+    if len(a) == 0:
+        return a, np.zeros(0, dtype=np.intp)
+    lo = int(a.min())
+    span = int(a.max()) - lo + 1
+    if span > 4 * len(a) + 64:
+        u, inverse = np.unique(a, return_inverse=True)
+        return u, inverse
+    present = np.bincount(a - lo, minlength=span) > 0
+    rank = np.cumsum(present) - 1
+    out: INTP = rank[a - lo]
+    return np.flatnonzero(present) + lo, out
+
+
 class BoundaryTables:
     """The cache of boundary tables; see the module's docstring."""
 
@@ -130,10 +145,20 @@ class BoundaryTables:
         self._clear()
 
     def _clear(self) -> None:
+        # What callers derive from a group id and keep while the ids last.
+        self.memo: dict[int, tuple[int, ...]] = {}
         self._groups: dict[tuple[float, float, int], int] = {}
         self._keys: list[tuple[float, float, int]] = []
-        self._coef = np.zeros((0, DEGREE + 1))
-        self._have = np.zeros(0, dtype=np.bool_)
+        self._set_arrays(np.zeros((0, DEGREE + 1)), np.zeros(0, dtype=np.bool_))
+
+    def _set_arrays(self, coef: F64, have: NDArray[np.bool_]) -> None:
+        self._coef, self._have = coef, have
+        # Views of the windows of the stencil's rows, made once per array (a strided
+        # view costs more to build than a lookup of a few contracts).
+        k = len(_OFFSETS)
+        rows = len(have) >= k
+        self._coef_win = self._windows(coef, k) if rows else np.zeros((0, k, DEGREE + 1))
+        self._have_win = self._windows(have, k) if rows else np.zeros((0, k), dtype=np.bool_)
 
     def group_ids(self, r: F64, q: F64, bucket: NDArray[np.int64]) -> INTP:
         """Group id per contract (put form: r > 0). At most `capacity` distinct ones.
@@ -143,9 +168,9 @@ class BoundaryTables:
         # Unique (r, q, bucket) triples by the ranks of each (sorting floats, not rows).
         ur, ir = _unique(r)
         uq, iq = _unique(q)
-        ub, ib = np.unique(bucket, return_inverse=True)
+        ub, ib = _unique_ints(bucket)
         code = (ir.astype(np.int64) * len(uq) + iq) * len(ub) + ib
-        codes, inverse = np.unique(code, return_inverse=True)
+        codes, inverse = _unique_ints(code)
         ci, bi = np.divmod(codes, len(ub))
         uniq = np.stack([ur[ci // len(uq)], uq[ci % len(uq)], ub[bi].astype(np.float64)], axis=1)
         if len(uniq) > self.capacity:
@@ -178,7 +203,7 @@ class BoundaryTables:
         coef[: len(self._have)] = self._coef
         have = np.zeros(size, dtype=np.bool_)
         have[: len(self._have)] = self._have
-        self._coef, self._have = coef, have
+        self._set_arrays(coef, have)
 
     def coefficients(self, gid: INTP, ln_sig: F64) -> tuple[F64, F64]:
         """Polynomial coefficients in w = sqrt(tau / T_b) of h and of dh / d ln sigma.
@@ -203,18 +228,28 @@ class BoundaryTables:
         h *= np.exp(2.0 * ln_sig)[:, None]
         return h
 
+    def h_difference(self, gid_a: INTP, gid_b: INTP, ln_sig: F64, stencil: tuple[INTP, F64]) -> F64:
+        """The coefficients of h in groups `gid_a` less those in `gid_b`, as
+        `h_coefficients` gives them (one product for the two: the interpolation is
+        linear in the rows)."""
+        first, weights = stencil
+        rows = self._stencil(gid_a, first) - self._stencil(gid_b, first)
+        h: F64 = np.matmul(weights[:, :1, :], rows)[:, 0, :]
+        h *= np.exp(2.0 * ln_sig)[:, None]
+        return h
+
     def _stencil(self, gid: INTP, first: INTP) -> F64:
         """(m, 6, degree + 1): the table rows from `first` on of each contract's group."""
         start = gid * ROWS + (first - _J_LO)
         k = len(_OFFSETS)
-        have = self._windows(self._have, k)[start]
+        have = self._have_win[start]
         if not have.all():
             rows = start[:, None] + np.arange(k)
             self._solve(np.unique(rows[~have]))
         # One gather of each contract's k consecutive rows (a window on the table)
         # and a batched product: a sparse matrix built and validated per call cost
         # more than the arithmetic.
-        stencil: F64 = self._windows(self._coef, k)[start]
+        stencil: F64 = self._coef_win[start]
         return stencil
 
     @staticmethod
