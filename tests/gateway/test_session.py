@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from optionsfeed.broker.base import Snapshot
 from optionsfeed.gateway.frames import text_frame
-from optionsfeed.gateway.hub import MAX_LISTINGS, ChannelUpdate, snapshot_message
+from optionsfeed.gateway.hub import JOIN_SLICE, MAX_LISTINGS, ChannelUpdate, snapshot_message
 from optionsfeed.gateway.session import Limits, Session
 from optionsfeed.model.envelope import ChainInfo
 
@@ -351,6 +354,63 @@ async def test_clients_in_step_share_one_frame_object(broker: GatedBroker, marke
     assert json.loads(frame_payload(mine[0])) == json.loads(upd.message(alone["prev"]))
     assert mine[0] == text_frame(frame_payload(mine[0]))
     second.release()
+    await b.aclose()
+
+
+def _messages(wire: Wire) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for frame in wire.frames:
+        body = json.loads(frame_payload(frame))
+        out.extend(body if isinstance(body, list) else [body])
+    return out
+
+
+async def test_a_crowd_is_served_a_slice_per_turn_while_the_live_feed_runs(
+    broker: GatedBroker, market: Market
+) -> None:
+    """Ten slices of joiners: at most JOIN_SLICE snapshots per turn of the loop; an
+    update published as the crowd's read returns reaches the live client before the
+    crowd is through; every joiner ends with the snapshot, then that update."""
+    b = await joined(broker)
+    broker.snapshots_open.clear()
+    crowd = []
+    for _ in range(10 * JOIN_SLICE):
+        wire = Wire()
+        s = Session(b.hub, wire, wire.close, clock=b.sched.time, wall_us=lambda: 0,
+                    scheduler=b.sched)  # fmt: skip
+        s.start()
+        s.on_text(json.dumps({"op": "subscribe", "id": 7, "channels": [CHAIN]}))
+        crowd.append((s, wire))
+    await b.settle()
+
+    def served() -> int:
+        return sum(any(m["type"] == "snapshot" for m in _messages(w)) for _, w in crowd)
+
+    assert served() == 0
+    broker.snapshots_open.set()
+    seq = await market.tick()
+    counts, live_at = [0], None
+    for turn in range(200):
+        await asyncio.sleep(0)  # one turn of the loop
+        b.sched.run()
+        counts.append(served())
+        if live_at is None and any(m.get("seq") == seq for m in b.reader.read(b.wire)):
+            live_at = turn
+        if counts[-1] == len(crowd):
+            break
+    steps = [later - earlier for earlier, later in itertools.pairwise(counts)]
+    assert counts[-1] == len(crowd)
+    assert max(steps) <= JOIN_SLICE, steps
+    assert live_at is not None
+    assert counts[live_at + 1] < len(crowd), (live_at, counts)
+    await b.settle()
+    for _, w in crowd:
+        got = [m for m in _messages(w) if m["type"] in ("snapshot", "update")]
+        assert [m["type"] for m in got] == ["snapshot", "update"], got
+        assert got[1]["seq"] == seq
+        assert got[1]["prev"] == got[0]["seq"]
+    for s, _ in crowd:
+        s.release()
     await b.aclose()
 
 

@@ -81,6 +81,11 @@ LISTING_TTL_S = 5.0
 UNKNOWN_TTL_S = 1.0
 MAX_LISTINGS = 1024
 MAX_SHARED_FRAMES = 4096
+# Joiners served a snapshot per turn of the event loop. A nearest-expiry snapshot of
+# SPY is about 100 KB: a slice is a few milliseconds of socket writes, after which the
+# loop runs the live members' flushes and the broker's envelopes before the next slice,
+# so a crowd of thousands joining does not stall everyone else for the whole crowd.
+JOIN_SLICE = 64
 RETRY_MIN_S = 0.1
 RETRY_MAX_S = 2.0
 _NULL = b"null"
@@ -196,15 +201,20 @@ class Fanout:
                     m.fail(f"broker unavailable: {exc}")
                 continue
             if gen != self.generation:
-                continue  # a resync sent every member a newer snapshot meanwhile
+                # A resync sent the members a newer snapshot meanwhile; one made at a
+                # new subscription leaves those still waiting to this round.
+                self._waiting.extend(m for m in waiting if m.buffering)
+                continue
             if snap is not None and snap.epoch != self.epoch:
                 # A new epoch reached the cache before its envelope reached us: the
                 # fields were chosen from the old listing. Resync everyone instead.
                 await self._resync()
                 continue
-            # A crowd joining one channel shares one read and one encoded message.
+            # A crowd joining one channel shares one read and one encoded message, and
+            # is served JOIN_SLICE members per turn of the loop. Those still waiting
+            # buffer what the feed routes meanwhile; the snapshot's seq sorts it out.
             messages: dict[str, bytes] = {}
-            for m in waiting:
+            for i, m in enumerate(waiting, 1):
                 if snap is None:
                     m.fail(f"no data for {self.underlying}")
                     continue
@@ -212,6 +222,11 @@ class Fanout:
                 if name not in messages:
                     messages[name] = snapshot_message(m.channel, snap)
                 m.apply_snapshot(snap, messages[name])
+                if i % JOIN_SLICE == 0 and i < len(waiting):
+                    await asyncio.sleep(0)  # a turn for the flushes and the live feed
+                    if gen != self.generation:
+                        self._waiting.extend(m for m in waiting[i:] if m.buffering)
+                        break
 
     def _fields(self, members: list[Member]) -> list[str] | None:
         """The cache fields `members`' snapshots need (None: the whole chain).
