@@ -357,6 +357,19 @@ async def test_clients_in_step_share_one_frame_object(broker: GatedBroker, marke
     await b.aclose()
 
 
+def subscribing_crowd(b: Bench, n: int) -> list[tuple[Session, Wire]]:
+    """`n` more sessions on `b`'s hub, each having asked for chain.SPY."""
+    crowd = []
+    for _ in range(n):
+        wire = Wire()
+        s = Session(b.hub, wire, wire.close, clock=b.sched.time, wall_us=lambda: 0,
+                    scheduler=b.sched)  # fmt: skip
+        s.start()
+        s.on_text(json.dumps({"op": "subscribe", "id": 7, "channels": [CHAIN]}))
+        crowd.append((s, wire))
+    return crowd
+
+
 def _messages(wire: Wire) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for frame in wire.frames:
@@ -373,14 +386,7 @@ async def test_a_crowd_is_served_a_slice_per_turn_while_the_live_feed_runs(
     crowd is through; every joiner ends with the snapshot, then that update."""
     b = await joined(broker)
     broker.snapshots_open.clear()
-    crowd = []
-    for _ in range(10 * JOIN_SLICE):
-        wire = Wire()
-        s = Session(b.hub, wire, wire.close, clock=b.sched.time, wall_us=lambda: 0,
-                    scheduler=b.sched)  # fmt: skip
-        s.start()
-        s.on_text(json.dumps({"op": "subscribe", "id": 7, "channels": [CHAIN]}))
-        crowd.append((s, wire))
+    crowd = subscribing_crowd(b, 10 * JOIN_SLICE)
     await b.settle()
 
     def served() -> int:
@@ -422,14 +428,7 @@ async def test_a_crowd_joining_a_channel_shares_one_read_and_one_snapshot_frame(
     b = await joined(broker)
     reads = broker.snapshot_reads
     broker.snapshots_open.clear()
-    crowd = []
-    for _ in range(20):
-        wire = Wire()
-        s = Session(b.hub, wire, wire.close, clock=b.sched.time, wall_us=lambda: 0,
-                    scheduler=b.sched)  # fmt: skip
-        s.start()
-        s.on_text(json.dumps({"op": "subscribe", "id": 7, "channels": [CHAIN]}))
-        crowd.append((s, wire))
+    crowd = subscribing_crowd(b, 20)
     await b.settle()
     before = [len(w.frames) for _, w in crowd]
     broker.snapshots_open.set()
