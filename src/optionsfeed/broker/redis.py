@@ -21,7 +21,7 @@ apply it later when a stalled server wakes up); the script's epoch/prev check ma
 harmless, as the caller's next reset either supersedes it or makes it be refused. A
 retry would turn an applied batch into a SequenceConflict and duplicate live envelopes,
 so the only re-sends are after NOSCRIPT (the script did not run) and, on a cluster,
-after MOVED or ASK (the node that answered did not run it either).
+after MOVED, ASK or TRYAGAIN (the node that answered did not run it either).
 """
 
 from __future__ import annotations
@@ -313,7 +313,7 @@ class RedisBroker:
 
         On a cluster, one pipeline per primary, sent concurrently (node_pipeline.py:
         order is kept within a node, so within an underlying; a command answered
-        MOVED or ASK is re-sent alone to the node named; nothing else is re-sent).
+        MOVED, ASK or TRYAGAIN is re-sent alone; nothing else is re-sent).
         """
         commands: list[tuple[str, list[Any]]] = []
         script_at = []
