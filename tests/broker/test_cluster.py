@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from optionsfeed.broker.redis import RedisBroker, redact
+from optionsfeed.errors import BrokerUnavailable
 from optionsfeed.model.envelope import decode_envelope
 
 from ..cluster import LocalCluster
@@ -89,3 +90,41 @@ async def test_a_failover_moves_the_subscription_and_publishing_continues(
     print(f"failover -> subscribed on the new primary: {back:.2f} s")
     assert await broker.history("SPY", "e1", 0) is not None
     assert (await broker.meta("SPY")).seq == 5  # type: ignore[union-attr]
+
+
+@pytest.mark.timeout(90)
+async def test_a_frozen_primary_fails_its_publications_and_the_next_epoch_finds_the_new_one(
+    redis_cluster: LocalCluster, broker: RedisBroker
+) -> None:
+    """SIGSTOP of SPY's primary: a publish spanning two shards raises BrokerUnavailable
+    within the timeout, the other shard's publication applied once; after the replica
+    is promoted, a new epoch is published on it (the client refreshed its slot map)."""
+    spy = Feed("SPY")
+    old = redis_cluster.owner(broker.key("SPY", "meta"))
+    other = Feed(next(u for u in NAMES if redis_cluster.owner(broker.key(u, "meta")) != old))
+    await broker.publish([spy.reset("e1", chain()), other.reset("e1", chain())])
+    replica = redis_cluster.replica_of(old)
+    node = redis_cluster.node(old)
+    node.pause()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(BrokerUnavailable):
+            await broker.publish([spy.delta(), other.delta()])
+        assert time.monotonic() - t0 < broker.timeout_s + 1
+        assert (await broker.meta(other.underlying)).seq == 2  # type: ignore[union-attr]
+        await broker.publish([other.delta()])  # its shard never waits for the frozen one
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await broker.publish([spy.reset("e2", chain())])
+                break
+            except BrokerUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)  # the replica is not promoted yet
+    finally:
+        node.resume()
+    assert redis_cluster.owner(broker.key("SPY", "meta"), via=replica) == replica
+    assert (await broker.meta("SPY")).epoch == "e2"  # type: ignore[union-attr]
+    assert await broker.history(other.underlying, "e1", 0) is not None
+    assert (await broker.meta(other.underlying)).seq == 3  # type: ignore[union-attr]

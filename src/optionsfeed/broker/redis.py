@@ -21,7 +21,7 @@ apply it later when a stalled server wakes up); the script's epoch/prev check ma
 harmless, as the caller's next reset either supersedes it or makes it be refused. A
 retry would turn an applied batch into a SequenceConflict and duplicate live envelopes,
 so the only re-sends are after NOSCRIPT (the script did not run) and, on a cluster,
-after MOVED or ASK (the node that answered did not run it either).
+after MOVED, ASK or TRYAGAIN (the node that answered did not run it either).
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ from ..model.envelope import ChainInfo, Publication, decode_info
 from .base import ChainMeta, LeaseOp, MemberOp, Snapshot
 from .cluster import is_cluster_url, node_kwargs, redact_cluster, seed_urls
 from .live import RedisSubscription
+from .node_pipeline import send_by_node
 
 T = TypeVar("T")
 
@@ -310,30 +311,32 @@ class RedisBroker:
     async def _send(self, pubs: Sequence[Publication], *, use_eval: bool, owner: str) -> list[Any]:
         """One pipeline (no MULTI) of a script call per publication: their results.
 
-        On a cluster redis-py splits it by node (one pipeline each, sent concurrently;
-        order is kept within a node, so within an underlying) and re-sends a command
-        answered MOVED or ASK to the node named, alone; nothing else is re-sent.
+        On a cluster, one pipeline per primary, sent concurrently (node_pipeline.py:
+        order is kept within a node, so within an underlying; a command answered
+        MOVED, ASK or TRYAGAIN is re-sent alone; nothing else is re-sent).
         """
-        pipe = self._redis.pipeline(transaction=False)
+        commands: list[tuple[str, list[Any]]] = []
         script_at = []
-        n = 0
         for pub in pubs:
             u = pub.underlying
             if pub.reset:
-                pipe.sadd(self._all_key, u)
-                n += 1
+                commands.append((self._all_key, ["SADD", self._all_key, u]))
             info = pub.info if pub.info is not None else (_EMPTY_INFO if pub.reset else b"")
-            args: list[bytes | str | int] = [pub.epoch, pub.prev, pub.seq, pub.ts, pub.payload]
+            keys = [self.key(u, kind) for kind in ("meta", "chain", "hist", "live", "lease")]
+            args: list[Any] = ["EVAL", _SCRIPT] if use_eval else ["EVALSHA", self._sha]
+            args += [5, *keys, pub.epoch, pub.prev, pub.seq, pub.ts, pub.payload]
             args += ("1" if pub.reset else "0", info, self.history_size, self._publish_cmd, owner)
             args.extend(itertools.chain.from_iterable(pub.records))
-            keys = [self.key(u, kind) for kind in ("meta", "chain", "hist", "live", "lease")]
-            script_at.append(n)
-            n += 1
-            if use_eval:
-                pipe.eval(_SCRIPT, 5, *keys, *args)
-            else:
-                pipe.evalsha(self._sha, 5, *keys, *args)
-        results: list[Any] = await self._call(pipe.execute(raise_on_error=False))
+            script_at.append(len(commands))
+            commands.append((keys[0], args))
+        results: list[Any]
+        if self.sharded:
+            results = await self._call(send_by_node(self._redis, commands))
+        else:
+            pipe = self._redis.pipeline(transaction=False)
+            for _, args in commands:
+                pipe.execute_command(*args)
+            results = await self._call(pipe.execute(raise_on_error=False))
         for i, r in enumerate(results):
             if i not in script_at and isinstance(r, Exception):
                 self._raise_refused("the underlyings set", r)
