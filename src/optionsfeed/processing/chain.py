@@ -178,14 +178,15 @@ class PricingInputs:
 
 
 def reprice_chains(
-    work: list[tuple[ChainState, NDArray[np.intp]]], now_us: int
+    work: list[tuple[ChainState, NDArray[np.intp]]], now_us: int, *, refresh_forwards: bool = True
 ) -> list[ChainDelta]:
     """Reprice rows of several chains in one vectorized pricing call; one delta per chain.
 
     Pricing has a fixed cost per call, so one call for all of a batch's chains
-    keeps small batches (the low-latency case) cheap.
+    keeps small batches (the low-latency case) cheap. With `refresh_forwards`, each
+    chain's forwards are implied first where due (else the caller does it, apart).
     """
-    for chain, _ in work:
+    for chain, _ in work if refresh_forwards else ():
         chain.refresh_forwards(now_us)
     pending = [chain.prepare(rows, now_us) for chain, rows in work]
     sizes = [len(p.rows) for p in pending]
@@ -471,6 +472,15 @@ class ChainState:
 
     # -- forwards ---------------------------------------------------------------
 
+    def forwards_due(self, now_us: int) -> bool:
+        """Whether `refresh_forwards(now_us)` would imply some expiry's forward."""
+        return (
+            now_us >= self.forward_due
+            and not self.inverse
+            and bool(np.isfinite(self.spot))
+            and bool(self.expiry_dirty.any())
+        )
+
     def refresh_forwards(self, now_us: int) -> None:
         """Imply the forwards of expiries whose quotes changed, if due (pure: `now_us` in).
 
@@ -481,13 +491,11 @@ class ChainState:
         against the spot of the moment, so the forward follows the spot until the
         expiry's quotes change (sticky strike).
         """
-        if now_us < self.forward_due or self.inverse or not np.isfinite(self.spot):
+        if not self.forwards_due(now_us):
             return
         # Nearest expiries first, a bounded number per call: the first call after a
         # listing finds every expiry quoted, and one batch must not pay for all of them.
         dirty = np.flatnonzero(self.expiry_dirty)[:FORWARD_EXPIRIES_PER_CALL]
-        if len(dirty) == 0:
-            return
         self.forward_due = now_us + self.forward_interval_us
         self.expiry_dirty[dirty] = False
         spot, r = self.spot, self.rate

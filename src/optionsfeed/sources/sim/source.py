@@ -13,9 +13,14 @@ from .universe import spec_for
 
 STEP_S = 0.01  # one batch every 10 ms: small enough for latency, big enough to vectorize
 MAX_OWED_STEPS = 10  # a consumer that falls behind gets at most 10 steps' worth per batch
-# ...and never more than this many updates at once (about 0.1 s of processing), so
-# one batch cannot hold the event loop for long whatever `rate` asks for.
-MAX_BATCH_UPDATES = 20_000
+# ...and never more than this many updates at once, so one batch cannot hold the
+# event loop for long whatever `rate` asks for: with the American model a batch's
+# cost is about 15 ms plus 5-10 µs an update (3 American solves each: the mark, the
+# bid and the ask), so 2,000 price in 20-35 ms on one core, against 150-400 ms for
+# 20,000 (every quote behind such a batch waited that long). Bigger batches would
+# amortize the fixed cost a little better; the throughput at this cap is still some
+# 60,000 updates/s.
+MAX_BATCH_UPDATES = 2_000
 
 
 class SimSource:
