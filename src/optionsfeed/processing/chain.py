@@ -231,8 +231,15 @@ def _side_ivs(pending: list[PricingInputs], mark_iv: F64) -> F64:
     t = cat([p.t_years for p in pending])
     rates = cat([np.full(len(p.rows), p.chain.rate) for p in pending])
     carry = cat([p.carry for p in pending])
-    out = implied_vol(sides, is_call, spot, strike, t, rates, carry).reshape(2, n)
-    am = np.flatnonzero(cat([p.chain.american[p.rows] for p in pending]))
+    american = cat([p.chain.american[p.rows] for p in pending])
+    out = np.full((2, n), np.nan)
+    # European IVs of the European rows only: an American row's are solved again
+    # inside the American search (as its upper bound), so twice would be waste.
+    eu = np.flatnonzero(~american)
+    if eu.size:
+        args_eu = (is_call[eu], spot[eu], strike[eu], t[eu], rates[eu], carry[eu])
+        out[:, eu] = implied_vol(sides[:, eu], *args_eu).reshape(2, len(eu))
+    am = np.flatnonzero(american)
     if am.size:
         # Both sides in one call: the American search has a fixed cost per pass.
         args = (is_call[am], spot[am], strike[am], t[am], rates[am], carry[am], mark_iv[am])
