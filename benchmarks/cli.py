@@ -60,6 +60,7 @@ def parser(prog: str) -> argparse.ArgumentParser:
         help="stages: a source tree to run the processor from (repeat to alternate variants)",
     )  # fmt: skip
     p.add_argument("--rate", type=float, default=4200.0, help="stages: simulator updates/s")
+    p.add_argument("--hogs", type=int, default=0, help="stages: busy processes beside (0)")
     return p
 
 
@@ -110,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.what == "stages":
         from .procstages import main as stages_main
 
-        return stages_main(args.runs, args.src, args.rate)
+        return stages_main(args.runs, args.src, args.rate, args.hogs)
     if args.what == "wslib":
         from .wslib import main as wslib_main
 

@@ -22,7 +22,7 @@ from optionsfeed.sources.sim.universe import DEFAULT_UNDERLYINGS
 
 from .loadgen import LoadConfig, LoadResult, run_load, summary
 from .redis_server import temporary_redis
-from .spawn import free_port, optionsfeed_proc
+from .spawn import cpu_seconds, free_port, optionsfeed_proc
 from .stages import scrape, stage_table
 
 CALIBRATE_RATE = 20_000.0
@@ -55,11 +55,7 @@ SCENARIOS = {
 }
 
 
-def _cpu_s(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of `pid` (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
+_cpu_s = cpu_seconds
 
 
 def _cpu_sum(pids: list[int]) -> tuple[float, float]:
