@@ -14,7 +14,7 @@ from collections.abc import Sequence
 WHAT = (
     "processing", "encode", "all", "gateway", "wslib", "venues", "idle", "cluster", "lab",
     "processors",
-    "follow",
+    "follow", "stages",
 )  # fmt: skip
 BENCH_EXTRA = ("picows", "websockets")  # pyproject's `bench` extra
 
@@ -35,7 +35,8 @@ def parser(prog: str) -> argparse.ArgumentParser:
         "cluster (publish -> gateway latency, one Redis vs a local Redis Cluster), "
         "lab (fan-out through HAProxy across namespaced hosts; root), "
         "processors (1 and 2 processors on one Redis: throughput, takeover times), "
-        "follow (updates added by greeks that follow the underlying)",
+        "follow (updates added by greeks that follow the underlying), "
+        "stages (the processor's stage lags at a moderate load)",
     )
     p.add_argument(
         "--scenarios",
@@ -54,6 +55,12 @@ def parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--procs", type=int, default=2, help="load generator processes (2)")
     p.add_argument("--redis", help="also measure publishing into this Redis")
     p.add_argument("--runs", type=int, default=5, help="runs per figure (median reported)")
+    p.add_argument(
+        "--src", action="append", default=[],
+        help="stages: a source tree to run the processor from (repeat to alternate variants)",
+    )  # fmt: skip
+    p.add_argument("--rate", type=float, default=4200.0, help="stages: simulator updates/s")
+    p.add_argument("--hogs", type=int, default=0, help="stages: busy processes beside (0)")
     return p
 
 
@@ -101,6 +108,10 @@ def _run(args: argparse.Namespace) -> int:
         from .processors import main as processors_main
 
         return processors_main(args.runs)
+    if args.what == "stages":
+        from .procstages import main as stages_main
+
+        return stages_main(args.runs, args.src, args.rate, args.hogs)
     if args.what == "wslib":
         from .wslib import main as wslib_main
 

@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +22,7 @@ from optionsfeed.sources.sim.universe import DEFAULT_UNDERLYINGS
 
 from .loadgen import LoadConfig, LoadResult, run_load, summary
 from .redis_server import temporary_redis
+from .spawn import cpu_seconds, free_port, optionsfeed_proc
 from .stages import scrape, stage_table
 
 CALIBRATE_RATE = 20_000.0
@@ -58,11 +55,7 @@ SCENARIOS = {
 }
 
 
-def _cpu_s(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of `pid` (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
+_cpu_s = cpu_seconds
 
 
 def _cpu_sum(pids: list[int]) -> tuple[float, float]:
@@ -94,31 +87,9 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-@contextmanager
-def _proc(args: list[str]) -> Iterator[subprocess.Popen[bytes]]:
-    p = subprocess.Popen(
-        [sys.executable, "-m", "optionsfeed.cli", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    try:
-        yield p
-    finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+# Kept under these names for the benchmarks that import them from here.
+_proc = optionsfeed_proc
+_free_port = free_port
 
 
 async def _nearest_channels(http_base: str, n: int) -> list[str]:

@@ -119,3 +119,45 @@ def test_a_spot_move_no_greek_shows_sends_nothing() -> None:
     assert _options(proc.apply(SourceBatch(ticks=[_tick(100.001, now)]), now)) == {}
     now += 2 * SECOND
     assert len(_options(proc.apply(SourceBatch(ticks=[_tick(101.0, now)]), now))) == 2
+
+
+def test_deferred_following_runs_in_slices_after_the_fresh_quotes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With `defer`, a batch publishes its own events only; `periodic` then sweeps the
+    rows that follow the spot, FOLLOW_ROWS_PER_SLICE at a time, and a quote that comes
+    in the middle of the sweep is priced and published at once, ahead of the rest."""
+    monkeypatch.setattr(processor, "FOLLOW_ROWS_PER_SLICE", 1)
+    proc, listing = _started()
+    call, put = (c.symbol for c in listing.contracts)
+    now = NOW + 2 * SECOND
+    moved = proc.apply(SourceBatch(ticks=[_tick(101.0, now)]), now, defer=True)
+    assert _options(moved) == {}  # the tick itself is published, no row follows yet
+    assert decode_envelope(moved[0].payload).underlying is not None
+    assert proc.periodic_pending(now)
+    first = proc.periodic(now)
+    assert set(_options(first)) == {call}
+    q = Quotes("SPY", [put], np.array([4.0]), np.array([4.1]), np.ones(1), np.ones(1),
+               np.array([now], dtype=np.int64))  # fmt: skip
+    fresh = proc.apply(SourceBatch(quotes=[q]), now + 1, defer=True)
+    assert _options(fresh)[put]["bid"] == 4.0
+    assert _options(fresh)[put]["underlying_price"] == 101.0  # priced at the spot of now
+    # The put's turn in the sweep (and the forwards its quote made due) finds it at
+    # that spot already: nothing more to send, and then nothing more to do.
+    rest = [proc.periodic(now + 2) for _ in range(3)]
+    assert _options([p for pubs in rest for p in pubs]) == {}
+    assert not proc.periodic_pending(now + 2)
+    assert [p.seq for p in (*moved, *first, *fresh)] == [3, 4, 5]
+
+
+def test_deferred_forwards_wait_for_a_periodic_slice() -> None:
+    """With `defer`, a batch does not imply forwards; `periodic` does, when due."""
+    proc, _ = _started()
+    chain = proc.chains["SPY"]
+    now = NOW + 2 * SECOND
+    chain.expiry_dirty[:] = True
+    proc.apply(SourceBatch(), now, defer=True)
+    assert chain.forwards_due(now)
+    assert proc.periodic_pending(now)
+    assert proc.periodic(now) == []  # forwards move later prices; nothing to publish
+    assert not chain.forwards_due(now)

@@ -142,3 +142,80 @@ def test_stage_lags_fall_in_their_buckets() -> None:
     assert taken["0.001"] == 1
     assert taken["0.002"] == 2
     assert st.stages["priced"].n == 2
+
+
+class _MoveThenQuote:
+    """Lists 8 SPY calls with quotes, moves the spot, and has a fresh quote ready at
+    once after the move; then says nothing, forever."""
+
+    name = "scripted"
+
+    def __init__(self, now_us: int) -> None:
+        from datetime import date
+
+        import numpy as np
+
+        from optionsfeed.model.contract import Contract
+        from optionsfeed.sources.base import Listing, Quotes, UnderlyingTick
+
+        expiry_us = now_us + int(30 * 86_400e6)
+        strikes = [96.0 + i for i in range(8)]
+        contracts = [Contract(f"SPY260630C{int(k * 1000):08d}", "SPY", "SPY", date(2026, 6, 30),
+                              expiry_us, k, "C") for k in strikes]  # fmt: skip
+        self.symbols = [c.symbol for c in contracts]
+        n = len(contracts)
+        mids = np.array([max(100.0 - k, 0.0) + 2.0 for k in strikes])
+        ts = np.full(n, now_us, dtype=np.int64)
+        quotes = Quotes("SPY", self.symbols, mids - 0.05, mids + 0.05, np.ones(n), np.ones(n), ts)
+        self.batches_ = [
+            SourceBatch(listings=[Listing("SPY", contracts, 0.04, 0.01)], quotes=[quotes],
+                        ticks=[UnderlyingTick("SPY", 100.0, 99.99, 100.01, now_us)]),
+            SourceBatch(ticks=[UnderlyingTick("SPY", 101.0, 100.99, 101.01, now_us + 1)]),
+            SourceBatch(quotes=[Quotes("SPY", self.symbols[:1], np.array([6.5]), np.array([6.6]),
+                                       np.ones(1), np.ones(1), ts[:1] + 2)]),
+        ]  # fmt: skip
+
+    async def batches(self) -> AsyncIterator[SourceBatch]:
+        for b in self.batches_:
+            yield b
+        await asyncio.Event().wait()
+
+
+async def test_a_ready_quote_is_published_before_the_rest_of_a_sweep(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A spot move starts a sweep of 8 rows, one row a slice; the quote the source has
+    ready meanwhile goes out first, in the envelope right after the move's, and every
+    row of the sweep after it."""
+    from optionsfeed.model.envelope import decode_envelope
+    from optionsfeed.processing import processor
+
+    from ..conftest import REFERENCE_START
+
+    monkeypatch.setattr(processor, "FOLLOW_ROWS_PER_SLICE", 1)
+    source = _MoveThenQuote(REFERENCE_START)
+    async with open_broker("memory://") as broker:
+        svc = ProcessingService(source, broker, follow_interval_us=1,
+                                clock=lambda: REFERENCE_START + 10)  # fmt: skip
+        task = asyncio.create_task(svc.run())
+        try:
+            async with asyncio.timeout(20):
+                while True:
+                    snap = await broker.snapshot("SPY")
+                    recs = [json.loads(r) for r in snap.option_records()] if snap else []
+                    if recs and all(r["underlying_price"] == 101.0 for r in recs):
+                        break
+                    await asyncio.sleep(0.01)
+        finally:
+            await cancel_and_wait(task)
+        assert snap is not None
+        history = await broker.history("SPY", snap.epoch, 1)
+    assert history is not None
+    envelopes = [decode_envelope(p) for p in history]
+    followed = [{d["symbol"] for d in e.option_deltas()} for e in envelopes]
+    # seq 2: the move (the tick alone); seq 3: the fresh quote; then the sweep's slices.
+    assert envelopes[0].underlying is not None
+    assert followed[0] == set()
+    assert followed[1] == {source.symbols[0]}
+    assert envelopes[1].option_deltas()[0]["bid"] == 6.5
+    assert set().union(*followed[2:]) == set(source.symbols[1:])

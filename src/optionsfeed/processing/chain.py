@@ -178,14 +178,15 @@ class PricingInputs:
 
 
 def reprice_chains(
-    work: list[tuple[ChainState, NDArray[np.intp]]], now_us: int
+    work: list[tuple[ChainState, NDArray[np.intp]]], now_us: int, *, refresh_forwards: bool = True
 ) -> list[ChainDelta]:
     """Reprice rows of several chains in one vectorized pricing call; one delta per chain.
 
     Pricing has a fixed cost per call, so one call for all of a batch's chains
-    keeps small batches (the low-latency case) cheap.
+    keeps small batches (the low-latency case) cheap. With `refresh_forwards`, each
+    chain's forwards are implied first where due (else the caller does it, apart).
     """
-    for chain, _ in work:
+    for chain, _ in work if refresh_forwards else ():
         chain.refresh_forwards(now_us)
     pending = [chain.prepare(rows, now_us) for chain, rows in work]
     sizes = [len(p.rows) for p in pending]
@@ -230,8 +231,15 @@ def _side_ivs(pending: list[PricingInputs], mark_iv: F64) -> F64:
     t = cat([p.t_years for p in pending])
     rates = cat([np.full(len(p.rows), p.chain.rate) for p in pending])
     carry = cat([p.carry for p in pending])
-    out = implied_vol(sides, is_call, spot, strike, t, rates, carry).reshape(2, n)
-    am = np.flatnonzero(cat([p.chain.american[p.rows] for p in pending]))
+    american = cat([p.chain.american[p.rows] for p in pending])
+    out = np.full((2, n), np.nan)
+    # European IVs of the European rows only: an American row's are solved again
+    # inside the American search (as its upper bound), so twice would be waste.
+    eu = np.flatnonzero(~american)
+    if eu.size:
+        args_eu = (is_call[eu], spot[eu], strike[eu], t[eu], rates[eu], carry[eu])
+        out[:, eu] = implied_vol(sides[:, eu], *args_eu).reshape(2, len(eu))
+    am = np.flatnonzero(american)
     if am.size:
         # Both sides in one call: the American search has a fixed cost per pass.
         args = (is_call[am], spot[am], strike[am], t[am], rates[am], carry[am], mark_iv[am])
@@ -471,6 +479,15 @@ class ChainState:
 
     # -- forwards ---------------------------------------------------------------
 
+    def forwards_due(self, now_us: int) -> bool:
+        """Whether `refresh_forwards(now_us)` would imply some expiry's forward."""
+        return (
+            now_us >= self.forward_due
+            and not self.inverse
+            and bool(np.isfinite(self.spot))
+            and bool(self.expiry_dirty.any())
+        )
+
     def refresh_forwards(self, now_us: int) -> None:
         """Imply the forwards of expiries whose quotes changed, if due (pure: `now_us` in).
 
@@ -481,13 +498,11 @@ class ChainState:
         against the spot of the moment, so the forward follows the spot until the
         expiry's quotes change (sticky strike).
         """
-        if now_us < self.forward_due or self.inverse or not np.isfinite(self.spot):
+        if not self.forwards_due(now_us):
             return
         # Nearest expiries first, a bounded number per call: the first call after a
         # listing finds every expiry quoted, and one batch must not pay for all of them.
         dirty = np.flatnonzero(self.expiry_dirty)[:FORWARD_EXPIRIES_PER_CALL]
-        if len(dirty) == 0:
-            return
         self.forward_due = now_us + self.forward_interval_us
         self.expiry_dirty[dirty] = False
         spot, r = self.spot, self.rate

@@ -39,6 +39,11 @@ STALE_CHECK_US = 1_000_000
 # (3,500 priced rows of SPY, ~40 ms) goes on over the next batches rather than
 # holding one batch (and its publication) for all of it.
 FOLLOW_ROWS_PER_BATCH = 1000
+# Rows of one `periodic` slice (the service's way): about 2-3 ms of American greeks,
+# diffing and encoding, so a fresh quote that arrives meanwhile waits at most that
+# long; big enough that one slice per batch sweeps the five simulated chains' priced
+# rows (7,000-12,000) within a second at 30 batches/s (smaller slices: more calls).
+FOLLOW_ROWS_PER_SLICE = 400
 
 
 def new_epoch() -> str:
@@ -81,12 +86,24 @@ class Processor:
         self.updates_in = 0
         self.unpriced: set[str] = set()  # chains whose prices lag their state
         self.follows = 0  # times some chain's greeks followed its spot
+        self._turn = ""  # the chain `periodic` served last
 
     def apply(
-        self, batch: SourceBatch, now_us: int, only: Collection[str] | None = None
+        self,
+        batch: SourceBatch,
+        now_us: int,
+        only: Collection[str] | None = None,
+        *,
+        defer: bool = False,
     ) -> list[Publication]:
         """Apply `batch` at `now_us`; return one publication per underlying that changed,
-        of the underlyings in `only` (default: all; the others are kept unpriced)."""
+        of the underlyings in `only` (default: all; the others are kept unpriced).
+
+        The periodic whole-chain work (greeks that follow the spot, forwards implied
+        from the quotes) is done here, a bounded part per batch, unless `defer`: then
+        the batch's own events are priced and nothing else, and the caller runs that
+        work in slices with `periodic` between batches (fresh quotes first).
+        """
         self.updates_in += batch.event_count()
         resets: set[str] = set()
         for listing in batch.listings:
@@ -138,16 +155,15 @@ class Processor:
                 rows.append(chain.stale_rows(now_us))
             if rows:
                 work.append((chain, np.concatenate(rows)))
-        deltas = dict(
-            zip((c.underlying for c, _ in work), reprice_chains(work, now_us), strict=True)
-        )
+        priced = reprice_chains(work, now_us, refresh_forwards=not defer)
+        deltas = dict(zip((c.underlying for c, _ in work), priced, strict=True))
         repriced = {c.underlying: rows for c, rows in work}
         out: list[Publication] = []
         for name, chain in self.chains.items():
             if name in resets or name in self.unpriced:
                 continue
-            found = [d for d in (deltas.get(name), self._follow(chain, repriced.get(name), now_us))
-                     if d is not None]  # fmt: skip
+            follow = None if defer else self._follow(chain, repriced.get(name), now_us)
+            found = [d for d in (deltas.get(name), follow) if d is not None]
             stats = self._stats_delta(chain, now_us)
             pub = self._publication(chain, found, und.get(name), stats, now_us)
             if pub is not None:
@@ -156,11 +172,68 @@ class Processor:
             out.append(self.reset(name, now_us))
         return out
 
+    # -- periodic work --------------------------------------------------------------
+
+    def periodic_pending(self, now_us: int, only: Collection[str] | None = None) -> bool:
+        """Whether `periodic(now_us, only)` has work: a sweep under way or due, or
+        forwards due. Cheap (a few comparisons per chain)."""
+        return any(self._periodic_kind(c, now_us) for c in self._periodic_chains(only))
+
+    def periodic(self, now_us: int, only: Collection[str] | None = None) -> list[Publication]:
+        """One bounded slice of the periodic work of `apply(..., defer=True)`: the
+        forwards of one chain that are due (at most FORWARD_EXPIRIES_PER_CALL
+        expiries), else the next FOLLOW_ROWS_PER_SLICE rows of one chain's sweep of
+        greeks that follow its spot. Chains are served in turn. Returns the slice's
+        publication (none for a forward refresh, which only moves later prices)."""
+        chains = self._periodic_chains(only)
+        for chain in chains:
+            kind = self._periodic_kind(chain, now_us)
+            if kind is None:
+                continue
+            # The next call starts after this chain: one chain's sweep does not
+            # hold up the others'.
+            name = chain.underlying
+            self._turn = name
+            if kind == "forwards":
+                chain.refresh_forwards(now_us)
+                return []
+            delta = self._follow(chain, None, now_us, FOLLOW_ROWS_PER_SLICE)
+            pub = self._publication(chain, [delta] if delta else [], None, None, now_us)
+            return [pub] if pub is not None else []
+        return []
+
+    def _periodic_chains(self, only: Collection[str] | None) -> list[ChainState]:
+        """The chains periodic work may touch, the one after the last served first."""
+        names = [n for n in self.chains if n not in self.unpriced and (only is None or n in only)]
+        if self._turn in names:
+            at = names.index(self._turn) + 1
+            names = names[at:] + names[:at]
+        return [self.chains[n] for n in names]
+
+    def _periodic_kind(self, chain: ChainState, now_us: int) -> str | None:
+        if chain.forwards_due(now_us):
+            return "forwards"
+        pending = self._following.get(chain.underlying)
+        if pending is not None and len(pending):
+            return "follow"
+        if (
+            chain.spot_moved
+            and self.follow_interval_us > 0
+            and now_us >= self._follow_due.get(chain.underlying, 0)
+        ):
+            return "follow"
+        return None
+
     def _follow(
-        self, chain: ChainState, repriced: NDArray[np.intp] | None, now_us: int
+        self,
+        chain: ChainState,
+        repriced: NDArray[np.intp] | None,
+        now_us: int,
+        limit: int | None = None,
     ) -> ChainDelta | None:
         """The greeks of `chain` following its spot: a sweep of its priced rows starts
-        when the spot moved and the interval is over, FOLLOW_ROWS_PER_BATCH rows a batch."""
+        when the spot moved and the interval is over, `limit` rows at a time (default
+        FOLLOW_ROWS_PER_BATCH)."""
         name = chain.underlying
         pending = self._following.get(name)
         if pending is None or len(pending) == 0:
@@ -172,10 +245,8 @@ class Processor:
             self._follow_due[name] = now_us + self.follow_interval_us
             self.follows += 1
             pending = np.flatnonzero(np.isfinite(chain.pub["iv"]))
-        rows, self._following[name] = (
-            pending[:FOLLOW_ROWS_PER_BATCH],
-            pending[FOLLOW_ROWS_PER_BATCH:],
-        )
+        n = FOLLOW_ROWS_PER_BATCH if limit is None else limit
+        rows, self._following[name] = pending[:n], pending[n:]
         if repriced is not None:  # repriced from their quotes already
             rows = np.setdiff1d(rows, repriced, assume_unique=False)
         return chain.follow_spot(now_us, rows)
