@@ -41,7 +41,7 @@ def parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--scenarios",
         default="A,B",
-        help="gateway scenarios (A,B,C,D,E,M,S; see docs/benchmarks.md)",
+        help="gateway scenarios (A,B,C,D,E,J,M,S,JS; see docs/benchmarks.md)",
     )
     p.add_argument("--clients", type=int, default=300, help="lab: clients through HAProxy (300)")
     p.add_argument(

@@ -5,7 +5,8 @@ redis-server, `optionsfeed process`, `optionsfeed gateway --workers N`), calibra
 the simulator's total rate so that each nearest-expiry chain channel carries the
 wanted updates/s, then runs the load generator against the gateway and reports
 latency (receive time minus record `ts`), records/s, gaps, connect errors, time to
-first snapshot, and the gateway processes' CPU and memory.
+first snapshot, and the gateway processes' CPU and memory. A scenario with a crowd
+(J) also has that many more clients join at once mid-run (benchmarks/crowd.py).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import asyncio
 import os
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from optionsfeed.sources.sim.universe import DEFAULT_UNDERLYINGS
 
+from .crowd import crowd_figures, run_crowd
 from .loadgen import LoadConfig, LoadResult, run_load, summary
 from .redis_server import temporary_redis
 from .spawn import cpu_seconds, free_port, optionsfeed_proc
@@ -38,6 +40,8 @@ class Scenario:
     per_channel: float  # record updates/s each channel carries
     slow_fraction: float = 0.0
     seconds: float = 15.0
+    crowd: int = 0  # clients that join at once mid-run, besides the `clients` live ones
+    crowd_after_s: float = 5.0  # the live clients' steady window before the crowd joins
 
 
 SCENARIOS = {
@@ -50,8 +54,11 @@ SCENARIOS = {
     "E": Scenario("2,000 clients joining a running feed", 2000, 2, 5, 400, seconds=5.0),
     # A load this machine sustains: where latency is the pipeline's, not a queue's.
     "M": Scenario("2,000 clients, 2 processes, 5 channels at 80/s", 2000, 2, 5, 80),
-    # A smoke run of the whole bench (seconds, not a figure).
+    # A crowd joins a live feed: what it does to the clients already there.
+    "J": Scenario("500 clients as M, then 2,000 more join at once", 500, 2, 5, 80, crowd=2000),
+    # Smoke runs of the whole bench (seconds, not a figure).
     "S": Scenario("20 clients, 1 process, 2 channels at 50/s", 20, 1, 2, 50, seconds=2.0),
+    "JS": Scenario("S, then 50 join at once", 20, 1, 2, 50, seconds=3, crowd=50, crowd_after_s=1),
 }
 
 
@@ -158,14 +165,32 @@ def _run_scenario(sc: Scenario, procs: int, pin: bool = False) -> dict[str, Any]
             t0 = time.monotonic()
             cfg = LoadConfig([f"ws://127.0.0.1:{port}/ws"], channels, sc.clients, sc.seconds,
                              procs=procs, slow_fraction=sc.slow_fraction)  # fmt: skip
-            res = run_load(cfg)
+            joined: dict[str, Any] = {}
+            if sc.crowd:
+                # Only the live clients' latency is reported: one crowd client decodes
+                # records, the others only message heads.
+                crowd_cfg = replace(cfg, clients=sc.crowd, measure_every=sc.crowd)
+                res, crowd, crowd_start, live_end = run_crowd(cfg, crowd_cfg, sc.crowd_after_s)
+                joined = crowd_figures(res, crowd, sc.crowd, crowd_start, live_end)
+                # The gateways' CPU and memory went to the crowd's frames and
+                # connections too, and the generator's to its clients.
+                both = LoadResult(seconds=res.seconds)
+                both.merge(res)
+                both.merge(crowd)
+            else:
+                res = both = run_load(cfg)
             wall = time.monotonic() - t0
             cpu1 = _cpu_sum(pids)
             cpu = (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1])
             rss = sum(_rss_kb(p) for p in pids)
             stages = stage_table(stages0, scrape(*pages))
-        out = _report(sc, res, rate, sum(cpu) / wall, rss, rss - rss0, res.cpu_s / wall)
-        out.update(_cost(res, cpu, wall), pinned=sorted(gw_cores) if pin else None)
+        out = _report(
+            sc, res, rate, sum(cpu) / wall, rss, (rss - rss0) / max(both.connected, 1),
+            both.cpu_s / wall,
+        )  # fmt: skip
+        out.update(joined)
+        out.update(_cost(replace(res, frames=both.frames), cpu, wall),
+                   pinned=sorted(gw_cores) if pin else None)  # fmt: skip
         # Each stage's [p50, p99] lag behind the source ts, in ms; the client's last.
         out["stages_ms"] = {**stages, "at_client": [out["p50_ms"], out["p99_ms"]]}
         return out
@@ -193,7 +218,7 @@ def _cost(r: LoadResult, cpu: tuple[float, float], wall: float) -> dict[str, flo
 
 
 def _report(
-    sc: Scenario, r: LoadResult, rate: float, cpu: float, rss_kb: int, grew_kb: int,
+    sc: Scenario, r: LoadResult, rate: float, cpu: float, rss_kb: int, kb_per_conn: float,
     load_cpu: float,
 ) -> dict[str, Any]:  # fmt: skip
     return {
@@ -202,7 +227,7 @@ def _report(
         "gateway_rss_mb": round(rss_kb / 1024),
         # Growth of the gateways' RSS over the run per connection: an upper bound
         # (freed Python memory is rarely returned to the OS).
-        "gateway_kb_per_connection": round(grew_kb / max(r.connected, 1), 1),
+        "gateway_kb_per_connection": round(kb_per_conn, 1),
     }  # fmt: skip
 
 

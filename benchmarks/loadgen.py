@@ -6,6 +6,11 @@ rule on its channel (a gap is `prev` != the last seq it applied), and measures,
 per record it receives, receive time minus the record's `ts`. A fraction of the
 clients read slowly (they sleep `slow_sleep_s` after each frame) to exercise the
 gateway's slow-consumer path. Results are merged in the parent.
+
+Clocks: a timed run (`LoadConfig.timed`) stamps latency samples with their receive
+wall time, and every client's join (connect begun, first snapshot) is stamped too,
+so that two runs started side by side (a live load and a crowd joining it at
+`start_at`) can be cut into windows of one timeline.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import multiprocessing
 import random
 import time
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgspec
 import numpy as np
@@ -36,6 +41,8 @@ class LoadConfig:
     measure_every: int = 10  # one client in this many measures latency per record
     connect_timeout_s: float = 30.0
     warmup_s: float = 2.0
+    start_at: float | None = None  # wall time (time.time()) the clients begin connecting
+    timed: bool = False  # keep (receive wall time, latency) samples in LoadResult.timed_ms
 
 
 @dataclass
@@ -55,6 +62,10 @@ class LoadResult:
     seconds: float = 0.0
     cpu_s: float = 0.0  # the generator's own CPU, all processes
     error_kinds: dict[str, int] = field(default_factory=dict)
+    # Wall times (s): each client's connect begun and its first snapshot.
+    joins: list[tuple[float, float]] = field(default_factory=list)
+    # (receive wall time s, latency ms) of normal clients, with `LoadConfig.timed`.
+    timed_ms: list[tuple[float, float]] = field(default_factory=list)
 
     def merge(self, other: LoadResult) -> None:
         """Add `other` (another process's result) into this one; `seconds` is shared."""
@@ -95,11 +106,14 @@ _decode_full = msgspec.json.Decoder(_Msg | list[_Msg]).decode
 _decode_head = msgspec.json.Decoder(_Head | list[_Head]).decode
 
 
-class _Reservoir:
-    def __init__(self, cap: int, rng: random.Random) -> None:
-        self.cap, self.rng, self.seen, self.items = cap, rng, 0, list[float]()
+_T = TypeVar("_T")
 
-    def add(self, v: float) -> None:
+
+class _Reservoir(Generic[_T]):
+    def __init__(self, cap: int, rng: random.Random) -> None:
+        self.cap, self.rng, self.seen, self.items = cap, rng, 0, list[_T]()
+
+    def add(self, v: _T) -> None:
         self.seen += 1
         if len(self.items) < self.cap:
             self.items.append(v)
@@ -115,11 +129,12 @@ class _Listener(picows.WSListener):
 
     def __init__(
         self, channel: str, slow: bool, measure: bool, cfg: LoadConfig, res: LoadResult,
-        lat: _Reservoir, measure_from: float,
+        lat: _Reservoir[float], measure_from: float, timed: _Reservoir[tuple[float, float]] | None,
+        began: float,
     ) -> None:  # fmt: skip
         self.subscribe = f'{{"op":"subscribe","id":1,"channels":["{channel}"]}}'.encode()
         self.slow, self.measure, self.cfg, self.res = slow, measure, cfg, res
-        self.lat, self.measure_from = lat, measure_from
+        self.lat, self.measure_from, self.timed, self.began = lat, measure_from, timed, began
         self.epoch, self.seq, self.got_snapshot = "", -1, False
         self.t0 = time.monotonic()
         self.transport: Any = None
@@ -151,6 +166,7 @@ class _Listener(picows.WSListener):
                     self.got_snapshot = True
                     res.snapshots += 1
                     res.snapshot_s.append(now - self.t0)
+                    res.joins.append((self.began, recv_us / 1e6))
             elif m.type == "update":
                 if m.epoch != self.epoch or m.prev != self.seq:
                     res.gaps += 1
@@ -161,6 +177,8 @@ class _Listener(picows.WSListener):
                     res.records += len(m.data)
                     for r in m.data:
                         self.lat.add((recv_us - r.ts) / 1e3)
+                        if self.timed is not None:
+                            self.timed.add((recv_us / 1e6, (recv_us - r.ts) / 1e3))
                 else:
                     res.updates_unmeasured += 1
         if self.slow:
@@ -172,14 +190,20 @@ class _Listener(picows.WSListener):
 
 async def _client(
     url: str, channel: str, slow: bool, measure: bool, cfg: LoadConfig, res: LoadResult,
-    lat: _Reservoir, measure_from: float, end: float,
+    lat: _Reservoir[float], measure_from: float, end: float,
+    timed: _Reservoir[tuple[float, float]] | None,
 ) -> None:  # fmt: skip
+    began = time.time()
+
+    def factory() -> _Listener:
+        return _Listener(channel, slow, measure, cfg, res, lat, measure_from, timed, began)
+
     try:
         # The TCP connect itself has no timeout in picows: a full accept backlog
         # would hold it for the kernel's SYN retries (minutes).
         transport, _ = await asyncio.wait_for(
             picows.ws_connect(
-                lambda: _Listener(channel, slow, measure, cfg, res, lat, measure_from),
+                factory,
                 url,
                 websocket_handshake_timeout=cfg.connect_timeout_s,
                 max_frame_size=1 << 30,
@@ -202,7 +226,10 @@ async def _proc_main(cfg: LoadConfig, index: int, count: int) -> LoadResult:
     res = LoadResult()
     cpu0 = time.process_time()
     rng = random.Random(index)
-    fast, slow = _Reservoir(SAMPLE_CAP, rng), _Reservoir(SAMPLE_CAP // 4, rng)
+    fast, slow = _Reservoir[float](SAMPLE_CAP, rng), _Reservoir[float](SAMPLE_CAP // 4, rng)
+    timed = _Reservoir[tuple[float, float]](SAMPLE_CAP, rng) if cfg.timed else None
+    if cfg.start_at is not None:
+        await asyncio.sleep(max(cfg.start_at - time.time(), 0.0))
     start = time.monotonic()
     end = start + cfg.warmup_s + cfg.seconds
     tasks = []
@@ -215,11 +242,12 @@ async def _proc_main(cfg: LoadConfig, index: int, count: int) -> LoadResult:
         res.measuring += measure
         tasks.append(
             _client(url, channel, is_slow, measure, cfg, res, slow if is_slow else fast,
-                    start + cfg.warmup_s, end)
+                    start + cfg.warmup_s, end, None if is_slow else timed)
         )  # fmt: skip
     await asyncio.gather(*tasks)
     res.cpu_s = time.process_time() - cpu0
     res.fast_ms, res.slow_ms = fast.items, slow.items
+    res.timed_ms = timed.items if timed is not None else []
     res.seconds = cfg.seconds
     return res
 
@@ -247,7 +275,10 @@ def run_load(cfg: LoadConfig) -> LoadResult:
     procs = [ctx.Process(target=_proc_entry, args=(cfg, i, n, q)) for i, n in enumerate(per)]
     for p in procs:
         p.start()
-    parts = [q.get(timeout=cfg.seconds + cfg.warmup_s + cfg.connect_timeout_s + 60) for _ in procs]
+    wait = max((cfg.start_at or 0.0) - time.time(), 0.0)
+    parts = [
+        q.get(timeout=wait + cfg.seconds + cfg.warmup_s + cfg.connect_timeout_s + 60) for _ in procs
+    ]
     for p in procs:
         p.join(10)
     out = LoadResult(seconds=cfg.seconds)

@@ -21,19 +21,20 @@ def optionsfeed_proc(
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if pythonpath is not None:
         env["PYTHONPATH"] = pythonpath
-    p = subprocess.Popen(
+    # Leaving the Popen closes its stdout pipe (a test runs scenarios in-process).
+    with subprocess.Popen(
         [sys.executable, "-m", "optionsfeed.cli", *args],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
-    )  # fmt: skip
-    try:
-        yield p
-    finally:
-        p.send_signal(signal.SIGTERM)
+    ) as p:  # fmt: skip
         try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+            yield p
+        finally:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 def free_port() -> int:
