@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from optionsfeed.sources.sim.universe import DEFAULT_UNDERLYINGS
+from tests.ports import free_port
 
 from .crowd import crowd_figures, run_crowd
 from .loadgen import LoadConfig, LoadResult, run_load, summary
 from .redis_server import temporary_redis
-from .spawn import cpu_seconds, free_port, optionsfeed_proc
+from .spawn import cpu_seconds, optionsfeed_proc
 from .stages import scrape, stage_table
 
 CALIBRATE_RATE = 20_000.0
@@ -94,11 +95,6 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-# Kept under these names for the benchmarks that import them from here.
-_proc = optionsfeed_proc
-_free_port = free_port
-
-
 async def _nearest_channels(http_base: str, n: int) -> list[str]:
     import aiohttp
 
@@ -133,11 +129,11 @@ def _run_scenario(sc: Scenario, procs: int, pin: bool = False) -> dict[str, Any]
             return await asyncio.to_thread(_with_redis, url)
 
     def _with_redis(url: str) -> dict[str, Any]:
-        port = _free_port()
+        port = free_port()
         # Calibrate: per-channel record rate at a known total rate scales linearly.
-        with _proc(["process", "--redis", url, "--rate", str(CALIBRATE_RATE),
+        with optionsfeed_proc(["process", "--redis", url, "--rate", str(CALIBRATE_RATE),
                     "--underlyings", underlyings, "--port", "0"]), \
-             _proc(["gateway", "--redis", url, "--port", str(port)]) as gw:  # fmt: skip
+             optionsfeed_proc(["gateway", "--redis", url, "--port", str(port)]) as gw:  # fmt: skip
             assert gw.stdout is not None
             gw.stdout.readline()
             channels = asyncio.run(_nearest_channels(f"http://127.0.0.1:{port}", sc.channels))
@@ -145,10 +141,10 @@ def _run_scenario(sc: Scenario, procs: int, pin: bool = False) -> dict[str, Any]
                                       CALIBRATE_S, procs=1, warmup_s=1.0, measure_every=1))  # fmt: skip
         per_channel = cal.records / CALIBRATE_S / len(channels)
         rate = CALIBRATE_RATE * sc.per_channel / max(per_channel, 1e-9)
-        port, proc_port = _free_port(), _free_port()
-        with _proc(["process", "--redis", url, "--rate", f"{rate:.0f}",
+        port, proc_port = free_port(), free_port()
+        with optionsfeed_proc(["process", "--redis", url, "--rate", f"{rate:.0f}",
                     "--underlyings", underlyings, "--port", str(proc_port)]), \
-             _proc(["gateway", "--redis", url, "--port", str(port),
+             optionsfeed_proc(["gateway", "--redis", url, "--port", str(port),
                     "--workers", str(sc.workers)]) as gw:  # fmt: skip
             assert gw.stdout is not None
             for _ in range(sc.workers):

@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import statistics
 
-from .gateway import _free_port, _proc, _rss_kb
+from tests.ports import free_port
+
+from .gateway import _rss_kb
+from .spawn import optionsfeed_proc
 
 DEFAULT_CONNECTIONS = 2000
 
@@ -18,9 +21,11 @@ DEFAULT_CONNECTIONS = 2000
 async def _one(n: int) -> float:
     import aiohttp
 
-    port = _free_port()
+    port = free_port()
     base = f"127.0.0.1:{port}"
-    with _proc(["up", "--port", str(port), "--underlyings", "SPY", "--rate", "200"]) as p:
+    with optionsfeed_proc(
+        ["up", "--port", str(port), "--underlyings", "SPY", "--rate", "200"]
+    ) as p:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
             for _ in range(150):
                 try:

@@ -30,6 +30,8 @@ from typing import Any
 
 import redis
 
+from tests.ports import free_ports
+
 from .redis_server import temporary_redis
 
 UNIVERSE = ["T03", "T06", "T52", "T17", "T55", "T08", "T32", "T01", "T39", "T18", "T49", "T10"]
@@ -107,21 +109,10 @@ def _epochs(r: redis.Redis) -> dict[str, bytes | None]:
     return dict(zip(UNIVERSE, pipe.execute(), strict=True))
 
 
-def _free_ports(n: int) -> list[int]:
-    import socket
-
-    out = []
-    for _ in range(n):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            out.append(s.getsockname()[1])
-    return out
-
-
 def throughput(redis_url: str, n: int, standbys: int, window_s: float = WINDOW_S) -> float:
     """Records/s the whole service publishes with `n` processors (one window, after
     placement has settled)."""
-    procs = [Processor(redis_url, p, HIGH_RATE, standbys) for p in _free_ports(n)]
+    procs = [Processor(redis_url, p, HIGH_RATE, standbys) for p in free_ports(n)]
     try:
         if not _until(lambda: _placed(procs), 90):
             raise RuntimeError("the processors did not share the underlyings within 90 s")
@@ -140,7 +131,7 @@ def takeovers(redis_url: str, how: str, runs: int) -> list[float]:
     """Seconds from the signal to the first new envelope of every underlying the
     victim owned, `runs` times (a new processor joins after each)."""
     r = redis.Redis.from_url(redis_url)
-    procs = [Processor(redis_url, p, 2000, 1) for p in _free_ports(2)]
+    procs = [Processor(redis_url, p, 2000, 1) for p in free_ports(2)]
     out: list[float] = []
     try:
         for _ in range(runs):
@@ -165,7 +156,7 @@ def takeovers(redis_url: str, how: str, runs: int) -> list[float]:
             out.append(time.monotonic() - t0)
             victim.popen.wait(15)
             procs.remove(victim)
-            procs.append(Processor(redis_url, _free_ports(1)[0], 2000, 1))
+            procs.append(Processor(redis_url, free_ports(1)[0], 2000, 1))
     finally:
         for p in procs:
             p.stop()

@@ -22,8 +22,10 @@ from collections.abc import Sequence
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.ports import free_port
+
 from .redis_server import temporary_redis
-from .spawn import busy_processes, cpu_seconds, free_port, optionsfeed_proc
+from .spawn import busy_processes, cpu_seconds, optionsfeed_proc
 from .stages import scrape, stage_table
 
 RATE = 4200  # updates/s: about 80 records/s on each of 5 nearest-expiry chains

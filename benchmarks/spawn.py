@@ -1,10 +1,9 @@
-"""`optionsfeed` commands as child processes of a benchmark, and free ports for them."""
+"""`optionsfeed` commands as child processes of a benchmark, and their CPU time."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -35,14 +34,6 @@ def optionsfeed_proc(
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:

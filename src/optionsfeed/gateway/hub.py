@@ -201,9 +201,7 @@ class Fanout:
                     m.fail(f"broker unavailable: {exc}")
                 continue
             if gen != self.generation:
-                # A resync sent the members a newer snapshot meanwhile; one made at a
-                # new subscription leaves those still waiting to this round.
-                self._waiting.extend(m for m in waiting if m.buffering)
+                self._still_waiting(waiting)
                 continue
             if snap is not None and snap.epoch != self.epoch:
                 # A new epoch reached the cache before its envelope reached us: the
@@ -225,8 +223,17 @@ class Fanout:
                 if i % JOIN_SLICE == 0 and i < len(waiting):
                     await asyncio.sleep(0)  # a turn for the flushes and the live feed
                     if gen != self.generation:
-                        self._waiting.extend(m for m in waiting[i:] if m.buffering)
+                        self._still_waiting(waiting[i:])
                         break
+
+    def _still_waiting(self, members: list[Member]) -> None:
+        """After a resync: `members` it left without a base go to the next round.
+
+        A resync sends every member a newer snapshot, but one made at a new
+        subscription leaves those waiting for their first to the snapshot rounds.
+        """
+        queued = set(self._waiting)
+        self._waiting.extend(m for m in members if m.buffering and m not in queued)
 
     def _fields(self, members: list[Member]) -> list[str] | None:
         """The cache fields `members`' snapshots need (None: the whole chain).

@@ -409,6 +409,23 @@ def american_greeks(
     return Greeks(*(a.reshape(shape) for a in g))
 
 
+def greeks_by_exercise(
+    is_call: NDArray[np.bool_], s: F64, k: F64, t: F64, r: F64, q: F64, sigma: F64,
+    american: NDArray[np.bool_],
+) -> Greeks:  # fmt: skip
+    """Greeks at `sigma` of each row by its exercise style: `american_greeks` for the
+    American rows (European greeks plus the premium's), `bsm_greeks` for the others.
+    One-dimensional arrays of one length."""
+    out = Greeks(*(np.full(len(s), np.nan) for _ in range(5)))
+    for rows, greeks in ((np.flatnonzero(american), american_greeks),
+                         (np.flatnonzero(~american), bsm_greeks)):  # fmt: skip
+        if len(rows):
+            part = greeks(is_call[rows], s[rows], k[rows], t[rows], r[rows], q[rows], sigma[rows])
+            for col, val in zip(out, part, strict=True):
+                col[rows] = val
+    return out
+
+
 def american_implied_vol(
     price: ArrayLike, is_call: ArrayLike, s: ArrayLike, k: ArrayLike, t: ArrayLike,
     r: ArrayLike, q: ArrayLike, guess: ArrayLike | None = None,

@@ -31,10 +31,10 @@ from numpy.typing import NDArray
 
 from ..model.contract import Contract
 from ..model.records import FLAG_ORDER, Flag, OptionRecord, UnderlyingRecord, encode
-from ..pricing import Greeks, bsm_greeks, implied_vol
+from ..pricing import Greeks, implied_vol
 from ..pricing.american import (
-    american_greeks,
     american_implied_vol,
+    greeks_by_exercise,
     iv_and_greeks_by_exercise,
 )
 from ..sources.base import Listing, Quotes, Trades, UnderlyingTick
@@ -653,14 +653,9 @@ class ChainState:
             return ChainDelta([], [])
         p = self.prepare(rows, now_us)
         iv = iv_all[rows]
-        call, strike, carry = self.is_call[rows], self.strike[rows], p.carry
-        g = bsm_greeks(call, p.spot, strike, p.t_years, self.rate, carry, iv)
-        am = np.flatnonzero(self.american[rows])
-        if len(am):
-            ag = american_greeks(call[am], p.spot[am], strike[am], p.t_years[am], self.rate,
-                                 carry[am], iv[am])  # fmt: skip
-            for col, a_col in zip(g, ag, strict=True):
-                col[am] = a_col
+        rate = np.full(len(rows), self.rate)
+        g = greeks_by_exercise(self.is_call[rows], p.spot, self.strike[rows], p.t_years, rate,
+                               p.carry, iv, self.american[rows])  # fmt: skip
         moved = np.flatnonzero(_moved(g, self.pub, rows))
         if len(moved) < len(rows):
             rows, iv, p = rows[moved], iv[moved], _take_inputs(p, moved)

@@ -214,15 +214,18 @@ class Processor:
         if chain.forwards_due(now_us):
             return "forwards"
         pending = self._following.get(chain.underlying)
-        if pending is not None and len(pending):
+        if (pending is not None and len(pending)) or self._sweep_due(chain, now_us):
             return "follow"
-        if (
+        return None
+
+    def _sweep_due(self, chain: ChainState, now_us: int) -> bool:
+        """Whether a new sweep of `chain`'s greeks should start: its spot moved and
+        the interval since the last sweep is over."""
+        return (
             chain.spot_moved
             and self.follow_interval_us > 0
             and now_us >= self._follow_due.get(chain.underlying, 0)
-        ):
-            return "follow"
-        return None
+        )
 
     def _follow(
         self,
@@ -237,10 +240,8 @@ class Processor:
         name = chain.underlying
         pending = self._following.get(name)
         if pending is None or len(pending) == 0:
-            if not chain.spot_moved or self.follow_interval_us <= 0:
-                return None
-            if now_us < self._follow_due.get(name, 0):
-                return None  # still moved: it follows at the first batch once due
+            if not self._sweep_due(chain, now_us):
+                return None  # a moved spot stays moved: it follows once due
             chain.spot_moved = False
             self._follow_due[name] = now_us + self.follow_interval_us
             self.follows += 1

@@ -14,9 +14,9 @@ membership, and the placement (placement.py: rendezvous hashing over the live
 members) names the underlyings it should own and those it stands by for; it prices
 those (a hot standby keeps full state) and no others, publishes only those whose lease
 it holds, and the publish script refuses the others (Fenced). A lease gained starts
-one new epoch; a lease lost
-(lapsed, refused on renewal, fenced) stops publishing that underlying and never starts
-one: only the owner resets, so two processors never take turns resetting.
+one new epoch; a lease lost (lapsed, refused on renewal, fenced) stops publishing
+that underlying and never starts one: only the owner resets, so two processors never
+take turns resetting.
 """
 
 from __future__ import annotations
