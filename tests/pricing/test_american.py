@@ -15,6 +15,7 @@ from optionsfeed.pricing.american import (
     american_iv_and_greeks,
     american_price,
 )
+from optionsfeed.pricing.boundary_table import TABLES
 
 SPOT = 100.0
 # Deep ITM and OTM both ways, 1 day to 3 years, vols 5%-150%, r 0-8%, with and without q.
@@ -261,3 +262,47 @@ def test_implied_vol_alone_is_the_iv_of_iv_and_greeks() -> None:
     alone = american_implied_vol(price, c, SPOT, k, t, 0.05, 0.02, guess=guess)
     np.testing.assert_allclose(alone, iv, rtol=0, atol=1e-8)
     assert np.isfinite(iv).mean() > 0.9
+
+
+def test_more_table_groups_than_one_call_holds_are_priced_in_parts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """More (rate, yield, expiry bucket) groups than one call may hold (a processor
+    with many underlyings; here twenty yields over a dozen buckets, against tables of
+    the former capacity, 512) are priced in parts, each row as in a call of its own
+    yield, to the search's tolerance (in one call they raised ValueError)."""
+    monkeypatch.setattr(TABLES, "capacity", 512)
+    rng = np.random.default_rng(11)
+    n = 3_000
+    yields = np.round(np.linspace(0.0, 0.05, 20), 4)
+    q = rng.choice(yields, n)
+    c, k = rng.random(n) < 0.5, rng.uniform(70, 140, n)
+    t = np.exp(rng.uniform(np.log(2 / 365), np.log(3.0), n))
+    vol = rng.uniform(0.15, 0.6, n)
+    assert _parts_needed(c, t, q) > 1
+    price = american_price(c, SPOT, k, t, 0.04, q, vol)
+    iv, g = american_iv_and_greeks(price, c, SPOT, k, t, 0.04, q)
+    alone = american_implied_vol(price, c, SPOT, k, t, 0.04, q)
+    greeks = american_greeks(c, SPOT, k, t, 0.04, q, vol)
+    assert np.isfinite(iv).mean() > 0.9
+    for y in yields[::4]:
+        rows = np.flatnonzero(q == y)
+        args = (c[rows], SPOT, k[rows], t[rows], 0.04, y)
+        np.testing.assert_allclose(price[rows], american_price(*args, vol[rows]), rtol=1e-9)
+        iv_y, g_y = american_iv_and_greeks(price[rows], *args)
+        m = g_y.vega * 100.0 >= MIN_VEGA  # where the IV is determined (as above)
+        assert m.mean() > 0.6
+        np.testing.assert_allclose(iv[rows][m], iv_y[m], rtol=0, atol=1e-8)
+        np.testing.assert_allclose(g.rho[rows][m], g_y.rho[m], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(alone[rows][m], iv_y[m], rtol=0, atol=1e-8)
+        np.testing.assert_allclose(greeks.delta[rows], american_greeks(*args, vol[rows]).delta,
+                                   rtol=1e-6, atol=1e-9)  # fmt: skip
+
+
+def _parts_needed(c: np.ndarray, t: np.ndarray, q: np.ndarray) -> int:
+    """How many parts the groups of these contracts (rate 0.04) take."""
+    from optionsfeed.pricing.boundary_table import bucket_of
+
+    pr, pq = np.where(c, q, 0.04), np.where(c, 0.04, q)
+    groups = len(set(zip(pr.tolist(), pq.tolist(), bucket_of(t).tolist(), strict=True)))
+    return -(-groups // (TABLES.capacity // 8))

@@ -126,6 +126,12 @@ async def test_each_stage_of_processing_is_timed_against_the_source_ts(redis_url
     assert published.cumulative()[-1] == ("+Inf", published.n)
     text = ProcessorMetrics(svc).render().decode()
     assert f'optionsfeed_processing_published_seconds_bucket{{le="+Inf"}} {published.n}.0' in text
+    # SPY is American: its boundary tables are held (and counted) in this process.
+    from optionsfeed.pricing.boundary_table import TABLES
+
+    assert TABLES.groups > 0
+    assert f"optionsfeed_boundary_table_groups {float(TABLES.groups)}" in text
+    assert f"optionsfeed_boundary_table_resets_total {float(TABLES.resets)}" in text
 
 
 def test_stage_lags_fall_in_their_buckets() -> None:

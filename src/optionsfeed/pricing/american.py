@@ -23,6 +23,7 @@ the spot from xmax in standard deviations (deep out-of-the-money options).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -346,6 +347,58 @@ def _inputs(is_call: ArrayLike, s: ArrayLike, k: ArrayLike, t: ArrayLike, r: Arr
     return _Inputs(c, s_, k_, t_, r_, q_, x_, arrays[0].shape)
 
 
+def _parts(inp: _Inputs) -> list[INTP] | None:
+    """The rows of `inp` in parts of at most an eighth of the tables' capacity in
+    (rate, dividend, time bucket) groups each, or None where they fit one call (the
+    usual case, found from counts alone).
+
+    A call's own groups and rho's four shifted ones per group must fit the tables
+    together: past that, a call would start the tables again halfway or not fit.
+    """
+    most = TABLES.capacity // 8
+    live = inp.t > 0
+    b = np.where(live, bucket_of(np.where(live, inp.t, 1.0)), 0)
+    spans = [_distinct(inp.r), _distinct(inp.q), int(b.max() - b.min()) + 1 if len(b) else 1]
+    if 2 * math.prod(spans) <= most:  # x 2: a call's put form swaps r and q
+        return None
+    pr, pq = np.where(inp.c, inp.q, inp.r), np.where(inp.c, inp.r, inp.q)
+    code = np.zeros(len(b), dtype=np.int64)
+    for col in (pr, pq, b):
+        ranks = np.unique(col, return_inverse=True)[1].ravel()
+        code = code * (int(ranks.max()) + 1 if len(ranks) else 1) + ranks
+    group = np.unique(code, return_inverse=True)[1].ravel() // most
+    if group.max() == 0:
+        return None
+    return [np.flatnonzero(group == j) for j in range(int(group.max()) + 1)]
+
+
+def _distinct(a: F64) -> int:
+    return 1 if len(a) == 0 or (a == a[0]).all() else len(np.unique(a))
+
+
+def _in_parts(
+    inp: _Inputs, start: F64, solve: Callable[[_Inputs, F64], list[F64]]
+) -> list[F64]:  # fmt: skip
+    """`solve(inp, start)`, called once per part of `_parts` and put back together."""
+    parts = _parts(inp)
+    if parts is None:
+        return solve(inp, start)
+    out: list[F64] = []
+    for rows in parts:
+        c, s, k, t, r, q, x, _ = inp
+        sub = _Inputs(c[rows], s[rows], k[rows], t[rows], r[rows], q[rows], x[rows], (len(rows),))
+        got = solve(sub, start[rows])
+        out = out or [np.full(len(inp.x), np.nan) for _ in got]
+        for col, val in zip(out, got, strict=True):
+            col[rows] = val
+    return out
+
+
+def _start(guess: ArrayLike | None, shape: tuple[int, ...]) -> F64:
+    """Where each search starts (NaN: no guess), flat."""
+    return np.ravel(np.broadcast_to(_f64(np.nan if guess is None else guess), shape)).copy()
+
+
 def american_price(
     is_call: ArrayLike, s: ArrayLike, k: ArrayLike, t: ArrayLike, r: ArrayLike, q: ArrayLike,
     sigma: ArrayLike,
@@ -356,20 +409,26 @@ def american_price(
     max(K - S, 0); NaN inputs give NaN, and so does a volatility above SIGMA_MAX
     (100) or below SIGMA_MIN (1e-4) where early exercise matters.
     """
-    c, s_, k_, t_, r_, q_, v_, shape = _inputs(is_call, s, k, t, r, q, sigma)
-    pf = _as_puts(c, s_, k_, r_, q_)
+    inp = _inputs(is_call, s, k, t, r, q, sigma)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        out = bsm_price(c, s_, k_, t_, r_, q_, v_)
-        live = (t_ > 0) & (v_ > 0) & (s_ > 0) & (k_ > 0)
-        am, bad = _american_rows(pf, t_, v_, live)
-        out[bad] = np.nan
-        if len(am):
-            ct = _contracts(pf.s[am], pf.k[am], t_[am], pf.r[am], pf.q[am])
-            prem = _premium_value(ct, v_[am])
-            out[am] = np.maximum(np.maximum(out[am], 0.0) + np.maximum(prem, 0.0), ct.k - ct.s)
-        intrinsic = np.maximum(pf.k - pf.s, 0.0)
-        out = np.where(live | np.isnan(v_) | np.isnan(t_), out, intrinsic)
-    return out.reshape(shape)
+        (out,) = _in_parts(inp, inp.x, lambda part, _: [_price(part)])
+    return out.reshape(inp.shape)
+
+
+def _price(inp: _Inputs) -> F64:
+    c, s_, k_, t_, r_, q_, v_, _ = inp
+    pf = _as_puts(c, s_, k_, r_, q_)
+    out = bsm_price(c, s_, k_, t_, r_, q_, v_)
+    live = (t_ > 0) & (v_ > 0) & (s_ > 0) & (k_ > 0)
+    am, bad = _american_rows(pf, t_, v_, live)
+    out[bad] = np.nan
+    if len(am):
+        ct = _contracts(pf.s[am], pf.k[am], t_[am], pf.r[am], pf.q[am])
+        prem = _premium_value(ct, v_[am])
+        out[am] = np.maximum(np.maximum(out[am], 0.0) + np.maximum(prem, 0.0), ct.k - ct.s)
+    intrinsic = np.maximum(pf.k - pf.s, 0.0)
+    out = np.where(live | np.isnan(v_) | np.isnan(t_), out, intrinsic)
+    return out
 
 
 def _american_rows(pf: _PutForm, t: F64, sig: F64, live: B8) -> tuple[INTP, INTP]:
@@ -396,17 +455,22 @@ def american_greeks(
     optimal, those of the intrinsic value. Units as `bsm_greeks`.
     """
     inp = _inputs(is_call, s, k, t, r, q, sigma)
-    c, s_, k_, t_, r_, q_, v_, shape = inp
-    pf = _as_puts(c, s_, k_, r_, q_)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        live = (t_ > 0) & (v_ > 0) & (s_ > 0) & (k_ > 0) & np.isfinite(r_ + q_)
-        am, bad = _american_rows(pf, t_, v_, live)
-        ct = _contracts(pf.s[am], pf.k[am], t_[am], pf.r[am], pf.q[am])
-        prem = _premium(ct, v_[am])
-        g = _assemble(inp, pf, v_, am, ct, prem)
+        g = _in_parts(inp, inp.x, lambda part, _: _greeks(part))
+    return Greeks(*(a.reshape(inp.shape) for a in g))
+
+
+def _greeks(inp: _Inputs) -> list[F64]:
+    c, s_, k_, t_, r_, q_, v_, _ = inp
+    pf = _as_puts(c, s_, k_, r_, q_)
+    live = (t_ > 0) & (v_ > 0) & (s_ > 0) & (k_ > 0) & np.isfinite(r_ + q_)
+    am, bad = _american_rows(pf, t_, v_, live)
+    ct = _contracts(pf.s[am], pf.k[am], t_[am], pf.r[am], pf.q[am])
+    prem = _premium(ct, v_[am])
+    g = _assemble(inp, pf, v_, am, ct, prem)
     for col in g:
         col[bad] = np.nan
-    return Greeks(*(a.reshape(shape) for a in g))
+    return g
 
 
 def greeks_by_exercise(
@@ -439,7 +503,8 @@ def american_implied_vol(
     """
     inp = _inputs(is_call, s, k, t, r, q, price)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        iv = _american_iv(inp, guess, greeks=False)[0]
+        (iv,) = _in_parts(inp, _start(guess, inp.shape),
+                          lambda part, start: [_american_iv(part, start, greeks=False)[0]])  # fmt: skip
     return iv.reshape(inp.shape)
 
 
@@ -456,23 +521,29 @@ def american_iv_and_greeks(
     """
     inp = _inputs(is_call, s, k, t, r, q, price)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        iv, pf, sel, ct, prem = _american_iv(inp, guess, greeks=True)
-        # The premium's parts come from the solver's last pass, at `at` (within
-        # _NEWTON_TOL of the IV); the European ones are taken at the IV itself.
-        found = np.isfinite(iv[sel])
-        g = _assemble(inp, pf, iv, sel[found], _take(ct, np.flatnonzero(found)),
-                      _Premium._make(a[found] for a in prem))  # fmt: skip
+        iv, *g = _in_parts(inp, _start(guess, inp.shape), _iv_and_greeks)
     return iv.reshape(inp.shape), Greeks(*(a.reshape(inp.shape) for a in g))
 
 
+def _iv_and_greeks(inp: _Inputs, start: F64) -> list[F64]:
+    """[IV, delta, gamma, theta, vega, rho] of flat `inp` (prices), searches from `start`."""
+    iv, pf, sel, ct, prem = _american_iv(inp, start, greeks=True)
+    # The premium's parts come from the solver's last pass, at `at` (within
+    # _NEWTON_TOL of the IV); the European ones are taken at the IV itself.
+    found = np.isfinite(iv[sel])
+    g = _assemble(inp, pf, iv, sel[found], _take(ct, np.flatnonzero(found)),
+                  _Premium._make(a[found] for a in prem))  # fmt: skip
+    return [iv, *g]
+
+
 def _american_iv(
-    inp: _Inputs, guess: ArrayLike | None, greeks: bool
+    inp: _Inputs, start: F64, greeks: bool
 ) -> tuple[F64, _PutForm, INTP, _Contracts, _Premium]:  # fmt: skip
     """(IV, put form, rows searched, their contracts, their premium at the last pass).
 
-    The premium's parts for the greeks only with `greeks` (else NaN).
+    The searches start at `start` (flat; NaN: no guess). The premium's parts for
+    the greeks only with `greeks` (else NaN).
     """
-    start = np.ravel(np.broadcast_to(_f64(np.nan if guess is None else guess), inp.shape))
     c, s_, k_, t_, r_, q_, p, _ = inp
     iv = np.full(p.shape, np.nan)
     pf = _as_puts(c, s_, k_, r_, q_)

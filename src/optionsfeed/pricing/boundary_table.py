@@ -18,8 +18,13 @@ with that (r, q) interpolates it:
 Rows are solved on first use and kept; a table row costs about one boundary solve
 of one contract at a fine scheme, so a chain priced again and again (the data path)
 pays for its rows once. Bounded: at most `capacity` (r, q, bucket) groups of
-`ROWS` rows each; a call that needs a new group when all are taken starts the
-cache again. Not thread-safe (one per process, used from one thread).
+`ROWS` rows each (about 20 KB a group: 80 MB for the default 4,096); a call that
+needs a new group when all are taken starts the cache again, and its rows are
+solved anew (`resets` counts it). A processor holds about 120 groups per American
+underlying with a yield of its own over a dozen expiry buckets (calls and puts,
+and rho's tables at the rate moved up and down), so about 34 such underlyings fill
+it: more than that belong on more processors. Not thread-safe (one per process,
+used from one thread).
 """
 
 from __future__ import annotations
@@ -140,8 +145,9 @@ def _unique_ints(a: NDArray[np.int64]) -> tuple[NDArray[np.int64], INTP]:
 class BoundaryTables:
     """The cache of boundary tables; see the module's docstring."""
 
-    def __init__(self, capacity: int = 512) -> None:
+    def __init__(self, capacity: int = 4096) -> None:
         self.capacity = capacity
+        self.resets = 0  # times the cache started again (full): its rows are solved anew
         self._clear()
 
     def _clear(self) -> None:
@@ -159,6 +165,11 @@ class BoundaryTables:
         rows = len(have) >= k
         self._coef_win = self._windows(coef, k) if rows else np.zeros((0, k, DEGREE + 1))
         self._have_win = self._windows(have, k) if rows else np.zeros((0, k), dtype=np.bool_)
+
+    @property
+    def groups(self) -> int:
+        """The groups held now."""
+        return len(self._keys)
 
     def group_ids(self, r: F64, q: F64, bucket: NDArray[np.int64]) -> INTP:
         """Group id per contract (put form: r > 0). At most `capacity` distinct ones.
@@ -178,6 +189,7 @@ class BoundaryTables:
         triples = [(float(a), float(b), int(c)) for a, b, c in uniq.tolist()]
         if len(self._groups) + sum(t not in self._groups for t in triples) > self.capacity:
             self._clear()
+            self.resets += 1
         ids = np.empty(len(triples), dtype=np.intp)
         for i, key in enumerate(triples):
             gid = self._groups.get(key)
@@ -198,7 +210,7 @@ class BoundaryTables:
     def _grow(self, rows: int) -> None:
         if rows <= len(self._have):
             return
-        size = max(rows, 2 * len(self._have))
+        size = min(max(rows, 2 * len(self._have)), self.capacity * ROWS)
         coef = np.zeros((size, DEGREE + 1))
         coef[: len(self._have)] = self._coef
         have = np.zeros(size, dtype=np.bool_)

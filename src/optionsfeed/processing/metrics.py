@@ -18,6 +18,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from ..pricing.boundary_table import TABLES
 from .service import ProcessingService
 
 
@@ -80,6 +81,17 @@ class _ProcessorCollector(Collector):
             "optionsfeed_publications_fenced",
             "Publications the broker refused because this processor did not hold the lease",
             value=st.fenced,
+        )
+        yield GaugeMetricFamily(
+            "optionsfeed_boundary_table_groups",
+            f"American exercise-boundary tables held (rate, yield, expiry bucket; at most "
+            f"{TABLES.capacity})", value=TABLES.groups,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "optionsfeed_boundary_table_resets",
+            "Times the boundary tables were full and started again (their rows solved anew): "
+            "steadily rising, this processor prices too many American underlyings",
+            value=TABLES.resets,
         )
         for stage, h in svc.stages.stages.items():
             yield HistogramMetricFamily(
