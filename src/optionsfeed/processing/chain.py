@@ -31,12 +31,8 @@ from numpy.typing import NDArray
 
 from ..model.contract import Contract
 from ..model.records import FLAG_ORDER, Flag, OptionRecord, UnderlyingRecord, encode
-from ..pricing import Greeks, implied_vol
-from ..pricing.american import (
-    american_implied_vol,
-    greeks_by_exercise,
-    iv_and_greeks_by_exercise,
-)
+from ..pricing import Greeks
+from ..pricing.american import greeks_by_exercise
 from ..sources.base import Listing, Quotes, Trades, UnderlyingTick
 from .forwards import (
     CARRY,
@@ -47,6 +43,7 @@ from .forwards import (
     implied_forwards,
     pair_contracts,
 )
+from .quote_ivs import QuoteRows, quote_ivs
 
 F64 = NDArray[np.float64]
 US_PER_YEAR = 365.0 * 86_400.0 * 1e6
@@ -193,18 +190,20 @@ def reprice_chains(
     if sum(sizes) == 0:
         return [ChainDelta([], []) for _ in pending]
     cat = np.concatenate
-    iv, g = iv_and_greeks_by_exercise(
-        cat([p.price for p in pending]),
-        cat([p.chain.is_call[p.rows] for p in pending]),
-        cat([p.spot for p in pending]),
-        cat([p.chain.strike[p.rows] for p in pending]),
-        cat([p.t_years for p in pending]),
-        cat([np.full(n, p.chain.rate) for p, n in zip(pending, sizes, strict=True)]),
-        cat([p.carry for p in pending]),
-        cat([p.chain.american[p.rows] for p in pending]),
-        guess=cat([p.chain.pub["iv"][p.rows] for p in pending]),  # where the search starts
+    iv, g, side_iv = quote_ivs(
+        QuoteRows(
+            price=cat([p.price for p in pending]),
+            sides=cat([p.sides for p in pending], axis=1),
+            is_call=cat([p.chain.is_call[p.rows] for p in pending]),
+            spot=cat([p.spot for p in pending]),
+            strike=cat([p.chain.strike[p.rows] for p in pending]),
+            t=cat([p.t_years for p in pending]),
+            rate=cat([np.full(n, p.chain.rate) for p, n in zip(pending, sizes, strict=True)]),
+            carry=cat([p.carry for p in pending]),
+            american=cat([p.chain.american[p.rows] for p in pending]),
+            guess=cat([p.chain.pub["iv"][p.rows] for p in pending]),  # where searches start
+        )
     )
-    side_iv = _side_ivs(pending, iv)
     out: list[ChainDelta] = []
     start = 0
     for p, n in zip(pending, sizes, strict=True):
@@ -212,41 +211,6 @@ def reprice_chains(
         start += n
         greeks = Greeks(*(col[part] for col in g))
         out.append(p.chain.finish(p, iv[part], greeks, now_us, side_iv=side_iv[:, part]))
-    return out
-
-
-def _side_ivs(pending: list[PricingInputs], mark_iv: F64) -> F64:
-    """(2, rows) IVs of the bids and the asks of all `pending` rows.
-
-    The same model and inputs as the mark's IV: European rows in one call, American
-    rows by the American solver, starting from the mark's IV (`mark_iv`, which the
-    sides' IVs lie close to); NaN where a side is missing or no volatility fits it.
-    """
-    cat = np.concatenate
-    sides = cat([p.sides for p in pending], axis=1)
-    n = sides.shape[1]
-    is_call = cat([p.chain.is_call[p.rows] for p in pending])
-    spot = cat([p.spot for p in pending])
-    strike = cat([p.chain.strike[p.rows] for p in pending])
-    t = cat([p.t_years for p in pending])
-    rates = cat([np.full(len(p.rows), p.chain.rate) for p in pending])
-    carry = cat([p.carry for p in pending])
-    american = cat([p.chain.american[p.rows] for p in pending])
-    out = np.full((2, n), np.nan)
-    # European IVs of the European rows only: an American row's are solved again
-    # inside the American search (as its upper bound), so twice would be waste.
-    eu = np.flatnonzero(~american)
-    if eu.size:
-        args_eu = (is_call[eu], spot[eu], strike[eu], t[eu], rates[eu], carry[eu])
-        out[:, eu] = implied_vol(sides[:, eu], *args_eu).reshape(2, len(eu))
-    am = np.flatnonzero(american)
-    if am.size:
-        # Both sides in one call: the American search has a fixed cost per pass.
-        args = (is_call[am], spot[am], strike[am], t[am], rates[am], carry[am], mark_iv[am])
-        c2, s2, k2, t2, r2, q2, g2 = (np.tile(a, 2) for a in args)
-        out[:, am] = american_implied_vol(
-            sides[:, am].ravel(), c2, s2, k2, t2, r2, q2, guess=g2
-        ).reshape(2, len(am))
     return out
 
 
