@@ -31,7 +31,7 @@ from numpy.polynomial import legendre
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import ndtr
 
-from . import Greeks, bsm_greeks, bsm_price, implied_vol, iv_and_greeks
+from . import Greeks, bsm_greeks, bsm_price, implied_vol
 from .alo import exercise_cap
 from .boundary_table import (
     DEGREE,
@@ -780,33 +780,3 @@ def _shifted_groups(gid: INTP, c: B8) -> tuple[INTP, INTP]:
     up = np.where(c, table[at, 0], table[at, 2])
     down = np.where(c, table[at, 1], table[at, 3])
     return up, down
-
-
-def iv_and_greeks_by_exercise(
-    price: ArrayLike, is_call: ArrayLike, s: ArrayLike, k: ArrayLike, t: ArrayLike,
-    r: ArrayLike, q: ArrayLike, american: ArrayLike, guess: ArrayLike | None = None,
-) -> tuple[F64, Greeks]:  # fmt: skip
-    """IV and greeks of each row by its exercise style: American rows (`american`
-    true) by `american_iv_and_greeks` (from `guess`, if given), the others by the
-    European `iv_and_greeks`.
-
-    Arrays (or scalars) that broadcast together to one dimension; one call per style.
-    """
-    arrays = np.broadcast_arrays(
-        np.asarray(american, dtype=bool), np.asarray(is_call, dtype=bool), _f64(price),
-        _f64(s), _f64(k), _f64(t), _f64(r), _f64(q), _f64(np.nan if guess is None else guess),
-    )  # fmt: skip
-    am, c, p, s_, k_, t_, r_, q_, x = (np.ravel(a) for a in arrays)
-    iv = np.full(len(p), np.nan)
-    cols = [np.full(len(p), np.nan) for _ in range(5)]
-    for rows in (np.flatnonzero(am), np.flatnonzero(~am)):
-        if len(rows) == 0:
-            continue
-        args = (p[rows], c[rows], s_[rows], k_[rows], t_[rows], r_[rows], q_[rows])
-        if am[rows[0]]:
-            iv[rows], g = american_iv_and_greeks(*args, guess=x[rows])
-        else:
-            iv[rows], g = iv_and_greeks(*args)
-        for col, val in zip(cols, g, strict=True):
-            col[rows] = val
-    return iv, Greeks(*cols)
