@@ -20,9 +20,9 @@ of one contract at a fine scheme, so a chain priced again and again (the data pa
 pays for its rows once. Bounded: at most `capacity` (r, q, bucket) groups of
 `ROWS` rows each (about 20 KB a group: 80 MB for the default 4,096); a call that
 needs a new group when all are taken starts the cache again, and its rows are
-solved anew (`resets` counts it). A processor holds about 120 groups per American
-underlying with a yield of its own over a dozen expiry buckets (calls and puts,
-and rho's tables at the rate moved up and down), so about 34 such underlyings fill
+solved anew (`resets` counts it). A processor holds about 100 groups per American
+underlying with a yield of its own over about ten expiry buckets (calls and puts,
+and rho's tables at the rate moved up and down), so about 40 such underlyings fill
 it: more than that belong on more processors. Not thread-safe (one per process,
 used from one thread).
 """
