@@ -40,6 +40,7 @@ from .boundary_table import (
     TABLES,
     bucket_of,
     bucket_years,
+    group_index,
     stencil_weights,
 )
 
@@ -350,7 +351,7 @@ def _inputs(is_call: ArrayLike, s: ArrayLike, k: ArrayLike, t: ArrayLike, r: Arr
 def _parts(inp: _Inputs) -> list[INTP] | None:
     """The rows of `inp` in parts of at most an eighth of the tables' capacity in
     (rate, dividend, time bucket) groups each, or None where they fit one call (the
-    usual case, found from counts alone).
+    usual case).
 
     A call's own groups and rho's four shifted ones per group must fit the tables
     together: past that, a call would start the tables again halfway or not fit.
@@ -358,22 +359,12 @@ def _parts(inp: _Inputs) -> list[INTP] | None:
     most = TABLES.capacity // 8
     live = inp.t > 0
     b = np.where(live, bucket_of(np.where(live, inp.t, 1.0)), 0)
-    spans = [_distinct(inp.r), _distinct(inp.q), int(b.max() - b.min()) + 1 if len(b) else 1]
-    if 2 * math.prod(spans) <= most:  # x 2: a call's put form swaps r and q
+    # In put form (a call's r and q swapped), as the tables hold them.
+    uniq, inverse = group_index(np.where(inp.c, inp.q, inp.r), np.where(inp.c, inp.r, inp.q), b)
+    if len(uniq) <= most:
         return None
-    pr, pq = np.where(inp.c, inp.q, inp.r), np.where(inp.c, inp.r, inp.q)
-    code = np.zeros(len(b), dtype=np.int64)
-    for col in (pr, pq, b):
-        ranks = np.unique(col, return_inverse=True)[1].ravel()
-        code = code * (int(ranks.max()) + 1 if len(ranks) else 1) + ranks
-    group = np.unique(code, return_inverse=True)[1].ravel() // most
-    if group.max() == 0:
-        return None
-    return [np.flatnonzero(group == j) for j in range(int(group.max()) + 1)]
-
-
-def _distinct(a: F64) -> int:
-    return 1 if len(a) == 0 or (a == a[0]).all() else len(np.unique(a))
+    part = inverse // most
+    return [np.flatnonzero(part == j) for j in range(int(part.max()) + 1)]
 
 
 def _in_parts(
@@ -384,8 +375,8 @@ def _in_parts(
     if parts is None:
         return solve(inp, start)
     out: list[F64] = []
+    c, s, k, t, r, q, x, _ = inp
     for rows in parts:
-        c, s, k, t, r, q, x, _ = inp
         sub = _Inputs(c[rows], s[rows], k[rows], t[rows], r[rows], q[rows], x[rows], (len(rows),))
         got = solve(sub, start[rows])
         out = out or [np.full(len(inp.x), np.nan) for _ in got]
@@ -480,12 +471,32 @@ def greeks_by_exercise(
     """Greeks at `sigma` of each row by its exercise style: `american_greeks` for the
     American rows (European greeks plus the premium's), `bsm_greeks` for the others.
     One-dimensional arrays of one length."""
-    out = Greeks(*(np.full(len(s), np.nan) for _ in range(5)))
-    for rows, greeks in ((np.flatnonzero(american), american_greeks),
-                         (np.flatnonzero(~american), bsm_greeks)):  # fmt: skip
+    args = (is_call, s, k, t, r, q, sigma)
+    return Greeks(*_by_exercise(american_greeks, bsm_greeks, american, args, outputs=5))
+
+
+def price_by_exercise(
+    is_call: NDArray[np.bool_], s: F64, k: F64, t: F64, r: F64, q: F64, sigma: F64,
+    american: NDArray[np.bool_],
+) -> F64:  # fmt: skip
+    """Prices at `sigma` of each row by its exercise style (`american_price`,
+    `bsm_price`), one call per style. One-dimensional arrays of one length."""
+    args = (is_call, s, k, t, r, q, sigma)
+    (out,) = _by_exercise(lambda *a: (american_price(*a),), lambda *a: (bsm_price(*a),),
+                          american, args, outputs=1)  # fmt: skip
+    return out
+
+
+def _by_exercise(
+    am: Callable[..., tuple[F64, ...]], eu: Callable[..., tuple[F64, ...]], american: B8,
+    args: tuple[B8, F64, F64, F64, F64, F64, F64], outputs: int,
+) -> list[F64]:  # fmt: skip
+    """`am(*args)` on the American rows and `eu(*args)` on the others, put together
+    (`outputs` arrays; NaN where neither gave a value)."""
+    out = [np.full(len(american), np.nan) for _ in range(outputs)]
+    for rows, model in ((np.flatnonzero(american), am), (np.flatnonzero(~american), eu)):
         if len(rows):
-            part = greeks(is_call[rows], s[rows], k[rows], t[rows], r[rows], q[rows], sigma[rows])
-            for col, val in zip(out, part, strict=True):
+            for col, val in zip(out, model(*(a[rows] for a in args)), strict=True):
                 col[rows] = val
     return out
 

@@ -142,6 +142,19 @@ def _unique_ints(a: NDArray[np.int64]) -> tuple[NDArray[np.int64], INTP]:
     return np.flatnonzero(present) + lo, out
 
 
+def group_index(r: F64, q: F64, bucket: NDArray[np.int64]) -> tuple[F64, INTP]:
+    """The distinct (r, q, bucket) triples, as rows of (n, 3), and each contract's
+    index among them; by the ranks of each column (sorting floats, not rows)."""
+    ur, ir = _unique(r)
+    uq, iq = _unique(q)
+    ub, ib = _unique_ints(bucket)
+    code = (ir.astype(np.int64) * len(uq) + iq) * len(ub) + ib
+    codes, inverse = _unique_ints(code)
+    ci, bi = np.divmod(codes, len(ub))
+    uniq = np.stack([ur[ci // len(uq)], uq[ci % len(uq)], ub[bi].astype(np.float64)], axis=1)
+    return uniq, inverse
+
+
 class BoundaryTables:
     """The cache of boundary tables; see the module's docstring."""
 
@@ -176,14 +189,7 @@ class BoundaryTables:
 
         Ids stay valid until the next call of `group_ids` (which may start again).
         """
-        # Unique (r, q, bucket) triples by the ranks of each (sorting floats, not rows).
-        ur, ir = _unique(r)
-        uq, iq = _unique(q)
-        ub, ib = _unique_ints(bucket)
-        code = (ir.astype(np.int64) * len(uq) + iq) * len(ub) + ib
-        codes, inverse = _unique_ints(code)
-        ci, bi = np.divmod(codes, len(ub))
-        uniq = np.stack([ur[ci // len(uq)], uq[ci % len(uq)], ub[bi].astype(np.float64)], axis=1)
+        uniq, inverse = group_index(r, q, bucket)
         if len(uniq) > self.capacity:
             raise ValueError(f"{len(uniq)} boundary groups in one call, at most {self.capacity}")
         triples = [(float(a), float(b), int(c)) for a, b, c in uniq.tolist()]

@@ -22,14 +22,14 @@ Same seed + same start + same step times -> the same batches, bit for bit.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ...model.contract import Contract
-from ...pricing import bsm_price
-from ...pricing.american import american_price
+from ...pricing.american import price_by_exercise
 from ..base import Listing, Quotes, SourceBatch, Trades, UnderlyingTick
 from .listing import build_listing
 from .strikes import profiles_for
@@ -84,7 +84,6 @@ class _Priced:
     t: F64
     fwd: F64
     vol: F64
-    theo: F64  # the model's prices (set by `SimMarket._price`)
 
 
 class SimMarket:
@@ -207,36 +206,33 @@ class SimMarket:
         """What `rows` of `u` are priced with now (their prices to follow)."""
         t = np.maximum((u.expiry_us[rows] - self.now_us) / US_PER_YEAR, 1e-6)
         fwd = u.spot * np.exp((u.spec.rate - u.spec.dividend_yield) * t)
-        return _Priced(u, rows, t, fwd, self.implied_vol(u, rows, t, fwd), np.empty(0))
+        return _Priced(u, rows, t, fwd, self.implied_vol(u, rows, t, fwd))
 
-    def _price(self, todo: list[_Priced]) -> None:
-        """The model prices of every underlying's rows of a step: one call per exercise
-        style for all of them (a call has a fixed cost, about 0.3 ms for the American
-        model, which five underlyings would pay five times a step)."""
+    @staticmethod
+    def _price(todo: list[_Priced]) -> list[F64]:
+        """The model prices of every underlying's rows of a step, one array per entry
+        of `todo`: one call per exercise style for all of them (a call has a fixed
+        cost, about 0.3 ms for the American model, which five underlyings would pay
+        five times a step)."""
         cat = np.concatenate
         sizes = [len(p.rows) for p in todo]
-        c = cat([p.u.is_call[p.rows] for p in todo])
-        am = cat([p.u.american[p.rows] for p in todo])
-        args = (cat([np.full(n, p.u.spot) for p, n in zip(todo, sizes, strict=True)]),
-                cat([p.u.strike[p.rows] for p in todo]), cat([p.t for p in todo]),
-                cat([np.full(n, p.u.spec.rate) for p, n in zip(todo, sizes, strict=True)]),
-                cat([np.full(n, p.u.spec.dividend_yield) for p, n in zip(todo, sizes, strict=True)]),
-                cat([p.vol for p in todo]))  # fmt: skip
-        theo = np.empty(len(c))
-        for sel, model in ((np.flatnonzero(am), american_price), (np.flatnonzero(~am), bsm_price)):
-            if len(sel):
-                theo[sel] = model(c[sel], *(a[sel] for a in args))
-        start = 0
-        for p, n in zip(todo, sizes, strict=True):
-            p.theo = theo[start : start + n]
-            start += n
 
-    def _quote(self, p: _Priced, ts: int) -> tuple[Quotes, Trades]:
+        def each(f: Callable[[_Priced], F64 | float]) -> F64:
+            return cat([np.broadcast_to(f(p), n) for p, n in zip(todo, sizes, strict=True)])
+
+        theo = price_by_exercise(
+            cat([p.u.is_call[p.rows] for p in todo]), each(lambda p: p.u.spot),
+            each(lambda p: p.u.strike[p.rows]), each(lambda p: p.t),
+            each(lambda p: p.u.spec.rate), each(lambda p: p.u.spec.dividend_yield),
+            each(lambda p: p.vol), cat([p.u.american[p.rows] for p in todo]),
+        )  # fmt: skip
+        return np.split(theo, np.cumsum(sizes)[:-1])
+
+    def _quote(self, p: _Priced, theo: F64, ts: int) -> tuple[Quotes, Trades]:
         rng = self.rng
         u, rows, t, fwd, vol = p.u, p.rows, p.t, p.fwd, p.vol
         spec = u.spec
         n = len(rows)
-        theo = p.theo
         theo = np.nan_to_num(theo, nan=0.0)
         if spec.penny_all:
             frac, fine = 0.003, np.full(n, 0.01)
@@ -322,10 +318,8 @@ class SimMarket:
             drawn = np.searchsorted(u.cdf, self.rng.random(n - rr))
             rows = np.concatenate([rr_rows, np.minimum(drawn, size - 1)]).astype(np.intp)
             todo.append(self._inputs(u, rows))
-        if todo:
-            self._price(todo)
-        for p in todo:
-            quotes, trades = self._quote(p, self.now_us)
+        for p, theo in zip(todo, self._price(todo) if todo else [], strict=True):
+            quotes, trades = self._quote(p, theo, self.now_us)
             batch.quotes.append(quotes)
             if trades.symbols:
                 batch.trades.append(trades)
