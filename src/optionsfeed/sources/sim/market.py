@@ -211,9 +211,9 @@ class SimMarket:
     @staticmethod
     def _price(todo: list[_Priced]) -> list[F64]:
         """The model prices of every underlying's rows of a step, one array per entry
-        of `todo`: one call per exercise style for all of them (a call has a fixed
-        cost, about 0.3 ms for the American model, which five underlyings would pay
-        five times a step)."""
+        of `todo`: one call per exercise style for all of them. A call has a fixed
+        cost (American prices of 8 rows: 0.36 ms; of 200: 0.52 ms), which five
+        underlyings would pay five times a step."""
         cat = np.concatenate
         sizes = [len(p.rows) for p in todo]
 
