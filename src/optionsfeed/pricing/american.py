@@ -41,6 +41,7 @@ from .boundary_table import (
     bucket_of,
     bucket_years,
     group_index,
+    h_weights,
     stencil_weights,
 )
 
@@ -189,17 +190,16 @@ def _premium(ct: _Contracts, sig: F64, greeks: bool = True) -> _Premium:
     """
     n = len(sig)
     out = _unset_premium(n) if greeks else _empty_premium(n)
-    ln_sig = np.log(sig)
+    first, weights = h_weights(np.log(sig))
     for start in range(0, n, _BLOCK):
         part = slice(start, start + _BLOCK)
         # Per block, so that the table rows gathered for its contracts stay in cache.
-        ch, cdh = TABLES.coefficients(ct.gid[part], ln_sig[part])
-        ch *= ct.alpha_pow[part]
-        cdh *= ct.alpha_pow[part]
+        both = TABLES.combine(ct.gid[part], (first[part], weights[part]))
+        both *= ct.alpha_pow[part, None, :]
         # The boundary now, at tau = T: w = sqrt(T / T_bucket), where ch sums to h.
-        out.ln_sb[part] = ct.ln_sx[part] + np.sqrt(np.maximum(ch.sum(axis=1), 0.0))
-        _premium_block(_take_slice(ct, part), sig[part], ch @ _POWERS, cdh @ _POWERS, out,
-                       part, greeks)  # fmt: skip
+        out.ln_sb[part] = ct.ln_sx[part] + np.sqrt(np.maximum(both[:, 0].sum(axis=1), 0.0))
+        h, dh = np.matmul(both.transpose(1, 0, 2), _POWERS)
+        _premium_block(_take_slice(ct, part), sig[part], h, dh, out, part, greeks)
     return out
 
 
@@ -741,25 +741,28 @@ def _premium_rho(ct: _Contracts, sig: F64, prem: _Premium, c: B8) -> F64:
     ln_sig = np.log(sig)
     up, down = _shifted_groups(ct.gid, c)
     d_ln_cap = np.log(exercise_cap(up_r, up_q)) - np.log(exercise_cap(down_r, down_q))
-    # d premium / d ln B(point) = -weight x f_l
-    d_ln_b_sum = np.empty(len(sig))
+    stencil = stencil_weights(ln_sig)
+    dh = np.empty((len(sig), PREMIUM_POINTS))
     for start in range(0, len(sig), _BLOCK):
-        # Per block, so that the gathered table rows and the points stay in cache.
+        # Per block, so that the gathered table rows stay in cache.
         part = slice(start, start + _BLOCK)
-        dc = TABLES.h_difference(up[part], down[part], ln_sig[part], stencil_weights(ln_sig[part]))
+        dc = TABLES.h_difference(up[part], down[part], ln_sig[part],
+                                 (stencil[0][part], stencil[1][part]))  # fmt: skip
         dc *= ct.alpha_pow[part]
-        dh = dc @ _POWERS
-        # sqrt(h_up) - sqrt(h_down) = dh / (sqrt(h_up) + sqrt(h_down)); the sum is
-        # 2 sqrt(h) to O(step^2) where the difference is central, and
-        # sqrt(h + dh) + sqrt(h) where it steps forward from the premium's own h.
-        sh = prem.sh[part]
-        den = 2.0 * sh
-        fwd = np.flatnonzero(~central[part])
-        den[fwd] = np.sqrt(np.maximum(sh[fwd] * sh[fwd] + dh[fwd], 0.0)) + sh[fwd]
-        d_ln_b = np.divide(dh, den, out=np.zeros_like(dh), where=den > 0)
-        np.subtract(d_ln_cap[part, None], d_ln_b, out=d_ln_b)
-        d_ln_b *= prem.f_l[part]
-        d_ln_b_sum[part] = d_ln_b @ _WT
+        np.matmul(dc, _POWERS, out=dh[part])
+    # sqrt(h_up) - sqrt(h_down) = dh / (sqrt(h_up) + sqrt(h_down)); the sum is
+    # 2 sqrt(h) to O(step^2) where the difference is central, and
+    # sqrt(h + dh) + sqrt(h) where it steps forward from the premium's own h.
+    den = 2.0 * prem.sh
+    fwd = np.flatnonzero(~central)
+    sh = prem.sh[fwd]
+    den[fwd] = np.sqrt(np.maximum(sh * sh + dh[fwd], 0.0)) + sh
+    d_ln_b = np.divide(dh, den, out=dh, where=den > 0)
+    d_ln_b[den <= 0] = 0.0
+    np.subtract(d_ln_cap[:, None], d_ln_b, out=d_ln_b)
+    # d premium / d ln B(point) = -weight x f_l
+    d_ln_b *= prem.f_l
+    d_ln_b_sum = d_ln_b @ _WT
     width = np.where(central, 2.0 * _H_RATE, _H_RATE)
     out: F64 = np.where(c, prem.d_q, prem.d_r) - d_ln_b_sum * ct.t / width
     return out

@@ -119,6 +119,18 @@ def stencil_weights(ln_sig: F64) -> tuple[INTP, F64]:
     return first, weights
 
 
+def h_weights(ln_sig: F64) -> tuple[INTP, F64]:
+    """`stencil_weights` that give h and dh / d ln sigma from the tables' rows of g.
+
+    h = sigma^2 g: dh / d ln sigma = sigma^2 (2 g + dg / d ln sigma); both scalings
+    go into the 12 weights rather than the 34 coefficients.
+    """
+    first, weights = stencil_weights(ln_sig)
+    weights[:, 1] += 2.0 * weights[:, 0]
+    weights *= np.exp(2.0 * ln_sig)[:, None, None]
+    return first, weights
+
+
 def _unique(a: F64) -> tuple[F64, INTP]:
     """np.unique with the inverse, quick for the usual case of one value."""
     if len(a) and (a == a[0]).all():
@@ -231,13 +243,15 @@ class BoundaryTables:
         lie within [ln SIGMA_MIN, ln SIGMA_MAX]. Rows missing from the tables are
         solved first.
         """
-        first, weights = stencil_weights(ln_sig)
-        # h = sigma^2 g: dh / d ln sigma = sigma^2 (2 g + dg / d ln sigma); both
-        # scalings go into the 12 weights rather than the 34 coefficients.
-        weights[:, 1] += 2.0 * weights[:, 0]
-        weights *= np.exp(2.0 * ln_sig)[:, None, None]
-        both = np.matmul(weights, self._stencil(gid, first))
+        both = self.combine(gid, h_weights(ln_sig))
         return both[:, 0, :], both[:, 1, :]
+
+    def combine(self, gid: INTP, weights: tuple[INTP, F64]) -> F64:
+        """(m, 2, degree + 1): `coefficients` of h and dh / d ln sigma, stacked, with
+        `h_weights(ln_sig)` given (a caller working in blocks computes them once)."""
+        first, w = weights
+        both: F64 = np.matmul(w, self._stencil(gid, first))
+        return both
 
     def h_coefficients(self, gid: INTP, ln_sig: F64, stencil: tuple[INTP, F64]) -> F64:
         """The h part of `coefficients` alone, with `stencil_weights(ln_sig)` given."""
