@@ -61,9 +61,9 @@ def bench_pricing(runs: int, n: int = 10_000) -> float:
     return _median(times)
 
 
-def bench_american_pricing(runs: int, n: int = 10_000) -> tuple[float, float, float, float]:
-    """(median ms, first call ms, median CPU ms, warm median ms) of American IV + greeks
-    over `n` contracts.
+def bench_american_pricing(runs: int, n: int = 10_000) -> tuple[float, float, float, float, float]:
+    """(median ms, first call ms, median CPU ms, warm median ms, warm-state median ms)
+    of American IV + greeks over `n` contracts.
 
     The contracts of `bench_pricing`, priced first by the American model. The first
     call solves the rows of the boundary tables the IV search and rho need (the
@@ -71,12 +71,18 @@ def bench_american_pricing(runs: int, n: int = 10_000) -> tuple[float, float, fl
     the medians are over `max(runs, 3)` calls after it. The CPU time (the process's)
     moves much less than the wall time when other work shares the cores.
 
-    Those calls start cold, from the European IV. The warm figure is the data path's
-    usual case: the same contracts a moment later (spot up 0.05 %, each volatility
-    moved by up to 0.5 % of itself), each search starting from the IV found before,
-    as the processor passes a row's published IV.
+    Those calls start cold, from the European IV. The warm figures are the data
+    path's usual case: the same contracts a moment later (spot up 0.05 %, each
+    volatility moved by up to 0.5 % of itself), each search starting from the IV
+    found before (as from a row's published IV), and also from the state the cold
+    call left (`pricing.american.Warm`, as the processor keeps per row); the two
+    alternate.
     """
-    from optionsfeed.pricing.american import american_iv_and_greeks, american_price
+    from optionsfeed.pricing.american import (
+        american_iv_and_greeks,
+        american_iv_greeks_warm,
+        american_price,
+    )
 
     rng = np.random.default_rng(0)
     strike, t = rng.uniform(60, 160, n), rng.uniform(1 / 365, 2.0, n)
@@ -85,17 +91,19 @@ def bench_american_pricing(runs: int, n: int = 10_000) -> tuple[float, float, fl
     times, cpu = [], []
     for _ in range(max(runs, 3) + 1):
         t0, c0 = time.perf_counter(), time.process_time()
-        iv, _ = american_iv_and_greeks(price, is_call, 100.0, strike, t, 0.04, 0.01)
+        iv, _, state = american_iv_greeks_warm(price, is_call, 100.0, strike, t, 0.04, 0.01)
         times.append((time.perf_counter() - t0) * 1e3)
         cpu.append((time.process_time() - c0) * 1e3)
     moved = american_price(is_call, 100.05, strike, t, 0.04, 0.01,
                            vol * (1.0 + rng.uniform(-0.005, 0.005, n)))  # fmt: skip
-    warm = []
+    warm: list[float] = []
+    from_state: list[float] = []
     for _ in range(max(runs, 3)):
-        t0 = time.perf_counter()
-        american_iv_and_greeks(moved, is_call, 100.05, strike, t, 0.04, 0.01, guess=iv)
-        warm.append((time.perf_counter() - t0) * 1e3)
-    return _median(times[1:]), times[0], _median(cpu[1:]), _median(warm)
+        for out, kw in ((warm, {}), (from_state, {"warm": state})):
+            t0 = time.perf_counter()
+            american_iv_and_greeks(moved, is_call, 100.05, strike, t, 0.04, 0.01, guess=iv, **kw)
+            out.append((time.perf_counter() - t0) * 1e3)
+    return _median(times[1:]), times[0], _median(cpu[1:]), _median(warm), _median(from_state)
 
 
 def make_batches(
@@ -308,11 +316,11 @@ def main(what: str, *, redis: str | None, runs: int) -> int:
             print(f"  {name:16s} {us:6.2f} µs")
     if what in ("processing", "all"):
         print(f"pricing: IV + greeks of 10,000 contracts: {bench_pricing(runs):.2f} ms (median)")
-        am, first, cpu, warm = bench_american_pricing(runs)
+        am, first, cpu, warm, from_state = bench_american_pricing(runs)
         print(
             f"pricing, American: IV + greeks of 10,000 contracts: {am:.1f} ms (median;"
             f" CPU {cpu:.1f} ms; first call {first:.0f} ms); warm, each from its IV a"
-            f" moment before: {warm:.1f} ms"
+            f" moment before: {warm:.1f} ms; from where its search ended: {from_state:.1f} ms"
         )
         print(f"simulator: {bench_sim(runs):,.0f} updates/s generated on one core (median)")
         for per_step in (500, 1000):

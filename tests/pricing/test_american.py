@@ -10,9 +10,11 @@ import QuantLib as ql
 
 from optionsfeed.pricing import bsm_price
 from optionsfeed.pricing.american import (
+    Warm,
     american_greeks,
     american_implied_vol,
     american_iv_and_greeks,
+    american_iv_greeks_warm,
     american_price,
 )
 from optionsfeed.pricing.boundary_table import TABLES
@@ -246,6 +248,67 @@ def test_search_from_the_european_iv_takes_few_passes(monkeypatch: pytest.Monkey
     american_iv_and_greeks(price, is_call, SPOT, strike, t, 0.04, 0.01)
     assert sum(sizes) <= 18_500, sizes
     assert len(sizes) <= 18, sizes
+
+
+def _benchmark_contracts() -> tuple[np.ndarray, ...]:
+    """The benchmark's 10,000 contracts: (is_call, strike, t, vol)."""
+    rng = np.random.default_rng(0)
+    n = 10_000
+    strike, t = rng.uniform(60, 160, n), rng.uniform(1 / 365, 2.0, n)
+    vol, is_call = rng.uniform(0.1, 1.0, n), rng.random(n) < 0.5
+    return is_call, strike, t, vol
+
+
+def test_search_from_a_warm_state_mostly_ends_in_one_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The benchmark's contracts a moment later (spot up 0.05 %, each volatility moved by
+    up to 0.5 % of itself), searched from the state the first call left: at most 1.15
+    premium passes per contract searched (from the last IV alone: about 1.95), and the
+    IVs and greeks of the search from the European IV."""
+    is_call, strike, t, vol = _benchmark_contracts()
+    price = american_price(is_call, SPOT, strike, t, 0.04, 0.01, vol)
+    iv, _, warm = american_iv_greeks_warm(price, is_call, SPOT, strike, t, 0.04, 0.01)
+    rng = np.random.default_rng(1)
+    later = american_price(is_call, SPOT + 0.05, strike, t, 0.04, 0.01,
+                           vol * (1.0 + rng.uniform(-0.005, 0.005, len(vol))))  # fmt: skip
+    args = (is_call, SPOT + 0.05, strike, t, 0.04, 0.01)
+    cold_iv, cold_g = american_iv_and_greeks(later, *args)
+    sizes = _count_passes(monkeypatch)
+    got_iv, got_g = american_iv_and_greeks(later, *args, guess=iv, warm=warm)
+    assert sum(sizes) <= 1.15 * sizes[0], sizes
+    ok = cold_g.vega * 100.0 >= MIN_VEGA
+    np.testing.assert_array_equal(np.isnan(got_iv), np.isnan(cold_iv))
+    # Within 1e-4 of the intrinsic value a deep put sits just above the volatility
+    # below which exercise is optimal, where the price has a kink: any two searches
+    # (from the last IV alone too) end up to a few 1e-6 apart there.
+    intrinsic = np.maximum(np.where(is_call, SPOT + 0.05 - strike, strike - SPOT - 0.05), 0.0)
+    clear = ok & (later - intrinsic > 1e-4)
+    np.testing.assert_allclose(got_iv[clear], cold_iv[clear], rtol=0, atol=1e-8)
+    np.testing.assert_allclose(got_iv[ok], cold_iv[ok], rtol=0, atol=1e-5)
+    # The premium's greeks are taken at the last pass's volatility, within 1e-5 of the
+    # IV (two searches from the last IV and from the European IV differ by half these).
+    for a, b, tol in zip(got_g, cold_g, (1e-4, 2e-5, 1e-5, 2e-4, 1e-3), strict=True):
+        np.testing.assert_allclose(a[clear], b[clear], rtol=0, atol=tol)
+
+
+def test_a_warm_state_from_other_contracts_changes_no_iv() -> None:
+    """A state is only where searches start: one from other contracts (shuffled) or
+    from a spot 5 % away finds the IVs of the search from the European IV."""
+    rng = np.random.default_rng(7)
+    n = 500
+    c, k = rng.random(n) < 0.5, rng.uniform(60, 160, n)
+    t, vol = rng.uniform(2 / 365, 2, n), rng.uniform(0.1, 0.8, n)
+    price = american_price(c, SPOT, k, t, 0.05, 0.02, vol)
+    iv, g, warm = american_iv_greeks_warm(price, c, SPOT, k, t, 0.05, 0.02)
+    ok = g.vega * 100.0 >= MIN_VEGA
+    assert np.isfinite(warm.sigma).mean() > 0.5
+    shuffled = Warm(*(col[rng.permutation(n)] for col in warm))
+    moved = warm._replace(spot=warm.spot * 1.05)
+    for state in (shuffled, moved):
+        got = american_implied_vol(price, c, SPOT, k, t, 0.05, 0.02, warm=state)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(iv))
+        np.testing.assert_allclose(got[ok], iv[ok], rtol=0, atol=1e-8)
 
 
 def test_implied_vol_alone_is_the_iv_of_iv_and_greeks() -> None:

@@ -64,6 +64,9 @@ PREMIUM_POINTS = 16
 # (ln(S / B) above this; right above the boundary the premium bends too fast).
 _TANGENT_STEPS = 1  # 2 or 3 gave the same passes (docs/benchmarks.md)
 _TANGENT_LN_SB = 0.05
+# From a warm state (`Warm`), the IV may have moved by more than a step's worth: a
+# second European iteration costs little beside a pass.
+_WARM_STEPS = 2
 
 
 def _premium_quadrature(p: int) -> tuple[F64, F64, F64]:
@@ -503,54 +506,124 @@ def _by_exercise(
 
 def american_implied_vol(
     price: ArrayLike, is_call: ArrayLike, s: ArrayLike, k: ArrayLike, t: ArrayLike,
-    r: ArrayLike, q: ArrayLike, guess: ArrayLike | None = None,
+    r: ArrayLike, q: ArrayLike, guess: ArrayLike | None = None, warm: Warm | None = None,
 ) -> F64:  # fmt: skip
     """Implied volatility of American `price`; arguments broadcast together.
 
     NaN where no volatility in [IV_MIN, IV_MAX] reproduces the price: at or below
     the intrinsic value, at or above the upper bound (the spot for a call, the
-    strike for a put), `t <= 0`, or any input not a positive number. `guess` as in
-    `american_iv_and_greeks`; no greeks are computed.
+    strike for a put), `t <= 0`, or any input not a positive number. `guess` and
+    `warm` as in `american_iv_greeks_warm`; no greeks are computed.
     """
     inp = _inputs(is_call, s, k, t, r, q, price)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        (iv,) = _in_parts(inp, _start(guess, inp.shape),
+        (iv,) = _in_parts(inp, _warm_start(inp, _start(guess, inp.shape), warm),
                           lambda part, start: [_american_iv(part, start, greeks=False)[0]])  # fmt: skip
     return iv.reshape(inp.shape)
 
 
 def american_iv_and_greeks(
     price: ArrayLike, is_call: ArrayLike, s: ArrayLike, k: ArrayLike, t: ArrayLike,
-    r: ArrayLike, q: ArrayLike, guess: ArrayLike | None = None,
+    r: ArrayLike, q: ArrayLike, guess: ArrayLike | None = None, warm: Warm | None = None,
 ) -> tuple[F64, Greeks]:  # fmt: skip
     """Implied volatility of American `price` and the greeks at it (NaN where the IV is NaN).
 
+    `american_iv_greeks_warm` without the state it leaves.
+    """
+    iv, g, _ = american_iv_greeks_warm(price, is_call, s, k, t, r, q, guess, warm)
+    return iv, g
+
+
+def american_iv_greeks_warm(
+    price: ArrayLike, is_call: ArrayLike, s: ArrayLike, k: ArrayLike, t: ArrayLike,
+    r: ArrayLike, q: ArrayLike, guess: ArrayLike | None = None, warm: Warm | None = None,
+) -> tuple[F64, Greeks, Warm]:  # fmt: skip
+    """(IV, greeks at it, where each search ended) of American `price`.
+
     As `american_implied_vol` and `american_greeks`, in one call: the greeks come
-    from the solver's last pass. `guess` (NaN for none), e.g. the IV found for the
-    same contract a moment ago, is where the search starts where it lies inside
-    the search's bracket; it changes how fast the IV is found, not which.
+    from the solver's last pass. Where each search starts changes how fast the IV
+    is found, not which: `guess` (NaN for none), e.g. the IV found for the same
+    contract a moment ago, where it lies inside the search's bracket; better,
+    `warm`, the state a call for the same contracts left (flat, in the order of the
+    broadcast inputs), from which one step lands close enough that a single pass
+    usually ends the search (`Warm`).
     """
     inp = _inputs(is_call, s, k, t, r, q, price)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        iv, *g = _in_parts(inp, _start(guess, inp.shape), _iv_and_greeks)
-    return iv.reshape(inp.shape), Greeks(*(a.reshape(inp.shape) for a in g))
+        start = _warm_start(inp, _start(guess, inp.shape), warm)
+        iv, *rest = _in_parts(inp, start, _iv_and_greeks)
+    g = Greeks(*(a.reshape(inp.shape) for a in rest[:5]))
+    return iv.reshape(inp.shape), g, Warm(*rest[5:])
+
+
+class Warm(NamedTuple):
+    """Where the American searches of contracts ended: the start of their next ones.
+
+    Per contract (flat; NaN where no search ran): the volatility of the search's
+    last pass, the spot then, and the early-exercise premium there with its
+    derivatives in the volatility and the spot (the contract's own, not the put
+    form's). The next search moves the premium to the spot of then (second order in
+    the spot) and takes one step on the European price plus the premium's tangent:
+    where the quote moved by the usual tick, that lands within Newton's tolerance
+    of the IV, so the first pass ends the search (a cold search needs two at least).
+    A state from other inputs is a worse start, never a wrong answer.
+    """
+
+    sigma: F64
+    spot: F64
+    premium: F64
+    d_sigma: F64
+    d_s: F64
+    d_ss: F64
+
+
+def no_warm(n: int) -> Warm:
+    """A `Warm` of `n` contracts with no state (each search starts as without one)."""
+    return Warm(*(np.full(n, np.nan) for _ in range(6)))
+
+
+def _warm_start(inp: _Inputs, start: F64, warm: Warm | None) -> F64:
+    """`start`, with the step from `warm` where a contract has a state (flat)."""
+    if warm is None:
+        return start
+    w = Warm(*(np.ravel(np.broadcast_to(_f64(a), inp.x.shape)) for a in warm))
+    rows = np.flatnonzero(np.isfinite(w.sigma) & np.isfinite(w.premium))
+    if len(rows) == 0:
+        return start
+    c = inp.c[rows]
+    s, k, t, r, q, p = (a[rows] for a in (inp.s, inp.k, inp.t, inp.r, inp.q, inp.x))
+    sig, spot, prem, d_sig, d_s, d_ss = (a[rows] for a in w)
+    ds = s - spot
+    prem = np.maximum(prem + ds * (d_s + 0.5 * ds * d_ss), 0.0)
+    p_otm = p - np.maximum(np.where(c, s - k, k - s), 0.0)
+    y = _tangent_step((c, s, k, t, r, q), p, p_otm, sig, sig, prem, d_sig, _WARM_STEPS)
+    out = start.copy()
+    out[rows] = np.where(np.isfinite(y), y, start[rows])
+    return out
 
 
 def _iv_and_greeks(inp: _Inputs, start: F64) -> list[F64]:
-    """[IV, delta, gamma, theta, vega, rho] of flat `inp` (prices), searches from `start`."""
-    iv, pf, sel, ct, prem = _american_iv(inp, start, greeks=True)
-    # The premium's parts come from the solver's last pass, at `at` (within
+    """[IV, delta, gamma, theta, vega, rho, *Warm] of flat `inp` (prices), searches
+    from `start`."""
+    iv, pf, sel, ct, prem, last = _american_iv(inp, start, greeks=True)
+    # The premium's parts come from the solver's last pass, at `last` (within
     # _NEWTON_TOL of the IV); the European ones are taken at the IV itself.
-    found = np.isfinite(iv[sel])
-    g = _assemble(inp, pf, iv, sel[found], _take(ct, np.flatnonzero(found)),
-                  _Premium._make(a[found] for a in prem))  # fmt: skip
-    return [iv, *g]
+    found = np.flatnonzero(np.isfinite(iv[sel]))
+    ct, prem, rows = _take(ct, found), _Premium._make(a[found] for a in prem), sel[found]
+    g = _assemble(inp, pf, iv, rows, ct, prem)
+    warm = no_warm(len(iv))
+    d_s, d_ss = _own_spot_terms(ct, prem, inp.c[rows])
+    for col, val in zip(warm, (last[found], inp.s[rows], prem.value, prem.d_sig, d_s, d_ss),
+                        strict=True):  # fmt: skip
+        col[rows] = val
+    return [iv, *g, *warm]
 
 
 def _american_iv(
     inp: _Inputs, start: F64, greeks: bool
-) -> tuple[F64, _PutForm, INTP, _Contracts, _Premium]:  # fmt: skip
-    """(IV, put form, rows searched, their contracts, their premium at the last pass).
+) -> tuple[F64, _PutForm, INTP, _Contracts, _Premium, F64]:  # fmt: skip
+    """(IV, put form, rows searched, their contracts, their premium at the last pass,
+    the volatility of that pass).
 
     The searches start at `start` (flat; NaN: no guess). The premium's parts for
     the greeks only with `greeks` (else NaN).
@@ -580,9 +653,9 @@ def _american_iv(
     below[low] = p[rows] < floor
     sel = sel[~negligible & ~below]
     ct = _contracts(pf.s[sel], pf.k[sel], t_[sel], pf.r[sel], pf.q[sel])
-    iv[sel], _, prem = _solve(p[sel], c[sel], s_[sel], k_[sel], ct, iv[sel], start[sel], greeks)
+    iv[sel], last, prem = _solve(p[sel], c[sel], s_[sel], k_[sel], ct, iv[sel], start[sel], greeks)
     iv[(iv < IV_MIN) | (iv > IV_MAX)] = np.nan
-    return iv, pf, sel, ct, prem
+    return iv, pf, sel, ct, prem, last
 
 
 def _solve(
@@ -677,7 +750,7 @@ def _solve(
 
 def _tangent_step(
     contracts: tuple[B8, F64, F64, F64, F64, F64], p: F64, p_otm: F64, x: F64, y: F64,
-    prem: F64, d_prem: F64,
+    prem: F64, d_prem: F64, steps: int = _TANGENT_STEPS,
 ) -> F64:  # fmt: skip
     """The volatility where the European price plus the premium's tangent at `x`
     (value `prem`, slope `d_prem`) is `p`, by Newton steps from `y` (Newton's point).
@@ -690,7 +763,7 @@ def _tangent_step(
     """
     c, s, k, t, r, q = contracts
     root = np.sqrt(p_otm)
-    for _ in range(_TANGENT_STEPS):
+    for _ in range(steps):
         euro, vega = _european(c, s, k, t, r, q, np.clip(y, IV_MIN, IV_MAX))
         above = np.sqrt(np.maximum(euro + prem + d_prem * (y - x) - p + p_otm, 0.0))
         y = y - (above - root) * 2.0 * above / (vega + d_prem)
@@ -710,10 +783,7 @@ def _assemble(
     value = bsm_price(cs, ss, ks, ts, rs, qs, vs) + np.maximum(prem.value, 0.0)
     exercised = prem.ln_sb <= 0.0
     value = np.maximum(value, ct.k - ct.s)
-    # Put-form derivatives -> the contract's own (a call by homogeneity: P(K, S) is of
-    # degree one in (S, K), so dP/dK = (P - S dP/dS) / K).
-    d_s = np.where(cs, (prem.value - ct.s * prem.d_s) / ct.k, prem.d_s)
-    d_ss = np.where(cs, prem.d_ss * (ct.s / ct.k) ** 2, prem.d_ss)
+    d_s, d_ss = _own_spot_terms(ct, prem, cs)
     delta = out[0][rows] + d_s
     gamma = out[1][rows] + d_ss
     theta = rs * value - (rs - qs) * ss * delta - 0.5 * vs * vs * ss * ss * gamma
@@ -724,6 +794,17 @@ def _assemble(
     for col, val in zip(out[1:], (gamma, theta / 365.0, vega, rho), strict=True):
         col[rows] = np.where(exercised, 0.0, val)
     return out
+
+
+def _own_spot_terms(ct: _Contracts, prem: _Premium, c: B8) -> tuple[F64, F64]:
+    """The premium's first and second derivatives in the contract's own spot.
+
+    From the put form's: a call's spot is its put form's strike, and by homogeneity
+    (P(K, S) is of degree one in (S, K)) dP/dK = (P - S dP/dS) / K.
+    """
+    d_s = np.where(c, (prem.value - ct.s * prem.d_s) / ct.k, prem.d_s)
+    d_ss = np.where(c, prem.d_ss * (ct.s / ct.k) ** 2, prem.d_ss)
+    return d_s, d_ss
 
 
 def _premium_rho(ct: _Contracts, sig: F64, prem: _Premium, c: B8) -> F64:

@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 from ..model.contract import Contract
 from ..model.records import FLAG_ORDER, Flag, OptionRecord, UnderlyingRecord, encode
 from ..pricing import Greeks
-from ..pricing.american import greeks_by_exercise
+from ..pricing.american import Warm, greeks_by_exercise
 from ..sources.base import Listing, Quotes, Trades, UnderlyingTick
 from .forwards import (
     CARRY,
@@ -43,7 +43,7 @@ from .forwards import (
     implied_forwards,
     pair_contracts,
 )
-from .quote_ivs import QuoteRows, quote_ivs
+from .quote_ivs import QuoteRows, no_warm_rows, quote_ivs
 
 F64 = NDArray[np.float64]
 US_PER_YEAR = 365.0 * 86_400.0 * 1e6
@@ -95,6 +95,8 @@ _INT_FIELD_INDEX = frozenset(DELTA_FIELDS.index(f) for f in INT_FIELDS)
 _SCALE = np.array([10.0 ** DECIMALS.get(f, 0) for f in DELTA_FIELDS])[:, None]
 _IV_ROW = DELTA_FIELDS.index("iv")
 _FORWARD_ROW = DELTA_FIELDS.index("forward")
+# The published IVs of mark, bid and ask, in the order pricing solves them.
+_IV_ROWS = np.array([DELTA_FIELDS.index(f) for f in ("iv", "iv_bid", "iv_ask")])
 FORWARD_EXPIRIES_PER_CALL = 8  # expiries whose forward one refresh implies, nearest first
 _SIG_ROWS = np.array([DELTA_FIELDS.index(f) for f in SIGNIFICANT])
 _SIG_DIGITS = np.array([SIGNIFICANT[f] for f in SIGNIFICANT])[:, None]
@@ -190,7 +192,7 @@ def reprice_chains(
     if sum(sizes) == 0:
         return [ChainDelta([], []) for _ in pending]
     cat = np.concatenate
-    iv, g, side_iv = quote_ivs(
+    iv, g, side_iv, warm = quote_ivs(
         QuoteRows(
             price=cat([p.price for p in pending]),
             sides=cat([p.sides for p in pending], axis=1),
@@ -201,7 +203,9 @@ def reprice_chains(
             rate=cat([np.full(n, p.chain.rate) for p, n in zip(pending, sizes, strict=True)]),
             carry=cat([p.carry for p in pending]),
             american=cat([p.chain.american[p.rows] for p in pending]),
-            guess=cat([p.chain.pub["iv"][p.rows] for p in pending]),  # where searches start
+            # Where searches start: the last IVs, and where the last searches ended.
+            guess=cat([p.chain.pub_matrix[_IV_ROWS[:, None], p.rows] for p in pending], axis=1),
+            warm=Warm(*(cat(col, axis=1) for col in zip(*_warm_states(pending), strict=True))),
         )
     )
     out: list[ChainDelta] = []
@@ -210,8 +214,14 @@ def reprice_chains(
         part = slice(start, start + n)
         start += n
         greeks = Greeks(*(col[part] for col in g))
+        for col, val in zip(p.chain.warm, warm, strict=True):
+            col[:, p.rows] = val[:, part]
         out.append(p.chain.finish(p, iv[part], greeks, now_us, side_iv=side_iv[:, part]))
     return out
+
+
+def _warm_states(pending: list[PricingInputs]) -> list[Warm]:
+    return [Warm(*(col[:, p.rows] for col in p.chain.warm)) for p in pending]
 
 
 def theta_to_expiry(
@@ -326,6 +336,9 @@ class ChainState:
         self.pub_flags = np.zeros(n, dtype=np.int64)
         self.pub_source = np.zeros(n, dtype=np.int8)
         self.pub_ts = np.full(n, listed_us, dtype=np.int64)
+        # Where each American row's last searches for the IVs of its mark, bid and ask
+        # ended: the starts of its next ones (pricing.american.Warm, (3, rows) each).
+        self.warm = no_warm_rows(n)
         # Underlying.
         self.spot = float("nan")
         self.spot_bid: float | None = None
@@ -354,6 +367,8 @@ class ChainState:
         for name in self._CARRIED:
             getattr(self, name)[new_rows] = getattr(old, name)[old_rows]
         self.pub_matrix[:, new_rows] = old.pub_matrix[:, old_rows]
+        for col, was in zip(self.warm, old.warm, strict=True):
+            col[:, new_rows] = was[:, old_rows]
         # Open interest: the new listing's figure where it has one.
         oi = self.open_interest[new_rows]
         self.open_interest[new_rows] = np.where(np.isnan(oi), old.open_interest[old_rows], oi)
