@@ -26,7 +26,7 @@ from .crowd import crowd_figures, run_crowd
 from .loadgen import LoadConfig, LoadResult, run_load, summary
 from .redis_server import temporary_redis
 from .spawn import cpu_seconds, optionsfeed_proc
-from .stages import scrape, stage_table
+from .stages import scrape, stage_table, wait_http
 
 CALIBRATE_RATE = 20_000.0
 CALIBRATE_S = 4.0
@@ -155,6 +155,7 @@ def _run_scenario(sc: Scenario, procs: int, pin: bool = False) -> dict[str, Any]
                 os.sched_setaffinity(p, gw_cores)
             # One gateway process's histograms (with --workers N a scrape reaches one).
             pages = (f"http://127.0.0.1:{proc_port}/metrics", f"http://127.0.0.1:{port}/metrics")
+            wait_http(pages[0])  # the processor's server may start after the gateway's
             stages0 = scrape(*pages)
             cpu0 = _cpu_sum(pids)
             rss0 = sum(_rss_kb(p) for p in pids)

@@ -26,7 +26,7 @@ from tests.ports import free_port
 
 from .redis_server import temporary_redis
 from .spawn import busy_processes, cpu_seconds, optionsfeed_proc
-from .stages import scrape, stage_table
+from .stages import scrape, stage_table, wait_http
 
 RATE = 4200  # updates/s: about 80 records/s on each of 5 nearest-expiry chains
 UNDERLYINGS = "SPY,QQQ,AAPL,TSLA,NVDA"
@@ -34,18 +34,6 @@ WARMUP_S = 8.0  # listings, the first whole-chain pricing and forwards are not s
 SECONDS = 20.0
 PROCESSING_STAGES = ("taken", "priced", "in_redis")
 COUNTERS = ("optionsfeed_records_published_total",)
-
-
-def _wait_http(url: str, timeout_s: float = 60.0) -> None:
-    end = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.2)
 
 
 def _counters(page: str) -> dict[str, float]:
@@ -68,7 +56,7 @@ def measure(url: str, src: str | None, rate: float, seconds: float) -> dict[str,
             "--port", str(port)]  # fmt: skip
     with optionsfeed_proc(args, pythonpath=src) as p:
         page = f"http://127.0.0.1:{port}/metrics"
-        _wait_http(page)
+        wait_http(page)
         time.sleep(WARMUP_S)
         before, n0, cpu0, t0 = scrape(page), _counters(page), cpu_seconds(p.pid), time.monotonic()
         time.sleep(seconds)

@@ -13,6 +13,7 @@ only the measured span counts.
 from __future__ import annotations
 
 import math
+import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,6 +27,20 @@ STAGES = {
 }
 
 Buckets = dict[str, list[tuple[float, float]]]  # histogram -> (upper bound, cumulative count)
+
+
+def wait_http(url: str, timeout_s: float = 60.0) -> None:
+    """Return once `url` answers (a process's HTTP server is up), or raise after
+    `timeout_s`."""
+    end = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.2)
 
 
 def scrape(*urls: str) -> Buckets:
