@@ -30,6 +30,17 @@ GRID = list(itertools.product([True, False], MONEYNESS, DAYS, VOLS, RATES, DIVS)
 # Where the American vega is below this (per unit of volatility: 0.1 = 0.001 per vol
 # point) the price hardly depends on volatility and no IV is meaningful to 1e-4.
 MIN_VEGA = 0.1
+# Within this of its intrinsic value a deep put's price does not determine a
+# volatility: below the volatility at which the exercise boundary reaches the spot
+# the model's price wobbles around the intrinsic value by up to about 1e-5, so a
+# range of volatilities reproduces such a price (each search finds one of them).
+IDENTIFIABLE = 1e-4
+
+
+def _identifiable(price: np.ndarray, c: np.ndarray, k: np.ndarray, s: float = SPOT) -> np.ndarray:
+    """Where a price lies far enough above its intrinsic value to determine an IV."""
+    out: np.ndarray = price - np.maximum(np.where(c, s - k, k - s), 0.0) > IDENTIFIABLE
+    return out
 
 
 def _oracle(
@@ -178,8 +189,14 @@ def test_iv_round_trip_and_greeks_against_differences() -> None:
     price = american_price(c, SPOT, k, t, r, q, vol)
     iv, g = american_iv_and_greeks(price, c, SPOT, k, t, r, q)
     vega = g.vega * 100.0
-    checked = vega >= MIN_VEGA
+    checked = (vega >= MIN_VEGA) & _identifiable(price, c, k)
+    assert checked.mean() > 0.8
     assert np.max(np.abs(iv - vol)[checked]) < 1e-8
+    # Elsewhere the IV found is one that reproduces the price (to the search's last
+    # step, 1e-5 of volatility, times the vega there).
+    found = np.isfinite(iv)
+    np.testing.assert_allclose(american_price(c, SPOT, k, t, r, q, np.where(found, iv, 0.2))[found],
+                               price[found], rtol=0, atol=1e-6)  # fmt: skip
 
     def p(s: float = SPOT, v: np.ndarray = vol, rate: np.ndarray = r) -> np.ndarray:
         return american_price(c, s, k, t, rate, q, v)
@@ -237,8 +254,9 @@ def test_price_below_the_european_floor_takes_no_search(monkeypatch: pytest.Monk
 
 
 def test_search_from_the_european_iv_takes_few_passes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The benchmark's 10,000 contracts: at most 18,500 contract-passes of the premium
-    in all and no contract past its 18th (the plain Newton search took 20,486 and 20)."""
+    """The benchmark's 10,000 contracts: at most 17,600 contract-passes of the premium
+    in all and no contract past its 14th (the plain Newton search took 20,486 and 20;
+    before the kink's step, 17,933 and 18)."""
     rng = np.random.default_rng(0)
     n = 10_000
     strike, t = rng.uniform(60, 160, n), rng.uniform(1 / 365, 2.0, n)
@@ -246,8 +264,24 @@ def test_search_from_the_european_iv_takes_few_passes(monkeypatch: pytest.Monkey
     price = american_price(is_call, SPOT, strike, t, 0.04, 0.01, vol)
     sizes = _count_passes(monkeypatch)
     american_iv_and_greeks(price, is_call, SPOT, strike, t, 0.04, 0.01)
-    assert sum(sizes) <= 18_500, sizes
-    assert len(sizes) <= 18, sizes
+    assert sum(sizes) <= 17_600, sizes
+    assert len(sizes) <= 14, sizes
+
+
+@pytest.mark.parametrize(("k", "t", "above"), [(160, 2.0, 0.02), (180, 2.0, 0.05),
+                                               (150, 1.0, 0.01), (300, 2.0, 0.02)])  # fmt: skip
+def test_a_deep_put_just_above_intrinsic_takes_few_passes(
+    monkeypatch: pytest.MonkeyPatch, k: float, t: float, above: float
+) -> None:
+    """Deep in the money, a cent or so above the intrinsic value: from the European IV
+    (far above) a step would cross into where exercise is optimal and the search
+    crawl back (6-7 passes); the kink's step takes at most 4, to the same IV."""
+    sizes = _count_passes(monkeypatch)
+    price = k - SPOT + above
+    iv, g = american_iv_and_greeks(price, False, SPOT, k, t, 0.04, 0.01)
+    assert len(sizes) <= 4, sizes
+    assert g.vega * 100.0 > 1.0
+    assert abs(american_price(False, SPOT, k, t, 0.04, 0.01, iv) - price) < 1e-8
 
 
 def _benchmark_contracts() -> tuple[np.ndarray, ...]:
@@ -323,7 +357,10 @@ def test_implied_vol_alone_is_the_iv_of_iv_and_greeks() -> None:
     guess = vol * rng.uniform(0.95, 1.05, n)
     iv, _ = american_iv_and_greeks(price, c, SPOT, k, t, 0.05, 0.02, guess=guess)
     alone = american_implied_vol(price, c, SPOT, k, t, 0.05, 0.02, guess=guess)
-    np.testing.assert_allclose(alone, iv, rtol=0, atol=1e-8)
+    ok = _identifiable(price, c, k)
+    assert ok.mean() > 0.8
+    np.testing.assert_allclose(alone[ok], iv[ok], rtol=0, atol=1e-8)
+    np.testing.assert_array_equal(np.isnan(alone), np.isnan(iv))
     assert np.isfinite(iv).mean() > 0.9
 
 

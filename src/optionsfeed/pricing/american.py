@@ -171,18 +171,19 @@ class _Premium(NamedTuple):
     d_r: F64  # in the put's rate, boundary held fixed
     d_q: F64  # in the put's dividend yield, boundary held fixed
     ln_sb: F64  # ln(S / B(T)): at or below 0 exercise is optimal now
+    d_ln_sb: F64  # its derivative in sigma
     f_l: F64  # (m, points): d f / d ln(S / B) at each point, for rho's boundary part
     sh: F64  # (m, points): ln(xmax / B) at each point
 
 
 def _empty_premium(n: int) -> _Premium:
-    return _Premium(*(np.full(n, np.nan) for _ in range(7)),
+    return _Premium(*(np.full(n, np.nan) for _ in range(8)),
                     *(np.full((n, PREMIUM_POINTS), np.nan) for _ in range(2)))  # fmt: skip
 
 
 def _unset_premium(n: int) -> _Premium:
     """`_empty_premium` with its columns unset (np.empty): for a pass that fills them."""
-    return _Premium(*(np.empty(n) for _ in range(7)),
+    return _Premium(*(np.empty(n) for _ in range(8)),
                     *(np.empty((n, PREMIUM_POINTS)) for _ in range(2)))  # fmt: skip
 
 
@@ -200,7 +201,9 @@ def _premium(ct: _Contracts, sig: F64, greeks: bool = True) -> _Premium:
         both = TABLES.combine(ct.gid[part], (first[part], weights[part]))
         both *= ct.alpha_pow[part, None, :]
         # The boundary now, at tau = T: w = sqrt(T / T_bucket), where ch sums to h.
-        out.ln_sb[part] = ct.ln_sx[part] + np.sqrt(np.maximum(both[:, 0].sum(axis=1), 0.0))
+        sh = np.sqrt(np.maximum(both[:, 0].sum(axis=1), 0.0))
+        out.ln_sb[part] = ct.ln_sx[part] + sh
+        out.d_ln_sb[part] = both[:, 1].sum(axis=1) / (2.0 * sh * sig[part])
         h, dh = np.matmul(both.transpose(1, 0, 2), _POWERS)
         _premium_block(_take_slice(ct, part), sig[part], h, dh, out, part, greeks)
     return out
@@ -722,6 +725,7 @@ def _solve(
                 x[tan], nxt[tan], np.maximum(prem.value[tan], 0.0), prem.d_sig[tan],
             )  # fmt: skip
             nxt[tan] = np.where(np.isfinite(y), y, nxt[tan])
+        nxt = _below_the_kink(x, nxt, fx, p_otm[idx], flat, prem)
         inside = np.isfinite(nxt) & (nxt > lo) & (nxt < hi)
         falsi = lo - g_lo * (hi - lo) / (g_hi - g_lo)
         use_falsi = ~inside & np.isfinite(falsi) & (falsi > lo) & (falsi < hi)
@@ -746,6 +750,25 @@ def _solve(
         keep = ~done
         idx, lo, hi, g_lo, g_hi, moved, x = (a[keep] for a in (idx, lo, hi, g_lo, g_hi, moved, nxt))
     return out, last, found
+
+
+def _below_the_kink(x: F64, nxt: F64, fx: F64, p_otm: F64, flat: B8, prem: _Premium) -> F64:
+    """`nxt`, or where a step from above the price would land where exercise is
+    optimal, the root of a model of the price's kink.
+
+    Deep in the money the price above the intrinsic value, A - I, is 0 below the
+    volatility sigma_b at which the boundary reaches the spot and grows like
+    c (sigma - sigma_b)^2 above it. From well above, a step on sqrt(A - I) crosses
+    sigma_b and lands on the flat part, which tells little (searches that did so
+    took up to 19 passes). sigma_b is estimated from ln(S / B) and its derivative
+    in sigma, and the step goes to sigma_b + (x - sigma_b) sqrt((p - I) / (A - I)),
+    the root of that model through the current point (between sigma_b and x).
+    """
+    sig_b = x - prem.ln_sb / prem.d_ln_sb
+    kink = (fx > 0) & ~flat & (prem.ln_sb > 0) & (prem.d_ln_sb > 0) & (sig_b < x) & (nxt < sig_b)
+    root = sig_b + (x - sig_b) * np.sqrt(p_otm / np.maximum(fx + p_otm, 1e-300))
+    out: F64 = np.where(kink, root, nxt)
+    return out
 
 
 def _tangent_step(
