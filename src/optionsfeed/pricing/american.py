@@ -10,8 +10,8 @@ One pass over the premium's quadrature points gives the premium and, from the sa
 normal CDFs, its derivatives in the spot (delta, gamma), the volatility (with the
 boundary's own dependence, from the table) and the rate. The implied volatility is
 a safeguarded Newton iteration on the American price with that American vega,
-started at the European IV of the price (an upper bound); its last pass gives the
-greeks.
+started at the European IV of the price (an upper bound), or close to the IV from
+where the contract's last search ended (`Warm`); its last pass gives the greeks.
 
 The premium is left out (the price is the European one) where early exercise is
 never optimal (a put with r <= 0, a call with q <= 0), and where a bound on it is
