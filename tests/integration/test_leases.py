@@ -191,8 +191,10 @@ def test_a_frozen_owner_is_fenced_and_gets_its_share_back_later(
     assert after == taken
     # (What it reports as owned at this moment races the hand-over back; the epochs
     # above and below are the proof: no reset of its own, then one per hand-over.)
+    # It noticed: its leases lapsed, or (when the freeze caught it inside a Redis
+    # read, whose timeout fires on resume) their renewal was refused first.
     log = frozen.log.read_text()
-    assert "lapsed" in log or "fenced" in log, log
+    assert any(m in log for m in ("lapsed", "fenced", "another processor holds it")), log
     wait_for(lambda: sorted(frozen.owned()) == sorted(moved), 6, "its share comes back")
     wait_for(lambda: all(epochs(r)[u] != taken[u] for u in moved), 3, "published by it")
     back = stable_epochs(r, 1.0)

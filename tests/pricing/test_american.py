@@ -192,11 +192,14 @@ def test_iv_round_trip_and_greeks_against_differences() -> None:
     checked = (vega >= MIN_VEGA) & _identifiable(price, c, k)
     assert checked.mean() > 0.8
     assert np.max(np.abs(iv - vol)[checked]) < 1e-8
-    # Elsewhere the IV found is one that reproduces the price (to the search's last
-    # step, 1e-5 of volatility, times the vega there).
+    # Elsewhere the IV found is one that reproduces the price: to 1e-7 of the put
+    # form's strike where the price is within 1e-6 of it of the intrinsic value (a
+    # range of volatilities does so there), to the search's last step times the
+    # vega elsewhere.
     found = np.isfinite(iv)
-    np.testing.assert_allclose(american_price(c, SPOT, k, t, r, q, np.where(found, iv, 0.2))[found],
-                               price[found], rtol=0, atol=1e-6)  # fmt: skip
+    repriced = american_price(c, SPOT, k, t, r, q, np.where(found, iv, 0.2))
+    put_k = np.where(c, SPOT, k)
+    assert (np.abs(repriced - price)[found] <= np.maximum(1.5e-7 * put_k, 1e-6)[found]).all()
 
     def p(s: float = SPOT, v: np.ndarray = vol, rate: np.ndarray = r) -> np.ndarray:
         return american_price(c, s, k, t, rate, q, v)
@@ -310,16 +313,23 @@ def test_search_from_a_warm_state_mostly_ends_in_one_pass(
     cold_iv, cold_g = american_iv_and_greeks(later, *args)
     sizes = _count_passes(monkeypatch)
     got_iv, got_g = american_iv_and_greeks(later, *args, guess=iv, warm=warm)
-    assert sum(sizes) <= 1.15 * sizes[0], sizes
+    assert sum(sizes) <= 1.1 * sizes[0], sizes
+    # Quotes within 1e-6 of the strike of their intrinsic value determine no IV and
+    # end once their price is matched to 1e-7 of it (they took 14 passes, not 4).
+    assert len(sizes) <= 5, sizes
     ok = cold_g.vega * 100.0 >= MIN_VEGA
     np.testing.assert_array_equal(np.isnan(got_iv), np.isnan(cold_iv))
-    # Within 1e-4 of the intrinsic value a deep put sits just above the volatility
-    # below which exercise is optimal, where the price has a kink: any two searches
-    # (from the last IV alone too) end up to a few 1e-6 apart there.
+    # Within 1e-4 of the intrinsic value a price determines no volatility (a range
+    # reproduces it, see `IDENTIFIABLE`): there the IV found reproduces the price.
     intrinsic = np.maximum(np.where(is_call, SPOT + 0.05 - strike, strike - SPOT - 0.05), 0.0)
     clear = ok & (later - intrinsic > 1e-4)
+    found = np.isfinite(got_iv)
+    repriced = american_price(
+        is_call, SPOT + 0.05, strike, t, 0.04, 0.01, np.where(found, got_iv, 0.2)
+    )
+    put_k = np.where(is_call, SPOT + 0.05, strike)  # the put form's strike
+    assert (np.abs(repriced - later)[found] <= 1.5e-7 * put_k[found]).all()
     np.testing.assert_allclose(got_iv[clear], cold_iv[clear], rtol=0, atol=1e-8)
-    np.testing.assert_allclose(got_iv[ok], cold_iv[ok], rtol=0, atol=1e-5)
     # The premium's greeks are taken at the last pass's volatility, within 1e-5 of the
     # IV (two searches from the last IV and from the European IV differ by half these).
     for a, b, tol in zip(got_g, cold_g, (1e-4, 2e-5, 1e-5, 2e-4, 1e-3), strict=True):
@@ -335,7 +345,7 @@ def test_a_warm_state_from_other_contracts_changes_no_iv() -> None:
     t, vol = rng.uniform(2 / 365, 2, n), rng.uniform(0.1, 0.8, n)
     price = american_price(c, SPOT, k, t, 0.05, 0.02, vol)
     iv, g, warm = american_iv_greeks_warm(price, c, SPOT, k, t, 0.05, 0.02)
-    ok = g.vega * 100.0 >= MIN_VEGA
+    ok = (g.vega * 100.0 >= MIN_VEGA) & _identifiable(price, c, k)
     assert np.isfinite(warm.sigma).mean() > 0.5
     shuffled = Warm(*(col[rng.permutation(n)] for col in warm))
     moved = warm._replace(spot=warm.spot * 1.05)

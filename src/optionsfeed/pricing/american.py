@@ -57,6 +57,12 @@ _IV_TOL = 1e-8  # a bracketing step this small ends the search
 # (f'' / 2f') 1e-10 of the root, so it is taken without another pass.
 _NEWTON_TOL = 1e-5
 _PRICE_TOL = 1e-13  # of the (put form) strike: the price is matched to rounding
+# Deep in the money, below the volatility at which the boundary reaches the spot,
+# the model's price wobbles around the intrinsic value by up to about 1e-7 of the
+# strike: a price within _WOBBLE of it determines no volatility (a range reproduces
+# it), and its search ends once the price is matched to _WOBBLE_TOL, where a search
+# to rounding would bounce between the wobble's roots for a dozen passes.
+_WOBBLE, _WOBBLE_TOL = 1e-6, 1e-7  # of the (put form) strike
 _IV_STEPS = 30
 _H_RATE = 1e-4  # the rate step of rho's boundary term (tables at r +- h)
 PREMIUM_POINTS = 16
@@ -734,7 +740,7 @@ def _solve(
         # Ended: a small Newton step (near sigma_b, where convergence is only linear,
         # a very small one), a small bracketing step or bracket, or the price
         # matched to rounding.
-        hit = np.abs(fx) <= _PRICE_TOL * sub.k
+        hit = np.abs(fx) <= np.where(p_otm[idx] < _WOBBLE * sub.k, _WOBBLE_TOL, _PRICE_TOL) * sub.k
         newton = inside & (step <= np.where(flat, _IV_TOL, _NEWTON_TOL))
         done = newton | hit | (step <= _IV_TOL) | (hi - lo <= _IV_TOL)
         # A root only where the price was matched, Newton converged, or the bracket
