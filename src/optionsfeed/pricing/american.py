@@ -571,10 +571,11 @@ class Warm(NamedTuple):
     Per contract (flat; NaN where no search ran): the volatility of the search's
     last pass, the spot then, and the early-exercise premium there with its
     derivatives in the volatility and the spot (the contract's own, not the put
-    form's). The next search moves the premium to the spot of then (second order in
-    the spot) and takes one step on the European price plus the premium's tangent:
-    where the quote moved by the usual tick, that lands within Newton's tolerance
-    of the IV, so the first pass ends the search (a cold search needs two at least).
+    form's). The next search moves the premium to the spot of now (second order in
+    the spot) and takes two European Newton steps on the European price plus the
+    premium's tangent: where the quote moved by the usual tick, that lands within
+    Newton's tolerance of the IV, so the first pass ends the search (a cold search
+    needs two at least).
     A state from other inputs is a worse start, never a wrong answer.
     """
 
