@@ -16,12 +16,23 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
-from redis.exceptions import AskError, MovedError, SlotNotCoveredError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # Replies that say the node did not run the command: safe to send it again elsewhere.
-_NOT_RUN: tuple[type[Exception], ...] = (MovedError, AskError, TryAgainError)
+# CLUSTERDOWN too: a node answers it, running nothing, while the shards agree on a
+# new primary (seen during CLUSTER FAILOVER on another shard).
+_NOT_RUN: tuple[type[Exception], ...] = (MovedError, AskError, TryAgainError, ClusterDownError)
+# Sends of a command answered CLUSTERDOWN: each one still answered so waits 0.25 s
+# and refreshes the slot map (redis-py) before the next, so about a second in all.
+_CLUSTER_DOWN_SENDS = 4
 
 
 async def send_by_node(
@@ -31,9 +42,10 @@ async def send_by_node(
     MULTI) per primary, the pipelines concurrently: their replies in order, an error
     reply or a connection failure as the exception object in its place.
 
-    Order is kept per node, so per slot. A command answered MOVED, ASK or TRYAGAIN
-    (its node did not run it) is sent again, alone and in order, through
-    `cluster.execute_command`, which follows the redirect and corrects the slot map;
+    Order is kept per node, so per slot. A command answered MOVED, ASK, TRYAGAIN or
+    CLUSTERDOWN (its node did not run it) is sent again, alone and in order, through
+    `cluster.execute_command`, which follows the redirect and corrects the slot map
+    (CLUSTERDOWN: up to `_CLUSTER_DOWN_SENDS` times, a quarter second apart);
     nothing else is ever sent twice. A node whose connection failed mid-way leaves
     its commands with an unknown outcome: they carry the error, and the client is
     asked to refresh its topology (that node tried last) before the next command.
@@ -76,11 +88,13 @@ async def send_by_node(
     if unwritten is not None:
         raise unwritten
     for cmd in queued:
-        if isinstance(cmd.result, _NOT_RUN):
+        for _ in range(_CLUSTER_DOWN_SENDS if isinstance(cmd.result, _NOT_RUN) else 0):
             try:
                 cmd.result = await cluster.execute_command(*cmd.args)
             except Exception as exc:  # the reply, in its place
                 cmd.result = exc
+            if not isinstance(cmd.result, ClusterDownError):
+                break
     return [cmd.result for cmd in queued]
 
 

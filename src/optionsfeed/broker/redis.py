@@ -21,7 +21,8 @@ apply it later when a stalled server wakes up); the script's epoch/prev check ma
 harmless, as the caller's next reset either supersedes it or makes it be refused. A
 retry would turn an applied batch into a SequenceConflict and duplicate live envelopes,
 so the only re-sends are after NOSCRIPT (the script did not run) and, on a cluster,
-after MOVED, ASK or TRYAGAIN (the node that answered did not run it either).
+after MOVED, ASK, TRYAGAIN or CLUSTERDOWN (the node that answered did not run it
+either).
 """
 
 from __future__ import annotations
