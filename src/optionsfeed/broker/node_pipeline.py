@@ -88,14 +88,21 @@ async def send_by_node(
     if unwritten is not None:
         raise unwritten
     for cmd in queued:
-        for _ in range(_CLUSTER_DOWN_SENDS if isinstance(cmd.result, _NOT_RUN) else 0):
-            try:
-                cmd.result = await cluster.execute_command(*cmd.args)
-            except Exception as exc:  # the reply, in its place
-                cmd.result = exc
-            if not isinstance(cmd.result, ClusterDownError):
-                break
+        if isinstance(cmd.result, _NOT_RUN):
+            await _send_again(cluster, cmd)
     return [cmd.result for cmd in queued]
+
+
+async def _send_again(cluster: RedisCluster, cmd: PipelineCommand) -> None:
+    """`cmd` once more through the cluster client, its reply (or error) in its place;
+    again while the reply is CLUSTERDOWN, `_CLUSTER_DOWN_SENDS` times at most."""
+    for _ in range(_CLUSTER_DOWN_SENDS):
+        try:
+            cmd.result = await cluster.execute_command(*cmd.args)
+        except Exception as exc:  # the reply, in its place
+            cmd.result = exc
+        if not isinstance(cmd.result, ClusterDownError):
+            return
 
 
 def _node_failed(result: object) -> bool:
